@@ -1,0 +1,156 @@
+"""Dataset records (Clip, Skip), the adapter interface, the registry and split helpers."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "SPLITS",
+    "Clip",
+    "DatasetAdapter",
+    "DatasetLayoutError",
+    "Skip",
+    "get_dataset",
+    "list_datasets",
+    "read_split_csv",
+    "register_dataset",
+    "stratified_holdout",
+]
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One usable example: a stable id, its label, its split and one file per source."""
+
+    clip_id: str
+    label: int
+    split: str  # "train" | "val" | "test"
+    paths: dict[str, Path]  # source name -> file, e.g. {"audio": ..., "video": ...}
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A file or listed id that was not turned into a Clip, and why (never a silent drop)."""
+
+    clip_id: str
+    path: str
+    reason: str
+
+
+class DatasetLayoutError(ValueError):
+    """The dataset on disk is not usable at all; the message names the offending path."""
+
+
+class DatasetAdapter:
+    """Turns a dataset's native layout into sorted Clips plus Skips."""
+
+    name: str = ""
+    classes: tuple[str, ...] = ()
+    modalities: tuple[str, ...] = ()
+
+    def scan(
+        self,
+        root: Path,
+        *,
+        split_csv: Path | None = None,
+        test_fraction: float,
+        val_fraction: float,
+        split_seed: int,
+    ) -> tuple[list[Clip], list[Skip]]:
+        """Return (clips sorted by clip_id, skips)."""
+        raise NotImplementedError
+
+
+# Registry in the style of torchvision.models._api: a dict of name -> adapter class.
+_DATASETS: dict[str, type[DatasetAdapter]] = {}
+
+
+def register_dataset(name: str) -> Callable[[type[DatasetAdapter]], type[DatasetAdapter]]:
+    """Class decorator registering an adapter under ``name`` (duplicates raise ValueError)."""
+
+    def wrapper(cls: type[DatasetAdapter]) -> type[DatasetAdapter]:
+        if name in _DATASETS:
+            raise ValueError(f"a dataset is already registered under the name {name!r}")
+        _DATASETS[name] = cls
+        return cls
+
+    return wrapper
+
+
+def get_dataset(name: str) -> DatasetAdapter:
+    """Instantiate the adapter registered as ``name`` (unknown names raise KeyError)."""
+    if name not in _DATASETS:
+        raise KeyError(f"unknown dataset {name!r}; choices: {list_datasets()}")
+    return _DATASETS[name]()
+
+
+def list_datasets() -> list[str]:
+    """Sorted names of the registered datasets."""
+    return sorted(_DATASETS)
+
+
+def stratified_holdout(
+    ids: Sequence[str], labels: Sequence[int], fraction: float, seed: int
+) -> set[str]:
+    """Pick round(fraction * len(ids)) ids, stratified by label, deterministic for ``seed``.
+
+    Per-class quotas come from the largest-remainder rule (ties go to the lower label), so the
+    total is exact and every class gets its proportional share; within a class the ids are
+    sorted and then permuted by a generator seeded with (seed, label). Works for tiny sets
+    where sklearn's train_test_split refuses fewer held-out items than classes.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"split fraction must be in [0, 1), got {fraction}")
+    by_class: dict[int, list[str]] = {}
+    for clip_id, label in zip(ids, labels, strict=True):
+        by_class.setdefault(int(label), []).append(clip_id)
+    classes = sorted(by_class)
+    exact = np.array([fraction * len(by_class[c]) for c in classes])
+    quota = np.floor(exact).astype(int)
+    missing = int(round(fraction * len(ids))) - int(quota.sum())
+    # stable sort: on equal remainders the lower label gets the extra item
+    for i in np.argsort(-(exact - quota), kind="stable")[:missing]:
+        quota[i] += 1
+    held: set[str] = set()
+    for c, k in zip(classes, quota, strict=True):
+        members = sorted(by_class[c])
+        order = np.random.default_rng([seed, c]).permutation(len(members))
+        held.update(members[j] for j in order[:k])
+    return held
+
+
+def read_split_csv(path: Path) -> dict[str, str]:
+    """Read a ``clip_id,split`` CSV (BOM and CRLF tolerated) -> {clip_id: split}.
+
+    Raises DatasetLayoutError naming the file for a wrong header, an unknown split name or a
+    clip id listed twice with different splits.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetLayoutError(f"{path}: split file does not exist")
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = [h.strip() for h in next(reader, [])]
+        if header != ["clip_id", "split"]:
+            raise DatasetLayoutError(f"{path}: header must be 'clip_id,split', got {header}")
+        splits: dict[str, str] = {}
+        for line, row in enumerate(reader, start=2):
+            if not row or not "".join(row).strip():
+                continue
+            if len(row) != 2 or row[1].strip() not in SPLITS:
+                raise DatasetLayoutError(
+                    f"{path}: line {line} must be '<clip_id>,<train|val|test>', got {row}"
+                )
+            clip_id, split = row[0].strip(), row[1].strip()
+            if splits.setdefault(clip_id, split) != split:
+                raise DatasetLayoutError(
+                    f"{path}: line {line}: {clip_id} listed as both {splits[clip_id]} and {split}"
+                )
+    return splits

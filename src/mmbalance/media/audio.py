@@ -1,0 +1,133 @@
+"""Audio decoding and the log-spectrogram recipe.
+
+Default spectrogram = the "Audio B" recipe of the reference code (257x299 for 3 s at 16 kHz,
+257x1004 for 10 s): scipy.signal.spectrogram with a Tukey(0.25) window of 512 samples, hop 159
+(overlap 353), no centring, PSD ("density") scaling, then log(S + 1e-7) and a per-clip z-score.
+"""
+
+from __future__ import annotations
+
+from math import gcd
+from pathlib import Path
+
+import av
+import numpy as np
+import soundfile as sf
+from scipy import signal
+
+from mmbalance.media.errors import MediaError
+
+__all__ = ["MediaError", "fit_length", "load_audio", "log_spectrogram"]
+
+_LOG_EPS = 1e-7  # added before the log, as in the reference code
+_STD_EPS = 1e-9  # z-score denominator guard, as in the reference code
+
+
+def load_audio(path: Path, sample_rate: int) -> np.ndarray:
+    """Decode ``path`` to float32 mono at ``sample_rate``; returns shape [num_samples].
+
+    ``.wav`` files are read with soundfile; any other file (the audio track of .flv/.mp4) is
+    decoded with PyAV. Channels are averaged; a differing rate is resampled with
+    ``scipy.signal.resample_poly``. Raises MediaError naming the path on any failure.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"{path}: audio file does not exist")
+    if path.suffix.lower() == ".wav":
+        wave, rate = _read_wav(path)
+    else:
+        wave, rate = _read_av_audio(path)
+    if wave.size == 0:
+        raise MediaError(f"{path}: audio stream has zero samples")
+    return _resample(wave, rate, sample_rate)
+
+
+def _read_wav(path: Path) -> tuple[np.ndarray, int]:
+    """Read a wav with soundfile -> (mono float32 [n], rate)."""
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # [n, channels]
+    except (sf.LibsndfileError, RuntimeError, OSError) as err:
+        raise MediaError(f"{path}: cannot read wav file ({err})") from None
+    return data.mean(axis=1, dtype=np.float32), int(rate)
+
+
+def _read_av_audio(path: Path) -> tuple[np.ndarray, int]:
+    """Decode the first audio stream with PyAV -> (mono float32 [n], native rate)."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise MediaError(f"{path}: file has no audio stream")
+            stream = container.streams.audio[0]
+            # Convert every decoded frame to planar float at the native rate/layout, so the
+            # arrays are [channels, samples] whatever the codec's sample format is.
+            resampler = av.AudioResampler(format="fltp")
+            rate = stream.rate
+            chunks = []
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray())
+                rate = frame.sample_rate
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray())
+    except av.FFmpegError as err:
+        raise MediaError(f"{path}: cannot decode audio ({err})") from None
+    if not chunks:
+        raise MediaError(f"{path}: audio stream decoded to zero samples")
+    data = np.concatenate(chunks, axis=1)  # [channels, n]
+    return data.mean(axis=0, dtype=np.float32), int(rate)
+
+
+def _resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """Polyphase resampling from ``rate`` to ``target`` Hz (identity when equal)."""
+    if rate == target:
+        return wave.astype(np.float32, copy=False)
+    g = gcd(int(rate), int(target))
+    return signal.resample_poly(wave, target // g, rate // g).astype(np.float32)
+
+
+def fit_length(wave: np.ndarray, num_samples: int) -> np.ndarray:
+    """Tile ``wave`` [n] as often as needed, then crop to exactly ``num_samples``.
+
+    Tiling (not zero padding) follows the reference code (``np.tile(x, k)[:N]``).
+    """
+    wave = np.asarray(wave)
+    if wave.ndim != 1 or wave.size == 0:
+        raise ValueError(f"fit_length needs a non-empty 1-D wave, got shape {wave.shape}")
+    reps = -(-num_samples // wave.size)  # ceil division
+    return np.tile(wave, reps)[:num_samples]
+
+
+def log_spectrogram(
+    wave: np.ndarray,
+    sample_rate: int = 16000,
+    n_fft: int = 512,
+    win_length: int = 512,
+    hop_length: int = 159,
+    window: str = "tukey",
+    scaling: str = "density",
+    mode: str = "psd",
+    normalize: bool = True,
+) -> np.ndarray:
+    """Log spectrogram, float32 [n_fft // 2 + 1, frames], frames = 1 + (n - win) // hop.
+
+    window: "tukey" means ('tukey', 0.25), scipy's default; any other scipy window name
+    (e.g. "hann") is passed through. scaling: "density" (PSD) or "spectrum". mode: "psd"
+    (power) or "magnitude" (|S|, as in the OGM-GE code's form). No centring/padding, constant
+    detrend (scipy defaults). The reference code clips the wave to [-1, 1] beforehand; callers
+    that want that do it before calling. normalize: per-clip z-score (x - mean) / (std + 1e-9).
+    """
+    win = ("tukey", 0.25) if window == "tukey" else window
+    _, _, spec = signal.spectrogram(
+        np.asarray(wave, dtype=np.float64),
+        fs=sample_rate,
+        window=win,
+        nperseg=win_length,
+        noverlap=win_length - hop_length,
+        nfft=n_fft,
+        scaling=scaling,
+        mode=mode,
+    )  # [n_fft//2+1, frames]
+    spec = np.log(spec + _LOG_EPS)
+    if normalize:
+        spec = (spec - spec.mean()) / (spec.std() + _STD_EPS)
+    return spec.astype(np.float32)

@@ -1,0 +1,8 @@
+"""Encoders, fusions and the multimodal model."""
+
+from mmbalance.models.encoders import ENCODERS, build_encoder
+from mmbalance.models.fusions import FUSIONS
+from mmbalance.models.model import MultimodalModel, build_model
+from mmbalance.models.output import Output
+
+__all__ = ["ENCODERS", "FUSIONS", "MultimodalModel", "Output", "build_encoder", "build_model"]

@@ -1,0 +1,50 @@
+"""The multimodal model: one encoder per modality and a fusion head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mmbalance.models.encoders import build_encoder
+from mmbalance.models.fusions import FUSIONS
+from mmbalance.models.output import Output
+
+
+class MultimodalModel(nn.Module):
+    """Encoders (``ModuleDict`` keyed by modality) → optional feature masks → fusion.
+
+    Any number of modalities ≥ 1 (a unimodal baseline is the same model with one encoder).
+    """
+
+    def __init__(self, encoders: dict[str, nn.Module], fusion: nn.Module) -> None:
+        super().__init__()
+        self.encoders = nn.ModuleDict(encoders)
+        self.fusion = fusion
+        self.modalities = list(encoders)
+
+    def encode(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Features per modality, each [B, D_m]."""
+        return {m: enc(inputs[m]) for m, enc in self.encoders.items()}
+
+    def fuse(self, features: dict[str, torch.Tensor]) -> Output:
+        """Fused and per-modality logits from (possibly masked) features."""
+        fused, uni = self.fusion(features)
+        return Output(logits=fused, features=features, unimodal_logits=uni)
+
+    def forward(self, inputs: dict[str, torch.Tensor], keep: dict[str, torch.Tensor] | None = None) -> Output:
+        """Forward pass; ``keep`` maps a modality to a [B] 0/1 (or scaling) mask on its features."""
+        feats = self.encode(inputs)
+        if keep:
+            feats = {m: f * keep[m].to(f.dtype).unsqueeze(1) if m in keep else f for m, f in feats.items()}
+        return self.fuse(feats)
+
+    def modality_parameters(self, modality: str) -> list[nn.Parameter]:
+        """The trainable parameters of one modality's encoder (what gradient modulation scales)."""
+        return [p for p in self.encoders[modality].parameters() if p.requires_grad]
+
+
+def build_model(model_cfg: dict, modalities: list[str], in_channels: dict[str, int], num_classes: int, fusion: str) -> MultimodalModel:
+    """Build the model from the ``model`` params block for the given modalities."""
+    encoders = {m: build_encoder(model_cfg["encoders"][m], in_channels[m]) for m in modalities}
+    dims = {m: enc.out_dim for m, enc in encoders.items()}
+    return MultimodalModel(encoders, FUSIONS.get(fusion)(dims, num_classes))

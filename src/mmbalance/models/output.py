@@ -1,0 +1,23 @@
+"""The model's output record: what every method reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Output:
+    """Fused and per-modality predictions of one forward pass.
+
+    ``logits``: [B, C] fused logits.
+    ``features``: modality → [B, D_m] encoder features (after any feature dropping).
+    ``unimodal_logits``: modality → [B, C] the modality's share of the prediction: for a linear
+    head the papers' W_m·φ_m + b/M split, for non-linear heads the prediction with every other
+    modality's features zeroed.
+    """
+
+    logits: torch.Tensor
+    features: dict[str, torch.Tensor]
+    unimodal_logits: dict[str, torch.Tensor]

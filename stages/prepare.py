@@ -1,0 +1,32 @@
+"""Stage `prepare`: raw dataset root → deterministic WebDataset shards and index.json.
+
+Reads params: prepare, datasets.<dataset>.
+"""
+
+import argparse
+from pathlib import Path
+
+from mmbalance.params import load_params, lookup
+from mmbalance.prepare import Recipe, prepare
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--root", type=Path, required=True, help="the dataset folder in its native layout")
+    ap.add_argument("--out", type=Path, required=True, help="shard folder to write")
+    ap.add_argument("--split-csv", default="", help="optional CSV clip_id,split ('' = stratified split from params)")
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = ap.parse_args()
+    params = load_params(args.params)
+    common, ds = lookup(params, "prepare"), lookup(params, f"datasets.{args.dataset}")
+    recipe = Recipe(**common["audio"], clip_seconds=ds["clip_seconds"], frame_fps=ds["frame_fps"],
+                    frame_size=ds["frame_size"], spec_dtype=common["spec_dtype"])
+    split = {"split_csv": Path(args.split_csv) if args.split_csv else None, **ds["split"]}
+    index = prepare(args.dataset, args.root, args.out, recipe, split, common["workers"], common["shard_max_count"])
+    counts = {s: v["count"] for s, v in index["splits"].items()}
+    print(f"{args.dataset}: {counts}, skipped {len(index['skipped'])}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""Stage `train`: one method on one dataset's shards, every seed → metrics.json + DVCLive curves.
+
+Reads params: profile, seeds, train, model, methods.<method>.
+"""
+
+import argparse
+from pathlib import Path
+
+from mmbalance.params import load_params, lookup
+from mmbalance.train.run import run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--method", required=True)
+    ap.add_argument("--shards", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = ap.parse_args()
+    p = load_params(args.params)
+    res = run(args.shards, args.out, args.dataset, args.method, lookup(p, f"methods.{args.method}"),
+              lookup(p, "model"), lookup(p, "train"), lookup(p, "seeds"), lookup(p, "profile"))
+    summary = {k: round(v["mean"], 4) for k, v in res["summary"].items()}
+    print(f"{args.dataset}/{args.method}: {summary}")
+
+
+if __name__ == "__main__":
+    main()

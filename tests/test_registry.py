@@ -1,0 +1,36 @@
+import pytest
+
+from mmbalance.methods import METHODS
+from mmbalance.models import ENCODERS, FUSIONS
+from mmbalance.registry import Registry
+
+
+def test_duplicate_name_raises():
+    reg = Registry("thing")
+    reg.register("a")(object)
+    with pytest.raises(ValueError, match="'a' is already registered"):
+        reg.register("a")(object)
+
+
+def test_unknown_name_lists_choices():
+    reg = Registry("thing")
+    reg.register("b")(object)
+    reg.register("a")(object)
+    with pytest.raises(KeyError, match="unknown thing 'zzz'; choices: a, b"):
+        reg.get("zzz")
+
+
+@pytest.mark.parametrize("registry", [METHODS, ENCODERS, FUSIONS])
+def test_project_registries_reject_unknown(registry):
+    with pytest.raises(KeyError, match="choices: "):
+        registry.get("no-such-name")
+
+
+def test_params_method_blocks_match_registry():
+    from pathlib import Path
+
+    from mmbalance.params import load_params
+
+    params = load_params(Path(__file__).parents[1] / "params.yaml")
+    assert set(params["methods"]) == set(METHODS.names())
+    assert set(params["benchmark"]["methods"]) <= set(METHODS.names())
