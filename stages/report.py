@@ -1,9 +1,14 @@
-"""DVC stage: render reports/README.md from the training stages' metrics.json files."""
+"""Stage `report`: render reports/README.md from the training stages' metrics.json files.
+
+Reads params: profile, benchmark (and hashes the whole params file for provenance).
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from mmbalance.params import load_params, lookup
 from mmbalance.report import (
     Provenance,
     git_revision,
@@ -20,15 +25,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--results", nargs="*", default=[], help="metrics.json, one per (dataset, method)")
     ap.add_argument("--paper-numbers", required=True, help="reference/paper_numbers.csv")
     ap.add_argument("--params", required=True, help="params.yaml (hashed for provenance)")
-    ap.add_argument("--methods", nargs="+", required=True, help="row order; listed but missing: 'not run'")
+    ap.add_argument("--methods", nargs="+", default=None,
+                    help="row order; listed but missing: 'not run' (default: params benchmark.methods)")
     ap.add_argument("--out", required=True, help="output markdown, e.g. reports/README.md")
     ap.add_argument("--git-rev", default=None, help="revision to record (default: git rev-parse HEAD)")
     args = ap.parse_args(argv)
 
     prov = Provenance(git_rev=args.git_rev or git_revision(), params_hash=params_hash(args.params))
+    methods = args.methods or lookup(load_params(Path(args.params)), "benchmark.methods")
     runs = load_results(args.results)
     numbers = load_paper_numbers(args.paper_numbers)
-    write_report(render_summary(runs, numbers, args.methods, prov), args.out)
+    write_report(render_summary(runs, numbers, methods, prov), args.out)
 
 
 if __name__ == "__main__":

@@ -56,15 +56,12 @@ def _extract_one(args: tuple[Clip, Recipe]) -> tuple[Clip, dict | None, str | No
         return clip, None, str(err)
 
 
-def _extracted(clips: list[Clip], recipe: Recipe, workers: int, desc: str):
-    """(clip, arrays | None, error | None) in the order of ``clips``; parallel over clips."""
+def _extracted(clips: list[Clip], recipe: Recipe, pool, desc: str):
+    """(clip, arrays | None, error | None) in the order of ``clips``; parallel over clips when
+    a worker pool is given (ordered ``imap``, so the output order never depends on timing)."""
     jobs = [(c, recipe) for c in clips]
-    if workers <= 1:
-        results = map(_extract_one, jobs)
-        yield from tqdm(results, total=len(jobs), desc=desc)
-        return
-    with get_context("spawn").Pool(workers) as pool:
-        yield from tqdm(pool.imap(_extract_one, jobs, chunksize=8), total=len(jobs), desc=desc)
+    results = pool.imap(_extract_one, jobs, chunksize=8) if pool is not None else map(_extract_one, jobs)
+    yield from tqdm(results, total=len(jobs), desc=desc, mininterval=2.0)
 
 
 def prepare(dataset: str, root: Path, out_dir: Path, recipe: Recipe, split_options: dict, workers: int, shard_max_count: int) -> dict:
@@ -73,6 +70,21 @@ def prepare(dataset: str, root: Path, out_dir: Path, recipe: Recipe, split_optio
     clips, skips = adapter.scan(root, **split_options)
     skipped = [{"clip_id": s.clip_id, "path": str(s.path), "reason": s.reason} for s in skips]
     index = {"dataset": dataset, "classes": list(adapter.classes), "modalities": {}, "splits": {}, "recipe": recipe.__dict__}
+    pool = get_context("spawn").Pool(workers) if workers > 1 else None
+    try:
+        _write_splits(adapter, clips, recipe, pool, out_dir, shard_max_count, index, skipped)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    index["skipped"] = sorted(skipped, key=lambda s: s["clip_id"])
+    write_index(out_dir / "index.json", index)
+    return index
+
+
+def _write_splits(adapter, clips, recipe, pool, out_dir, shard_max_count, index, skipped) -> None:
+    """Shards for each split in turn, sorted by clip id; updates ``index`` and ``skipped``."""
+    dataset = adapter.name
     for split in ("train", "val", "test"):
         members = sorted((c for c in clips if c.split == split), key=lambda c: c.clip_id)
         if not members:
@@ -80,7 +92,7 @@ def prepare(dataset: str, root: Path, out_dir: Path, recipe: Recipe, split_optio
         per_class = {name: 0 for name in adapter.classes}
 
         def samples():
-            for clip, arrays, error in _extracted(members, recipe, workers, f"{dataset}/{split}"):
+            for clip, arrays, error in _extracted(members, recipe, pool, f"{dataset}/{split}"):
                 if error is not None:
                     skipped.append({"clip_id": clip.clip_id, "path": str(clip.paths), "reason": error})
                     continue
@@ -90,9 +102,6 @@ def prepare(dataset: str, root: Path, out_dir: Path, recipe: Recipe, split_optio
 
         shards = write_shards(samples(), out_dir, split, shard_max_count)
         index["splits"][split] = {"count": sum(per_class.values()), "per_class": per_class, "shards": shards}
-    index["skipped"] = sorted(skipped, key=lambda s: s["clip_id"])
-    write_index(out_dir / "index.json", index)
-    return index
 
 
 def _record_shapes(shapes: dict, arrays: dict[str, np.ndarray]) -> None:

@@ -114,7 +114,7 @@ def stratified_holdout(
     classes = sorted(by_class)
     exact = np.array([fraction * len(by_class[c]) for c in classes])
     quota = np.floor(exact).astype(int)
-    missing = int(round(fraction * len(ids))) - int(quota.sum())
+    missing = round(fraction * len(ids)) - int(quota.sum())
     # stable sort: on equal remainders the lower label gets the extra item
     for i in np.argsort(-(exact - quota), kind="stable")[:missing]:
         quota[i] += 1

@@ -68,27 +68,15 @@ class CremaD(DatasetAdapter):
         val_fraction: float,
         split_seed: int,
     ) -> tuple[list[Clip], list[Skip]]:
-        """Pair audio and video files, label them, assign splits; return (clips, skips)."""
+        """Pair audio and video files, label them, assign splits; return (clips, skips).
+
+        split_csv: ``clip_id,split`` file (None or "" = seeded stratified split instead).
+        """
         root = Path(root)
-        if not root.is_dir():
-            raise DatasetLayoutError(f"{root}: dataset root does not exist or is not a folder")
-        audio, skips = _list_media(root / AUDIO_DIR, AUDIO_EXT)
-        video, video_skips = _list_media(root / VIDEO_DIR, VIDEO_EXT)
-        skips += video_skips
-        for stem in sorted(audio.keys() - video.keys()):
-            expected = root / VIDEO_DIR / f"{stem}{VIDEO_EXT}"
-            skips.append(Skip(stem, str(audio[stem]), f"video missing: expected {expected}"))
-        for stem in sorted(video.keys() - audio.keys()):
-            expected = root / AUDIO_DIR / f"{stem}{AUDIO_EXT}"
-            skips.append(Skip(stem, str(video[stem]), f"audio missing: expected {expected}"))
+        audio, video, skips = _pair_media(root)
         stems = sorted(audio.keys() & video.keys())
-        if not stems:
-            raise DatasetLayoutError(
-                f"{root}: no CREMA-D clip with both {AUDIO_DIR}/<id>{AUDIO_EXT} and "
-                f"{VIDEO_DIR}/<id>{VIDEO_EXT} ({len(skips)} files skipped)"
-            )
         labels = {s: CLASSES.index(parse_clip_id(s)[2]) for s in stems}
-        if split_csv is not None:
+        if split_csv not in (None, ""):  # "" = no split file (params.yaml cannot say None)
             splits, split_skips = _splits_from_csv(Path(split_csv), audio, labels, skips)
             skips += split_skips
         else:
@@ -100,6 +88,27 @@ class CremaD(DatasetAdapter):
             if s in splits
         ]
         return clips, sorted(skips, key=lambda k: (k.clip_id, k.path))
+
+
+def _pair_media(root: Path) -> tuple[dict[str, Path], dict[str, Path], list[Skip]]:
+    """List both media folders; Skip files without a partner; raise if no clip is complete."""
+    if not root.is_dir():
+        raise DatasetLayoutError(f"{root}: dataset root does not exist or is not a folder")
+    audio, skips = _list_media(root / AUDIO_DIR, AUDIO_EXT)
+    video, video_skips = _list_media(root / VIDEO_DIR, VIDEO_EXT)
+    skips += video_skips
+    for stem in sorted(audio.keys() - video.keys()):
+        expected = root / VIDEO_DIR / f"{stem}{VIDEO_EXT}"
+        skips.append(Skip(stem, str(audio[stem]), f"video missing: expected {expected}"))
+    for stem in sorted(video.keys() - audio.keys()):
+        expected = root / AUDIO_DIR / f"{stem}{AUDIO_EXT}"
+        skips.append(Skip(stem, str(video[stem]), f"audio missing: expected {expected}"))
+    if not audio.keys() & video.keys():
+        raise DatasetLayoutError(
+            f"{root}: no CREMA-D clip with both {AUDIO_DIR}/<id>{AUDIO_EXT} and "
+            f"{VIDEO_DIR}/<id>{VIDEO_EXT} ({len(skips)} files skipped)"
+        )
+    return audio, video, skips
 
 
 def _list_media(folder: Path, ext: str) -> tuple[dict[str, Path], list[Skip]]:

@@ -1,8 +1,10 @@
-"""Audio decoding and the log-spectrogram recipe.
+"""Audio decoding and the log-spectrogram recipes.
 
-Default spectrogram = the "Audio B" recipe of the reference code (257x299 for 3 s at 16 kHz,
-257x1004 for 10 s): scipy.signal.spectrogram with a Tukey(0.25) window of 512 samples, hop 159
-(overlap 353), no centring, PSD ("density") scaling, then log(S + 1e-7) and a per-clip z-score.
+``log_spectrogram`` (the default) = the "Audio B" recipe of the reference code (257x299 for
+3 s at 16 kHz, 257x1004 for 10 s): scipy.signal.spectrogram with a Tukey(0.25) window of 512
+samples, hop 159 (overlap 353), no centring, PSD ("density") scaling, then log(S + 1e-7) and a
+per-clip z-score. ``log_stft_magnitude`` = the OGM-GE code's librosa-style form (22.05 kHz,
+3 s, Hann, centred, log(|STFT| + 1e-7), no z-score: 257x188).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from scipy import signal
 
 from mmbalance.media.errors import MediaError
 
-__all__ = ["MediaError", "fit_length", "load_audio", "log_spectrogram"]
+__all__ = ["MediaError", "fit_length", "load_audio", "log_spectrogram", "log_stft_magnitude"]
 
 _LOG_EPS = 1e-7  # added before the log, as in the reference code
 _STD_EPS = 1e-9  # z-score denominator guard, as in the reference code
@@ -131,3 +133,27 @@ def log_spectrogram(
     if normalize:
         spec = (spec - spec.mean()) / (spec.std() + _STD_EPS)
     return spec.astype(np.float32)
+
+
+def log_stft_magnitude(
+    wave: np.ndarray,
+    n_fft: int = 512,
+    hop_length: int = 353,
+    center: bool = True,
+    pad_mode: str = "constant",
+) -> np.ndarray:
+    """log(|STFT| + 1e-7) as librosa.stft computes it; float32 [n_fft // 2 + 1, frames].
+
+    Periodic Hann window of n_fft samples, no scaling, no detrend; center pads n_fft // 2 on
+    both sides ("constant" = zeros, librosa >= 0.10's default; "reflect" = older librosa), so
+    frames = 1 + n // hop_length (66,150 samples -> 257x188, the OGM-GE code's shape).
+    """
+    x = np.asarray(wave, dtype=np.float64)
+    if center:
+        x = np.pad(x, n_fft // 2, mode=pad_mode)
+    if x.size < n_fft:
+        raise ValueError(f"wave of {x.size} samples is shorter than n_fft={n_fft}")
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop_length]  # [T, n_fft]
+    window = signal.get_window("hann", n_fft, fftbins=True)  # periodic, as librosa
+    spec = np.abs(np.fft.rfft(frames * window, axis=1)).T  # [n_fft//2+1, T]
+    return np.log(spec + _LOG_EPS).astype(np.float32)

@@ -176,6 +176,12 @@ def _plan_clips(
     clips_per_class: int, seed: int, ambiguous_fraction: float, uninformative_fraction: float
 ) -> list[_ClipSpec]:
     """Draw unique real-looking ids and the per-clip truth; returns specs sorted by id."""
+    for name, frac in [
+        ("audio_ambiguous_fraction", ambiguous_fraction),
+        ("visual_uninformative_fraction", uninformative_fraction),
+    ]:
+        if not 0.0 <= frac <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {frac}")
     rng = np.random.default_rng(seed)
     n_ambiguous = round(ambiguous_fraction * clips_per_class)
     n_blank = round(uninformative_fraction * clips_per_class)
@@ -222,7 +228,8 @@ def _synth_audio(rng: np.random.Generator, recipe: _Recipe, tone_class: int) -> 
     """Noisy harmonic tone with an on/off envelope; float32 [duration * rate], peak 0.9."""
     n = round(recipe.duration_s * recipe.sample_rate)
     t = np.arange(n) / recipe.sample_rate
-    f0 = recipe.pitches_hz[tone_class] * (1 + rng.uniform(-recipe.pitch_jitter, recipe.pitch_jitter))
+    jitter = rng.uniform(-recipe.pitch_jitter, recipe.pitch_jitter)
+    f0 = recipe.pitches_hz[tone_class] * (1 + jitter)
     phases = rng.uniform(0, 2 * np.pi, len(recipe.harmonic_amplitudes))
     tone = sum(
         a * np.sin(2 * np.pi * (k + 1) * f0 * t + p)
@@ -241,8 +248,11 @@ def _envelope(rng: np.random.Generator, recipe: _Recipe, n: int) -> np.ndarray:
     if not on.any():
         on[rng.integers(on.size)] = True
     env = np.repeat(on.astype(float), block)[:n]
-    ramp = np.hanning(max(3, recipe.sample_rate // 200))  # 5 ms: no clicks at block edges
-    return np.convolve(env, ramp / ramp.sum(), mode="same")
+    # 5-ms moving average = linear ramps at block edges (no clicks); cumsum is O(n)
+    k = max(1, recipe.sample_rate // 200)
+    padded = np.concatenate([np.full(k // 2, env[0]), env, np.full(k - k // 2, env[-1])])
+    csum = np.concatenate([[0.0], np.cumsum(padded)])
+    return (csum[k:] - csum[:-k])[:n] / k
 
 
 def _synth_frames(
@@ -251,10 +261,12 @@ def _synth_frames(
     """Noise + colour cast (+ class grating); uint8 [T, S, S, 3] RGB, T = duration * fps."""
     s = recipe.frame_size
     count = max(1, round(recipe.duration_s * recipe.video_fps))
-    x = rng.normal(size=(count, s, s, 3)) + rng.normal(0.0, recipe.colour_cast_std, 3)
+    x = rng.standard_normal((count, s, s, 3), dtype=np.float32)  # float32: 2x faster draws
+    x += rng.normal(0.0, recipe.colour_cast_std, 3).astype(np.float32)
     phase = rng.uniform(0, 2 * np.pi)  # drawn either way: same random stream for all clips
     if informative:
-        x += recipe.visual_grating_amplitude * _grating(recipe, label, phase)[None, :, :, None]
+        g = recipe.visual_grating_amplitude * _grating(recipe, label, phase)  # [S, S]
+        x += g[None, :, :, None].astype(np.float32)
     return np.clip(128 + recipe.pixel_scale * x, 0, 255).astype(np.uint8)
 
 
