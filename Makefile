@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: repro test install clean-venv
+.PHONY: repro test install clean-venv profile
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,3 +23,7 @@ test: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Switch params.yaml to another profile, e.g. `make profile PROFILE=paper` (see profiles/).
+profile: $(STAMP)
+	$(BIN)/python -m mmbalance.profiles --base params.yaml --overrides profiles/$(PROFILE).yaml --out params.yaml

@@ -1,4 +1,4 @@
-"""Stage `report`: render reports/README.md from the training stages' metrics.json files.
+"""Stage `report`: render reports/README.md from the training stages' results.json files.
 
 Reads params: profile, benchmark (and hashes the whole params file for provenance).
 """
@@ -22,7 +22,7 @@ from mmbalance.report import (
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--results", nargs="*", default=[], help="metrics.json, one per (dataset, method)")
+    ap.add_argument("--results", nargs="*", default=[], help="results.json, one per (dataset, method)")
     ap.add_argument("--paper-numbers", required=True, help="reference/paper_numbers.csv")
     ap.add_argument("--params", required=True, help="params.yaml (hashed for provenance)")
     ap.add_argument("--methods", nargs="+", default=None,

@@ -33,7 +33,7 @@ GIT_REV = "0123456789abcdef0123456789abcdef01234567"
 
 
 def fixture_results() -> list[Path]:
-    return sorted(FIXTURES.glob("results/*/*/metrics.json"))
+    return sorted(FIXTURES.glob("results/*/*/results.json"))
 
 
 def table_row(markdown: str, section: str, label: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""Aggregation of per-stage ``metrics.json`` results into report tables.
+"""Aggregation of per-stage ``results.json`` results into report tables.
 
 A results file holds one (dataset, method) training stage with one entry per seed;
 metric values are fractions in [0, 1] and are shown in percent.  Only the keys
@@ -65,7 +65,7 @@ def _num(x: object) -> float | None:
 
 
 def summarize_run(result: Mapping) -> RunSummary:
-    """Collect the per-seed values of one parsed ``metrics.json``.
+    """Collect the per-seed values of one parsed ``results.json``.
 
     Reads ``dataset``, ``method``, ``fusion``, ``profile``, ``selection``, ``modalities``
     and, per seed, ``test.acc``, ``test.macro_f1``, ``test.map``, ``test.probe_acc.<m>``,
@@ -111,7 +111,7 @@ def summarize_run(result: Mapping) -> RunSummary:
 
 
 def load_results(paths: Iterable[str | Path]) -> list[RunSummary]:
-    """Parse the ``metrics.json`` files at ``paths`` into :class:`RunSummary` objects.
+    """Parse the ``results.json`` files at ``paths`` into :class:`RunSummary` objects.
 
     Raises ValueError if two files describe the same (dataset, method).
     """

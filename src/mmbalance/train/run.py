@@ -62,7 +62,12 @@ def run(shard_dir: Path, out_dir: Path, dataset: str, method_name: str, method_c
             live.summary = {"test": res["test"], "best_epoch": res["best_epoch"], "best_test_acc": res["best_test_acc"]}
         results["seeds"][str(seed)] = {k: v for k, v in res.items() if k != "history"}
     results["summary"] = summarise(results["seeds"])
-    (out_dir / "metrics.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    # results.json: everything, per seed (the report's input); metrics.json: the flat numeric
+    # summary that `dvc metrics show` / `dvc exp show` display.
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    flat = {k: round(v[stat], 6) for k, v in results["summary"].items() for stat in ("mean",)}
+    flat.update({f"{k}_std": round(v["std"], 6) for k, v in results["summary"].items()})
+    (out_dir / "metrics.json").write_text(json.dumps(flat, indent=2, sort_keys=True) + "\n")
     return results
 
 
