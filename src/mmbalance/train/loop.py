@@ -52,8 +52,10 @@ def evaluate(model: MultimodalModel, method: Method, data: SplitData, cfg: dict,
         for m in uni:
             uni[m].append(out.unimodal_logits[m].float())
         labels.append(y)
-    y = torch.cat(labels).numpy()
-    metrics = classification_metrics(torch.cat(logits).numpy(), y, num_classes)
+    all_logits, y_t = torch.cat(logits), torch.cat(labels)
+    y = y_t.numpy()
+    metrics = classification_metrics(all_logits.numpy(), y, num_classes)
+    metrics["loss"] = float(torch.nn.functional.cross_entropy(all_logits, y_t))
     metrics["probe_acc"] = probe_accuracy({m: torch.cat(v).numpy() for m, v in uni.items()}, y)
     return metrics
 
@@ -80,7 +82,7 @@ def train_epoch(model, method, opt, data: SplitData, cfg: dict, gen: torch.Gener
         _check_finite(model, loss, f"method {name}, epoch {method.ctx.epoch}, step {method.ctx.step}")
         opt.step()
         method.ctx.step += 1
-        total += float(loss) * len(y)
+        total += float(loss.detach()) * len(y)
         n += len(y)
     return total / max(n, 1)
 
@@ -111,7 +113,7 @@ def fit(model: MultimodalModel, method: Method, splits: dict[str, SplitData], cf
         history.append(row)
         if live is not None:
             _log_epoch(live, row)
-        if best is None or row[select]["acc"] > best[select]["acc"]:
+        if best is None or _selection_key(row[select]) > _selection_key(best[select]):
             best = row
     return {
         "test": best["test"],
@@ -122,6 +124,11 @@ def fit(model: MultimodalModel, method: Method, splits: dict[str, SplitData], cf
         "wall_s": round(time.perf_counter() - start, 3),
         "history": history,
     }
+
+
+def _selection_key(metrics: dict) -> tuple[float, float]:
+    """Best accuracy; among equal accuracies (common on small validation sets) the lower loss."""
+    return metrics["acc"], -metrics["loss"]
 
 
 def _log_epoch(live, row: dict) -> None:
