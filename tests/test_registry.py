@@ -1,5 +1,7 @@
 import pytest
 
+from mmbalance.datasets.base import DATASETS
+from mmbalance.datasets.mini import GENERATORS
 from mmbalance.methods import METHODS
 from mmbalance.models import ENCODERS, FUSIONS
 from mmbalance.registry import Registry
@@ -20,7 +22,7 @@ def test_unknown_name_lists_choices():
         reg.get("zzz")
 
 
-@pytest.mark.parametrize("registry", [METHODS, ENCODERS, FUSIONS])
+@pytest.mark.parametrize("registry", [METHODS, ENCODERS, FUSIONS, DATASETS, GENERATORS])
 def test_project_registries_reject_unknown(registry):
     with pytest.raises(KeyError, match="choices: "):
         registry.get("no-such-name")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mmbalance.registry import Registry
+
 __all__ = [
     "SPLITS",
     "Clip",
@@ -68,32 +70,22 @@ class DatasetAdapter:
         raise NotImplementedError
 
 
-# Registry in the style of torchvision.models._api: a dict of name -> adapter class.
-_DATASETS: dict[str, type[DatasetAdapter]] = {}
+DATASETS: Registry = Registry("dataset")
 
 
 def register_dataset(name: str) -> Callable[[type[DatasetAdapter]], type[DatasetAdapter]]:
     """Class decorator registering an adapter under ``name`` (duplicates raise ValueError)."""
-
-    def wrapper(cls: type[DatasetAdapter]) -> type[DatasetAdapter]:
-        if name in _DATASETS:
-            raise ValueError(f"a dataset is already registered under the name {name!r}")
-        _DATASETS[name] = cls
-        return cls
-
-    return wrapper
+    return DATASETS.register(name)
 
 
 def get_dataset(name: str) -> DatasetAdapter:
-    """Instantiate the adapter registered as ``name`` (unknown names raise KeyError)."""
-    if name not in _DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; choices: {list_datasets()}")
-    return _DATASETS[name]()
+    """Instantiate the adapter registered as ``name`` (unknown names raise KeyError listing choices)."""
+    return DATASETS.get(name)()
 
 
 def list_datasets() -> list[str]:
     """Sorted names of the registered datasets."""
-    return sorted(_DATASETS)
+    return DATASETS.names()
 
 
 def stratified_holdout(
