@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from mmbalance.evaluate import classification_metrics, probe_accuracy
 from mmbalance.methods import Method
@@ -99,7 +100,7 @@ def fit(model: MultimodalModel, method: Method, splits: dict[str, SplitData], cf
     num_classes = method.ctx.num_classes
     select = "val" if "val" in splits else "test"
     best, history = None, []
-    for epoch in range(int(cfg["epochs"])):
+    for epoch in tqdm(range(int(cfg["epochs"])), desc=f"{name} seed {seed}", mininterval=2.0):
         method.ctx.epoch, method.ctx.logs = epoch, {}
         method.on_epoch_start(epoch)
         loss = train_epoch(model, method, opt, splits["train"], cfg, gen, name)
