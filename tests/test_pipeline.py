@@ -58,7 +58,7 @@ def test_repro_builds_report(repo):
         assert f"| {row} | 1 |" in report
     index = json.loads((path / "data" / "shards" / "cremad" / "index.json").read_text())
     assert index["modalities"]["audio"]["shape"] == [257, 299]
-    metrics = json.loads((path / "results" / "cremad" / "ogm_ge" / "metrics.json").read_text())
+    metrics = json.loads((path / "results" / "cremad" / "ogm_ge" / "results.json").read_text())
     assert 0.0 <= metrics["seeds"]["0"]["test"]["acc"] <= 1.0
 
 
