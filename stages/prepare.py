@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from mmbalance.params import load_params, lookup
-from mmbalance.prepare import Recipe, prepare
+from mmbalance.prepare import prepare
 
 
 def main() -> None:
@@ -20,8 +20,9 @@ def main() -> None:
     args = ap.parse_args()
     params = load_params(args.params)
     common, ds = lookup(params, "prepare"), lookup(params, f"datasets.{args.dataset}")
-    recipe = Recipe(**common["audio"], clip_seconds=ds["clip_seconds"], frame_fps=ds["frame_fps"],
-                    frame_size=ds["frame_size"], spec_dtype=common["spec_dtype"])
+    # the adapter's decoding recipe: the shared audio settings + this dataset's own block
+    recipe = {**common["audio"], "spec_dtype": common["spec_dtype"],
+              **{k: v for k, v in ds.items() if k not in ("root", "split_csv", "split")}}
     split = {"split_csv": Path(args.split_csv) if args.split_csv else None, **ds["split"]}
     index = prepare(args.dataset, args.root, args.out, recipe, split, common["workers"], common["shard_max_count"])
     counts = {s: v["count"] for s, v in index["splits"].items()}

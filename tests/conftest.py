@@ -1,7 +1,9 @@
-"""Shared fixtures: a tiny synthetic batch and model config for CPU step tests."""
+"""Shared fixtures: tiny in-memory splits shaped like the prepared shards, for CPU step tests."""
 
 import pytest
 import torch
+
+from mmbalance.train.data import SplitData
 
 MODEL_CFG = {
     "fusion": "concat",
@@ -11,11 +13,23 @@ MODEL_CFG = {
     },
 }
 IN_CHANNELS = {"audio": 1, "visual": 3}
+INFO = {
+    "frames_per_clip": 1,
+    "modalities": {"audio": {"kind": "spectrogram", "shape": [33, 40]}, "visual": {"kind": "frames", "shape": [None, 16, 16, 3]}},
+}
+
+
+def tiny_split(n: int = 12, seed: int = 0) -> SplitData:
+    """``n`` clips of 6 classes: spectrograms [n, 1, 33, 40] and 2 stored frames [n, 2, 16, 16, 3]."""
+    gen = torch.Generator().manual_seed(seed)
+    arrays = {"audio": torch.randn(n, 1, 33, 40, generator=gen),
+              "visual": torch.randint(0, 255, (n, 2, 16, 16, 3), generator=gen, dtype=torch.uint8)}
+    return SplitData([f"c{i:03d}" for i in range(n)], torch.arange(n) % 6, arrays, {"visual": torch.full((n,), 2)}, INFO)
 
 
 @pytest.fixture
 def batch():
-    """Inputs shaped like the prepared shards (spectrogram [B,1,F,T], frames [B,n,3,H,W]) and labels."""
+    """Inputs shaped like a loader batch (spectrogram [B,1,F,T], frames [B,n,3,H,W]) and labels."""
     gen = torch.Generator().manual_seed(0)
     inputs = {"audio": torch.randn(8, 1, 33, 40, generator=gen), "visual": torch.randn(8, 1, 3, 16, 16, generator=gen)}
     labels = torch.tensor([0, 1, 2, 3, 4, 5, 0, 1])

@@ -6,11 +6,11 @@ import json
 import pytest
 
 from mmbalance.datasets.mini import get_generator
-from mmbalance.prepare import Recipe, prepare
+from mmbalance.prepare import prepare
 from mmbalance.shards import iter_samples, shard_urls
 
-RECIPE = Recipe(sample_rate=16000, clip_seconds=3, n_fft=512, win_length=512, hop_length=159, window="tukey",
-                scaling="density", normalize=True, frame_fps=1, frame_size=16, spec_dtype="float16")
+RECIPE = dict(sample_rate=16000, clip_seconds=3, n_fft=512, win_length=512, hop_length=159, window="tukey",
+              scaling="density", normalize=True, frame_fps=1, frame_size=16, spec_dtype="float16")
 SPLIT = {"split_csv": None, "test_fraction": 0.25, "val_fraction": 0.2, "split_seed": 0}
 
 
@@ -31,6 +31,7 @@ def test_shapes_and_counts(raw, tmp_path):
     assert sum(counts.values()) == 24 and counts["test"] == 6
     assert index["modalities"]["audio"]["shape"] == [257, 299]
     assert index["modalities"]["visual"]["shape"] == [None, 16, 16, 3]
+    assert index["modalities"]["audio"]["kind"] == "spectrogram" and index["modalities"]["visual"]["kind"] == "frames"
     samples = list(iter_samples(shard_urls(tmp_path, "train")))
     assert [s["key"] for s in samples] == sorted(s["key"] for s in samples)
     assert samples[0]["audio"].shape == (257, 299) and samples[0]["visual"].shape[1:] == (16, 16, 3)

@@ -1,6 +1,6 @@
 """Dataset adapters: native layouts -> Clip records, plus the dataset registry."""
 
-from mmbalance.datasets import cremad  # noqa: F401  (registers "cremad")
+from mmbalance.plugins import import_submodules
 from mmbalance.datasets.base import (
     Clip,
     DatasetAdapter,
@@ -20,3 +20,6 @@ __all__ = [
     "list_datasets",
     "register_dataset",
 ]
+
+# One adapter per module; importing them registers them.
+import_submodules(__name__)

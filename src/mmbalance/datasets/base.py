@@ -50,12 +50,32 @@ class DatasetLayoutError(ValueError):
     """The dataset on disk is not usable at all; the message names the offending path."""
 
 
+# What a modality's stored array is; the training loader batches each kind its own way:
+#   "spectrogram": float [F, T]            → [B, 1, F, T]
+#   "frames":      uint8 [T, H, W, C]      → n frames picked at load time → [B, n, C, H, W]
+#   "sequence":    float [L, D] (L varies) → padded [B, Lmax, D] with a padding mask
+KINDS = ("spectrogram", "frames", "sequence")
+
+
 class DatasetAdapter:
-    """Turns a dataset's native layout into sorted Clips plus Skips."""
+    """Turns a dataset's native layout into sorted Clips plus Skips, and one Clip into arrays.
+
+    ``kinds`` maps each modality to one of ``KINDS``; ``frames_per_clip`` is how many stored
+    frames a frames modality feeds the model per clip (the papers' choice for the dataset).
+    """
 
     name: str = ""
     classes: tuple[str, ...] = ()
     modalities: tuple[str, ...] = ()
+    kinds: dict[str, str] = {}
+    frames_per_clip: int = 1
+
+    def extract(self, clip: Clip, recipe: dict) -> dict[str, np.ndarray]:
+        """Decode one clip into ``{modality: array}``; raises ``MediaError`` naming the file.
+
+        ``recipe`` is the ``prepare.audio`` params merged with ``datasets.<name>``.
+        """
+        raise NotImplementedError
 
     def scan(
         self,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
+
 from mmbalance.datasets.base import (
     Clip,
     DatasetAdapter,
@@ -18,6 +20,8 @@ from mmbalance.datasets.base import (
     register_dataset,
     stratified_holdout,
 )
+from mmbalance.media.audio import audio_features
+from mmbalance.media.video import read_frames
 
 __all__ = ["CLASSES", "LEVELS", "SENTENCES", "CremaD", "parse_clip_id"]
 
@@ -58,6 +62,15 @@ class CremaD(DatasetAdapter):
     name = "cremad"
     classes = CLASSES
     modalities = ("audio", "visual")
+    kinds = {"audio": "spectrogram", "visual": "frames"}
+    frames_per_clip = 1  # one random frame per clip (OGM-GE, ARL, GMM-AL)
+
+    def extract(self, clip: Clip, recipe: dict) -> dict[str, np.ndarray]:
+        """Audio → 3-s log-spectrogram [257, 299]; video → 1-fps frames [T, H, W, 3] uint8."""
+        return {
+            "audio": audio_features(clip.paths["audio"], recipe),
+            "visual": read_frames(clip.paths["video"], fps=recipe["frame_fps"], size=recipe["frame_size"]),
+        }
 
     def scan(
         self,

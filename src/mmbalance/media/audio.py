@@ -157,3 +157,20 @@ def log_stft_magnitude(
     window = signal.get_window("hann", n_fft, fftbins=True)  # periodic, as librosa
     spec = np.abs(np.fft.rfft(frames * window, axis=1)).T  # [n_fft//2+1, T]
     return np.log(spec + _LOG_EPS).astype(np.float32)
+
+
+def audio_features(path: Path, recipe: dict, start_s: float = 0.0, end_s: float | None = None) -> np.ndarray:
+    """The spectrogram recipe on one file: load, optionally cut [start_s, end_s) (an annotated
+    event span), tile/crop to ``recipe['clip_seconds']``, log-spectrogram → [n_fft/2+1, T]."""
+    sr = int(recipe["sample_rate"])
+    wave = load_audio(path, sr)
+    if start_s or end_s is not None:
+        cut = wave[int(start_s * sr) : None if end_s is None else int(end_s * sr)]
+        if cut.size == 0:
+            raise MediaError(f"{path}: no audio in the span [{start_s}, {end_s}) s")
+        wave = cut
+    wave = fit_length(wave, int(round(float(recipe["clip_seconds"]) * sr)))
+    spec = log_spectrogram(wave, sr, n_fft=recipe["n_fft"], win_length=recipe["win_length"],
+                           hop_length=recipe["hop_length"], window=recipe["window"],
+                           scaling=recipe["scaling"], normalize=recipe["normalize"])
+    return spec.astype(recipe.get("spec_dtype", "float32"))

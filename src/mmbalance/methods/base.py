@@ -6,8 +6,12 @@ A method customises only these hooks; the loop (``mmbalance.train.loop``) names 
 - ``forward(model, inputs, labels)``: the forward pass (two-pass probes, feature dropping).
 - ``loss(out, labels)``: the training loss.
 - ``after_backward(model, out, labels)``: gradient modulation on *unscaled* gradients.
-- ``on_epoch_start(epoch)`` / ``on_epoch_end(epoch)``: per-epoch callbacks (refits, resets).
+- ``on_epoch_start(epoch, trainer)`` / ``on_epoch_end(epoch, trainer)``: per-epoch callbacks
+  (refits over ``trainer.batches("train")``, ``trainer.reset_optimizer()``, re-initialisation).
 - ``predict(out)``: the test-time logits (default: the fused logits).
+- ``modules(dims, num_classes)``: extra trainable modules the method owns (unimodal heads…);
+  they live in ``model.method_modules``, so the optimizer and checkpoints include them.
+- ``param_groups(model, cfg)``: optimizer parameter groups (per-modality learning rates…).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from mmbalance.models import MultimodalModel, Output
@@ -57,11 +62,19 @@ class Method:
     def after_backward(self, model: MultimodalModel, out: Output, labels: torch.Tensor) -> None:
         """Modify ``.grad`` of parameters after backward, before the optimizer step."""
 
-    def on_epoch_start(self, epoch: int) -> None:
-        """Called before each training epoch."""
+    def modules(self, dims: dict[str, int], num_classes: int) -> dict[str, nn.Module]:
+        """Extra trainable modules (``dims``: feature size per modality); default none."""
+        return {}
 
-    def on_epoch_end(self, epoch: int) -> None:
-        """Called after each training epoch."""
+    def param_groups(self, model: MultimodalModel, cfg: dict) -> list[dict]:
+        """Optimizer parameter groups; default one group with every trainable parameter."""
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
+    def on_epoch_start(self, epoch: int, trainer) -> None:
+        """Called before each training epoch with the ``Trainer``."""
+
+    def on_epoch_end(self, epoch: int, trainer) -> None:
+        """Called after each training epoch with the ``Trainer``."""
 
     def predict(self, out: Output) -> torch.Tensor:
         """Logits used for evaluation, [B, C]."""

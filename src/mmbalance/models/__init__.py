@@ -3,6 +3,6 @@
 from mmbalance.models.encoders import ENCODERS, build_encoder
 from mmbalance.models.fusions import FUSIONS
 from mmbalance.models.model import MultimodalModel, build_model
-from mmbalance.models.output import Output
+from mmbalance.models.output import Output, SequenceBatch
 
-__all__ = ["ENCODERS", "FUSIONS", "MultimodalModel", "Output", "build_encoder", "build_model"]
+__all__ = ["ENCODERS", "FUSIONS", "MultimodalModel", "Output", "SequenceBatch", "build_encoder", "build_model"]

@@ -21,6 +21,7 @@ class MultimodalModel(nn.Module):
         self.encoders = nn.ModuleDict(encoders)
         self.fusion = fusion
         self.modalities = list(encoders)
+        self.method_modules = nn.ModuleDict()  # filled by the method's ``modules`` hook
 
     def encode(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Features per modality, each [B, D_m]."""
@@ -37,6 +38,11 @@ class MultimodalModel(nn.Module):
         if keep:
             feats = {m: f * keep[m].to(f.dtype).unsqueeze(1) if m in keep else f for m, f in feats.items()}
         return self.fuse(feats)
+
+    @property
+    def feature_dims(self) -> dict[str, int]:
+        """Feature size per modality."""
+        return {m: enc.out_dim for m, enc in self.encoders.items()}
 
     def modality_parameters(self, modality: str) -> list[nn.Parameter]:
         """The trainable parameters of one modality's encoder (what gradient modulation scales)."""

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
+
+
+class SequenceBatch(NamedTuple):
+    """A padded batch of feature sequences: ``x`` [B, L, D] and ``mask`` [B, L] (True = real step)."""
+
+    x: torch.Tensor
+    mask: torch.Tensor
 
 
 @dataclass

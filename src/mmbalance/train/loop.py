@@ -1,13 +1,18 @@
-"""The one training loop. It names no method: every method-specific step is a hook call."""
+"""The one training loop. It names no method: every method-specific step is a hook call.
+
+Per step: ``method.forward`` → ``method.loss`` → backward → ``method.after_backward`` (gradients
+are unscaled there) → finiteness check → optimizer step. Per epoch: ``method.on_epoch_start`` /
+``on_epoch_end`` receive the ``Trainer`` (model, optimizer reset, data access for refits).
+"""
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 from tqdm import tqdm
 
 from mmbalance.evaluate import classification_metrics, probe_accuracy
@@ -20,10 +25,12 @@ class NonFiniteError(RuntimeError):
     """Raised when the loss or a gradient stops being finite."""
 
 
-def build_optimizer(model: torch.nn.Module, cfg: dict) -> torch.optim.Optimizer:
-    """SGD (the papers' choice; the imbalance needs it), Adam or AdamW from the ``train`` block."""
+def build_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
+    """SGD (the papers' choice; the imbalance needs it), Adam or AdamW from the ``train`` block.
+
+    ``params``: parameters or param-group dicts (a group may carry its own ``lr``).
+    """
     name, lr, wd = cfg.get("optimizer", "sgd"), float(cfg["lr"]), float(cfg.get("weight_decay", 0.0))
-    params = [p for p in model.parameters() if p.requires_grad]
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=float(cfg.get("momentum", 0.9)), weight_decay=wd)
     if name == "adam":
@@ -41,24 +48,62 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: dict):
     return None
 
 
-@torch.no_grad()
-def evaluate(model: MultimodalModel, method: Method, data: SplitData, cfg: dict, num_classes: int) -> dict:
-    """Metrics of the method's test-time prediction plus each modality's probe accuracy."""
-    model.eval()
-    gen = torch.Generator().manual_seed(0)
-    logits, uni, labels = [], {m: [] for m in model.modalities}, []
-    for inputs, y in batches(data, int(cfg["batch_size"]), int(cfg.get("frames", 1)), False, gen):
-        out = model(inputs)
-        logits.append(method.predict(out).float())
-        for m in uni:
-            uni[m].append(out.unimodal_logits[m].float())
-        labels.append(y)
-    all_logits, y_t = torch.cat(logits), torch.cat(labels)
-    y = y_t.numpy()
-    metrics = classification_metrics(all_logits.numpy(), y, num_classes)
-    metrics["loss"] = float(torch.nn.functional.cross_entropy(all_logits, y_t))
-    metrics["probe_acc"] = probe_accuracy({m: torch.cat(v).numpy() for m, v in uni.items()}, y)
-    return metrics
+class Trainer:
+    """State of one run, handed to the epoch hooks: model, optimizer, data and evaluation."""
+
+    def __init__(self, model: MultimodalModel, method: Method, splits: dict[str, SplitData], cfg: dict, seed: int, name: str) -> None:
+        self.model, self.method, self.splits, self.cfg, self.name = model, method, splits, cfg, name
+        self.gen = torch.Generator().manual_seed(seed)
+        self.reset_optimizer()
+
+    def reset_optimizer(self, **overrides) -> None:
+        """A fresh optimizer (and schedule) over the method's parameter groups; ``overrides``
+        replace ``train`` keys (e.g. ``optimizer="adam"``) for the new one."""
+        cfg = {**self.cfg, **overrides}
+        groups = self.method.param_groups(self.model, cfg)
+        self.optimizer = build_optimizer(groups, cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg)
+
+    def batches(self, split: str, train: bool = False):
+        """(inputs, labels) over a split; ``train=True`` shuffles and samples training frames."""
+        gen = self.gen if train else torch.Generator().manual_seed(0)
+        return batches(self.splits[split], int(self.cfg["batch_size"]), train, gen)
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> dict:
+        """Metrics of the method's test-time prediction plus each modality's probe accuracy."""
+        self.model.eval()
+        logits, uni, labels = [], {m: [] for m in self.model.modalities}, []
+        for inputs, y in self.batches(split):
+            out = self.model(inputs)
+            logits.append(self.method.predict(out).float())
+            for m in uni:
+                uni[m].append(out.unimodal_logits[m].float())
+            labels.append(y)
+        all_logits, y_t = torch.cat(logits), torch.cat(labels)
+        metrics = classification_metrics(all_logits.numpy(), y_t.numpy(), self.method.ctx.num_classes)
+        metrics["loss"] = float(F.cross_entropy(all_logits, y_t))
+        metrics["probe_acc"] = probe_accuracy({m: torch.cat(v).numpy() for m, v in uni.items()}, y_t.numpy())
+        return metrics
+
+    def train_epoch(self) -> float:
+        """One pass over the training split; returns the mean loss."""
+        model, method, ctx = self.model, self.method, self.method.ctx
+        model.train()
+        total, n = 0.0, 0
+        for inputs, y in self.batches("train", train=True):
+            self.optimizer.zero_grad(set_to_none=True)
+            out = method.forward(model, inputs, y)
+            loss = method.loss(out, y)
+            loss.backward()
+            # gradients are unscaled here (no loss scaling on this path), as the hooks require
+            method.after_backward(model, out, y)
+            _check_finite(model, loss, f"method {self.name}, epoch {ctx.epoch}, step {ctx.step}")
+            self.optimizer.step()
+            ctx.step += 1
+            total += float(loss.detach()) * len(y)
+            n += len(y)
+        return total / max(n, 1)
 
 
 def _check_finite(model: torch.nn.Module, loss: torch.Tensor, where: str) -> None:
@@ -69,48 +114,26 @@ def _check_finite(model: torch.nn.Module, loss: torch.Tensor, where: str) -> Non
             raise NonFiniteError(f"non-finite gradient in {name} at {where}")
 
 
-def train_epoch(model, method, opt, data: SplitData, cfg: dict, gen: torch.Generator, name: str) -> float:
-    """One pass over the training split; returns the mean loss."""
-    model.train()
-    total, n = 0.0, 0
-    for inputs, y in batches(data, int(cfg["batch_size"]), int(cfg.get("frames", 1)), True, gen):
-        opt.zero_grad(set_to_none=True)
-        out = method.forward(model, inputs, y)
-        loss = method.loss(out, y)
-        loss.backward()
-        # gradients are unscaled here (no loss scaling on this path), as the hooks require
-        method.after_backward(model, out, y)
-        _check_finite(model, loss, f"method {name}, epoch {method.ctx.epoch}, step {method.ctx.step}")
-        opt.step()
-        method.ctx.step += 1
-        total += float(loss.detach()) * len(y)
-        n += len(y)
-    return total / max(n, 1)
-
-
 def fit(model: MultimodalModel, method: Method, splits: dict[str, SplitData], cfg: dict, seed: int, name: str, live=None) -> dict:
     """Train for ``cfg['epochs']``; select the epoch with the best validation accuracy.
 
     Returns the selected epoch's test metrics, its index, the papers' best-on-test accuracy, the
     wall time, and the per-epoch history.
     """
-    opt, start = build_optimizer(model, cfg), time.perf_counter()
-    sched = build_scheduler(opt, cfg)
-    gen = torch.Generator().manual_seed(seed)
-    num_classes = method.ctx.num_classes
+    trainer, start = Trainer(model, method, splits, cfg, seed, name), time.perf_counter()
     select = "val" if "val" in splits else "test"
     best, history = None, []
     for epoch in tqdm(range(int(cfg["epochs"])), desc=f"{name} seed {seed}", mininterval=2.0):
         method.ctx.epoch, method.ctx.logs = epoch, {}
-        method.on_epoch_start(epoch)
-        loss = train_epoch(model, method, opt, splits["train"], cfg, gen, name)
-        method.on_epoch_end(epoch)
-        if sched is not None:
-            sched.step()
+        method.on_epoch_start(epoch, trainer)
+        loss = trainer.train_epoch()
+        method.on_epoch_end(epoch, trainer)
+        if trainer.scheduler is not None:
+            trainer.scheduler.step()
         row = {"epoch": epoch, "train_loss": loss, **{k: float(np.mean(v)) for k, v in method.ctx.logs.items()}}
         for split in ("val", "test"):
             if split in splits:
-                row[split] = evaluate(model, method, splits[split], cfg, num_classes)
+                row[split] = trainer.evaluate(split)
         history.append(row)
         if live is not None:
             _log_epoch(live, row)

@@ -25,8 +25,9 @@ def seed_everything(seed: int) -> None:
 
 
 def in_channels_of(info: dict) -> dict[str, int]:
-    """Input channels per modality from the shard index (1 for spectrograms, C for frames)."""
-    return {m: 1 if len(s["shape"]) == 2 else int(s["shape"][-1]) for m, s in info["modalities"].items()}
+    """Input channels per modality from the shard index: 1 for a spectrogram, C for frames,
+    the feature size D for a sequence."""
+    return {m: 1 if s["kind"] == "spectrogram" else int(s["shape"][-1]) for m, s in info["modalities"].items()}
 
 
 def train_seed(shard_dir: Path, splits, method_name: str, method_cfg: dict, model_cfg: dict, train_cfg: dict, seed: int, live=None) -> dict:
@@ -39,13 +40,14 @@ def train_seed(shard_dir: Path, splits, method_name: str, method_cfg: dict, mode
     mods = method.modalities(available)
     ctx.modalities = mods
     model = build_model(model_cfg, mods, in_channels_of(info), len(info["classes"]), model_cfg.get("fusion", "concat"))
+    model.method_modules.update(method.modules(model.feature_dims, len(info["classes"])))
     data = {name: _select(split, mods) for name, split in splits.items()}
     return fit(model, method, data, train_cfg, seed, method_name, live)
 
 
 def _select(split, mods):
     """A view of a split holding only the model's modalities."""
-    return replace(split, arrays={m: split.arrays[m] for m in mods}, frame_counts={m: c for m, c in split.frame_counts.items() if m in mods})
+    return replace(split, arrays={m: split.arrays[m] for m in mods}, lengths={m: c for m, c in split.lengths.items() if m in mods})
 
 
 def run(shard_dir: Path, out_dir: Path, dataset: str, method_name: str, method_cfg: dict, model_cfg: dict, train_cfg: dict, seeds: list[int], profile: str) -> dict:

@@ -26,5 +26,7 @@ def list_generators() -> list[str]:
     return GENERATORS.names()
 
 
-# Imported last: the module registers itself with the decorator defined above.
-from mmbalance.datasets.mini import cremad  # noqa: E402, F401
+# One generator per module, imported last: each registers itself with the decorator above.
+from mmbalance.plugins import import_submodules  # noqa: E402
+
+import_submodules(__name__)
