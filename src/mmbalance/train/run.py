@@ -13,7 +13,8 @@ from dvclive import Live
 
 from mmbalance.methods import MethodContext, build_method
 from mmbalance.models import build_model
-from mmbalance.train.data import dataset_info, load_split
+from mmbalance.shards import read_index as dataset_info
+from mmbalance.train.data import load_split
 from mmbalance.train.loop import fit
 
 
