@@ -26,13 +26,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--paper-numbers", required=True, help="reference/paper_numbers.csv")
     ap.add_argument("--params", required=True, help="params.yaml (hashed for provenance)")
     ap.add_argument("--methods", nargs="+", default=None,
-                    help="row order; listed but missing: 'not run' (default: params benchmark.methods)")
+                    help="row order; listed but missing: 'not run' (default: the union of params benchmark.<dataset> lists)")
     ap.add_argument("--out", required=True, help="output markdown, e.g. reports/README.md")
     ap.add_argument("--git-rev", default=None, help="revision to record (default: git rev-parse HEAD)")
     args = ap.parse_args(argv)
 
     prov = Provenance(git_rev=args.git_rev or git_revision(), params_hash=params_hash(args.params))
-    methods = args.methods or lookup(load_params(Path(args.params)), "benchmark.methods")
+    # row order: every method of every dataset's benchmark list, first appearance first
+    lists = lookup(load_params(Path(args.params)), "benchmark").values()
+    methods = args.methods or list(dict.fromkeys(m for names in lists for m in names))
     runs = load_results(args.results)
     numbers = load_paper_numbers(args.paper_numbers)
     write_report(render_summary(runs, numbers, methods, prov), args.out)

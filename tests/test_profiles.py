@@ -18,6 +18,7 @@ def test_paper_profile_builds_resnet18_model():
     params = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), yaml.safe_load((ROOT / "profiles/paper.yaml").read_text()))
     assert params["profile"] == "paper" and params["generate"] == {}
     assert set(params["methods"]) == set(yaml.safe_load((ROOT / "params.yaml").read_text())["methods"])
-    model = build_model(params["model"], ["audio", "visual"], {"audio": 1, "visual": 3}, 6, "concat")
+    model = build_model(params["model"], ["audio", "visual"], {"audio": 1, "visual": 3}, 6, "concat",
+                        {"audio": "spectrogram", "visual": "frames"})
     assert model.encoders["audio"].out_dim == 512
     assert model.encoders["audio"].body.conv1.in_channels == 1

@@ -35,4 +35,6 @@ def test_params_method_blocks_match_registry():
 
     params = load_params(Path(__file__).parents[1] / "params.yaml")
     assert set(params["methods"]) == set(METHODS.names())
-    assert set(params["benchmark"]["methods"]) <= set(METHODS.names())
+    for dataset, names in params["benchmark"].items():
+        assert dataset in params["datasets"], dataset
+        assert set(names) <= set(METHODS.names()), dataset

@@ -49,8 +49,22 @@ class MultimodalModel(nn.Module):
         return [p for p in self.encoders[modality].parameters() if p.requires_grad]
 
 
-def build_model(model_cfg: dict, modalities: list[str], in_channels: dict[str, int], num_classes: int, fusion: str) -> MultimodalModel:
+def encoder_config(model_cfg: dict, modality: str, kind: str) -> dict:
+    """The encoder block for a modality: ``model.encoders.<modality>`` if present, else the block
+    for its kind (``spectrogram``, ``frames`` or ``sequence``), so one params file serves every
+    dataset (MOSI's "audio" is a feature sequence, CREMA-D's a spectrogram)."""
+    encoders = model_cfg["encoders"]
+    if modality in encoders:
+        return encoders[modality]
+    if kind in encoders:
+        return encoders[kind]
+    raise KeyError(f"params model.encoders has no block for modality {modality!r} or kind {kind!r}; has {sorted(encoders)}")
+
+
+def build_model(model_cfg: dict, modalities: list[str], in_channels: dict[str, int], num_classes: int, fusion: str,
+                kinds: dict[str, str] | None = None) -> MultimodalModel:
     """Build the model from the ``model`` params block for the given modalities."""
-    encoders = {m: build_encoder(model_cfg["encoders"][m], in_channels[m]) for m in modalities}
+    kinds = kinds or {}
+    encoders = {m: build_encoder(encoder_config(model_cfg, m, kinds.get(m, "")), in_channels[m]) for m in modalities}
     dims = {m: enc.out_dim for m, enc in encoders.items()}
     return MultimodalModel(encoders, FUSIONS.get(fusion)(dims, num_classes))

@@ -40,7 +40,8 @@ def train_seed(shard_dir: Path, splits, method_name: str, method_cfg: dict, mode
     method = build_method(method_name, method_cfg, ctx)
     mods = method.modalities(available)
     ctx.modalities = mods
-    model = build_model(model_cfg, mods, in_channels_of(info), len(info["classes"]), model_cfg.get("fusion", "concat"))
+    kinds = {m: s["kind"] for m, s in info["modalities"].items()}
+    model = build_model(model_cfg, mods, in_channels_of(info), len(info["classes"]), model_cfg.get("fusion", "concat"), kinds)
     model.method_modules.update(method.modules(model.feature_dims, len(info["classes"])))
     data = {name: _select(split, mods) for name, split in splits.items()}
     return fit(model, method, data, train_cfg, seed, method_name, live)
