@@ -15,12 +15,15 @@ def main() -> None:
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--method", required=True)
     ap.add_argument("--shards", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True, help="results folder (metrics, curves)")
+    ap.add_argument("--checkpoints", type=Path, default=None, help="per-epoch checkpoints (resume after a kill)")
+    ap.add_argument("--models", type=Path, default=None, help="selected weights per seed, for evaluation stages")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
     p = load_params(args.params)
     res = run(args.shards, args.out, args.dataset, args.method, lookup(p, f"methods.{args.method}"),
-              lookup(p, "model"), lookup(p, "train"), lookup(p, "seeds"), lookup(p, "profile"))
+              lookup(p, "model"), lookup(p, "train"), lookup(p, "seeds"), lookup(p, "profile"),
+              args.checkpoints, args.models)
     summary = {k: round(v["mean"], 4) for k, v in res["summary"].items()}
     print(f"{args.dataset}/{args.method}: {summary}")
 

@@ -7,8 +7,12 @@ are unscaled there) → finiteness check → optimizer step. Per epoch: ``method
 
 from __future__ import annotations
 
+import copy
 import math
+import os
+import random
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -64,6 +68,32 @@ class Trainer:
         self.optimizer = build_optimizer(groups, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg)
 
+    def state_dict(self) -> dict:
+        """Everything needed to continue bit-for-bit: weights, optimizer, schedule, RNGs, method."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "method": self.method.state_dict(),
+            "ctx_step": self.method.ctx.step,
+            "rng": {"loader": self.gen.get_state(), "torch": torch.get_rng_state(),
+                    "numpy": np.random.get_state(), "python": random.getstate()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what ``state_dict`` returned."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.method.load_state_dict(state["method"])
+        self.method.ctx.step = state["ctx_step"]
+        rng = state["rng"]
+        self.gen.set_state(rng["loader"])
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+
     def batches(self, split: str, train: bool = False):
         """(inputs, labels) over a split; ``train=True`` shuffles and samples training frames."""
         gen = self.gen if train else torch.Generator().manual_seed(0)
@@ -114,16 +144,34 @@ def _check_finite(model: torch.nn.Module, loss: torch.Tensor, where: str) -> Non
             raise NonFiniteError(f"non-finite gradient in {name} at {where}")
 
 
-def fit(model: MultimodalModel, method: Method, splits: dict[str, SplitData], cfg: dict, seed: int, name: str, live=None) -> dict:
+def _save_checkpoint(path: Path, trainer: Trainer, epoch: int, history: list, best: dict, best_state: dict) -> None:
+    """Write the end-of-epoch checkpoint atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"epoch": epoch, "trainer": trainer.state_dict(), "history": history, "best": best, "best_state": best_state}, tmp)
+    os.replace(tmp, path)
+
+
+def fit(model: MultimodalModel, method: Method, splits: dict[str, SplitData], cfg: dict, seed: int, name: str,
+        live=None, checkpoint: Path | None = None) -> dict:
     """Train for ``cfg['epochs']``; select the epoch with the best validation accuracy.
 
+    With ``checkpoint``, state is saved after every epoch and a run finding a checkpoint there
+    continues from it (same final numbers as an uninterrupted run on CPU).
     Returns the selected epoch's test metrics, its index, the papers' best-on-test accuracy, the
-    wall time, and the per-epoch history.
+    wall time, the per-epoch history, and the selected epoch's weights (``best_state``).
     """
     trainer, start = Trainer(model, method, splits, cfg, seed, name), time.perf_counter()
     select = "val" if "val" in splits else "test"
-    best, history = None, []
-    for epoch in tqdm(range(int(cfg["epochs"])), desc=f"{name} seed {seed}", mininterval=2.0):
+    best, history, best_state, first = None, [], None, 0
+    if checkpoint is not None and checkpoint.exists():
+        saved = torch.load(checkpoint, weights_only=False)
+        trainer.load_state_dict(saved["trainer"])
+        history, best, best_state, first = saved["history"], saved["best"], saved["best_state"], saved["epoch"] + 1
+        if live is not None:
+            for row in history:
+                _log_epoch(live, row)
+    for epoch in tqdm(range(first, int(cfg["epochs"])), desc=f"{name} seed {seed}", mininterval=2.0):
         method.ctx.epoch, method.ctx.logs = epoch, {}
         method.on_epoch_start(epoch, trainer)
         loss = trainer.train_epoch()
@@ -138,7 +186,9 @@ def fit(model: MultimodalModel, method: Method, splits: dict[str, SplitData], cf
         if live is not None:
             _log_epoch(live, row)
         if best is None or _selection_key(row[select]) > _selection_key(best[select]):
-            best = row
+            best, best_state = row, copy.deepcopy(model.state_dict())
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, trainer, epoch, history, best, best_state)
     return {
         "test": best["test"],
         "val": best.get("val"),
@@ -147,6 +197,7 @@ def fit(model: MultimodalModel, method: Method, splits: dict[str, SplitData], cf
         "best_test_acc": max(r["test"]["acc"] for r in history),
         "wall_s": round(time.perf_counter() - start, 3),
         "history": history,
+        "best_state": best_state,
     }
 
 

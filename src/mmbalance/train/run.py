@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from dataclasses import replace
@@ -31,20 +32,31 @@ def in_channels_of(info: dict) -> dict[str, int]:
     return {m: 1 if s["kind"] == "spectrogram" else int(s["shape"][-1]) for m, s in info["modalities"].items()}
 
 
-def train_seed(shard_dir: Path, splits, method_name: str, method_cfg: dict, model_cfg: dict, train_cfg: dict, seed: int, live=None) -> dict:
-    """Build model and method for one seed and fit them."""
-    info = dataset_info(shard_dir)
+def build_run(info: dict, method_name: str, method_cfg: dict, model_cfg: dict, epochs: int):
+    """Method and model for a dataset described by its shard index (model on the method's modalities)."""
     available = list(info["modalities"])
-    seed_everything(seed)
-    ctx = MethodContext(modalities=available, num_classes=len(info["classes"]), epochs=int(train_cfg["epochs"]))
+    ctx = MethodContext(modalities=available, num_classes=len(info["classes"]), epochs=epochs)
     method = build_method(method_name, method_cfg, ctx)
     mods = method.modalities(available)
     ctx.modalities = mods
     kinds = {m: s["kind"] for m, s in info["modalities"].items()}
     model = build_model(model_cfg, mods, in_channels_of(info), len(info["classes"]), model_cfg.get("fusion", "concat"), kinds)
     model.method_modules.update(method.modules(model.feature_dims, len(info["classes"])))
-    data = {name: _select(split, mods) for name, split in splits.items()}
-    return fit(model, method, data, train_cfg, seed, method_name, live)
+    return method, model
+
+
+def fingerprint(*parts) -> str:
+    """A short hash of the configuration a checkpoint belongs to (stale checkpoints are ignored)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def train_seed(info: dict, splits, method_name: str, method_cfg: dict, model_cfg: dict, train_cfg: dict, seed: int,
+               live=None, checkpoint: Path | None = None) -> dict:
+    """Build model and method for one seed and fit them (resuming from ``checkpoint`` if valid)."""
+    seed_everything(seed)
+    method, model = build_run(info, method_name, method_cfg, model_cfg, int(train_cfg["epochs"]))
+    data = {name: _select(split, method.ctx.modalities) for name, split in splits.items()}
+    return fit(model, method, data, train_cfg, seed, method_name, live, checkpoint)
 
 
 def _select(split, mods):
@@ -52,27 +64,51 @@ def _select(split, mods):
     return replace(split, arrays={m: split.arrays[m] for m in mods}, lengths={m: c for m, c in split.lengths.items() if m in mods})
 
 
-def run(shard_dir: Path, out_dir: Path, dataset: str, method_name: str, method_cfg: dict, model_cfg: dict, train_cfg: dict, seeds: list[int], profile: str) -> dict:
-    """Train every seed, log curves with DVCLive under ``out_dir/live/seed<k>``, write metrics.json."""
+def _checkpoint_path(folder: Path | None, seed: int, key: str) -> Path | None:
+    """``<folder>/seed<k>-<config hash>.pt``; checkpoints of other configurations are removed."""
+    if folder is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"seed{seed}-{key}.pt"
+    for old in folder.glob(f"seed{seed}-*.pt"):
+        if old != path:
+            old.unlink()
+    return path
+
+
+def run(shard_dir: Path, out_dir: Path, dataset: str, method_name: str, method_cfg: dict, model_cfg: dict, train_cfg: dict,
+        seeds: list[int], profile: str, checkpoints: Path | None = None, models: Path | None = None) -> dict:
+    """Train every seed; DVCLive curves under ``out_dir/live/seed<k>``; results.json and metrics.json
+    in ``out_dir``; per-epoch checkpoints in ``checkpoints``; selected weights in ``models/seed<k>.pt``."""
     torch.set_num_threads(int(train_cfg.get("num_threads", 2)))
     info = dataset_info(shard_dir)
     mods = list(info["modalities"])
     splits = {s: load_split(shard_dir, s, mods) for s in ("train", "val", "test") if s in info["splits"]}
     results = {"dataset": dataset, "method": method_name, "fusion": model_cfg.get("fusion", "concat"), "profile": profile,
                "modalities": mods, "selection": "best validation accuracy" if "val" in splits else "last-best test accuracy", "seeds": {}}
+    key = fingerprint(info, method_name, method_cfg, model_cfg, train_cfg)
     for seed in seeds:
-        with Live(dir=str(out_dir / "live" / f"seed{seed}"), save_dvc_exp=False, dvcyaml=None, report=None) as live:
-            res = train_seed(shard_dir, splits, method_name, method_cfg, model_cfg, train_cfg, seed, live)
+        with Live(dir=str(out_dir / "live" / f"seed{seed}"), save_dvc_exp=False, dvcyaml=None, report=None, resume=False) as live:
+            res = train_seed(info, splits, method_name, method_cfg, model_cfg, train_cfg, seed, live,
+                             _checkpoint_path(checkpoints, seed, key))
             live.summary = {"test": res["test"], "best_epoch": res["best_epoch"], "best_test_acc": res["best_test_acc"]}
-        results["seeds"][str(seed)] = {k: v for k, v in res.items() if k != "history"}
+        if models is not None:
+            models.mkdir(parents=True, exist_ok=True)
+            torch.save({"state": res["best_state"], "method": method_name, "method_cfg": method_cfg, "model_cfg": model_cfg,
+                        "epochs": int(train_cfg["epochs"]), "seed": seed}, models / f"seed{seed}.pt")
+        results["seeds"][str(seed)] = {k: v for k, v in res.items() if k not in ("history", "best_state")}
+    write_results(out_dir, results)
+    return results
+
+
+def write_results(out_dir: Path, results: dict) -> None:
+    """results.json: everything, per seed (the report's input); metrics.json: the flat numeric
+    summary (mean and ``_std`` over seeds) that ``dvc metrics show`` / ``dvc exp show`` display."""
     results["summary"] = summarise(results["seeds"])
-    # results.json: everything, per seed (the report's input); metrics.json: the flat numeric
-    # summary that `dvc metrics show` / `dvc exp show` display.
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    flat = {k: round(v[stat], 6) for k, v in results["summary"].items() for stat in ("mean",)}
+    flat = {k: round(v["mean"], 6) for k, v in results["summary"].items()}
     flat.update({f"{k}_std": round(v["std"], 6) for k, v in results["summary"].items()})
     (out_dir / "metrics.json").write_text(json.dumps(flat, indent=2, sort_keys=True) + "\n")
-    return results
 
 
 def summarise(seeds: dict) -> dict:

@@ -1,0 +1,38 @@
+"""Training interrupted after an epoch and restarted from its checkpoint ends with the same numbers."""
+
+import pytest
+import torch
+
+from mmbalance.train import loop
+from mmbalance.train.loop import fit
+
+from test_methods import TRAIN, make, splits_for
+
+
+def _fit(name, checkpoint=None):
+    method, model, mods = make(name)
+    return fit(model, method, splits_for(mods), {**TRAIN, "epochs": 4}, seed=0, name=name, checkpoint=checkpoint)
+
+
+@pytest.mark.parametrize("name", ["concat", "ogm_ge"])
+def test_resume_matches_uninterrupted(name, tmp_path, monkeypatch):
+    full = _fit(name)
+    ckpt = tmp_path / "ckpt.pt"
+    calls = {"n": 0}
+    real = loop.Trainer.train_epoch
+
+    def dying(self):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated kill during epoch 2")
+        return real(self)
+
+    monkeypatch.setattr(loop.Trainer, "train_epoch", dying)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(name, ckpt)
+    monkeypatch.setattr(loop.Trainer, "train_epoch", real)
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 1
+    resumed = _fit(name, ckpt)
+    assert resumed["test"] == full["test"]
+    assert resumed["best_epoch"] == full["best_epoch"]
+    assert [r["train_loss"] for r in resumed["history"]] == [r["train_loss"] for r in full["history"]]
