@@ -39,6 +39,10 @@ def prepare(dataset: str, root: Path, out_dir: Path, recipe: dict, split_options
     """Scan ``root`` with the dataset's adapter, extract every clip, write shards and the index."""
     adapter = get_dataset(dataset)
     clips, skips = adapter.scan(root, **split_options)
+    # the layout check comes first: every problem is listed before any long decoding starts
+    print(f"{dataset}: {len(clips)} clips, {len(skips)} skipped at scan", flush=True)
+    for skip in skips:
+        print(f"  SKIP {skip.clip_id}: {skip.reason} [{skip.path}]", flush=True)
     skipped = [{"clip_id": s.clip_id, "path": str(s.path), "reason": s.reason} for s in skips]
     index = {"dataset": dataset, "classes": list(adapter.classes), "modalities": {}, "splits": {},
              "frames_per_clip": int(recipe.get("frames_per_clip", adapter.frames_per_clip)),

@@ -74,21 +74,22 @@ class Annotation:
 
 
 def parse_line(line: str, where: str) -> Annotation:
-    """Parse ``Category&VideoID&Quality&StartTime&EndTime``; ValueError says what is wrong."""
+    """Parse ``Category&VideoID&Quality&StartTime&EndTime`` (``where`` = "<file>:<line>" is kept
+    for later messages); ValueError says what is wrong with the line."""
     fields = [f.strip() for f in line.split("&")]
     if len(fields) != 5:
-        raise ValueError(f"{where}: expected 5 '&'-separated fields, got {len(fields)}: {line!r}")
+        raise ValueError(f"expected 5 '&'-separated fields, got {len(fields)}: {line!r}")
     category, video_id, _quality, start, end = fields
     if category not in CLASSES:
-        raise ValueError(f"{where}: unknown category {category!r} (not one of the 28 AVE classes)")
+        raise ValueError(f"unknown category {category!r} (not one of the 28 AVE classes)")
     if not video_id or "." in video_id or "/" in video_id:
-        raise ValueError(f"{where}: malformed video id {video_id!r}")
+        raise ValueError(f"malformed video id {video_id!r}")
     try:
         start_s, end_s = float(start), float(end)
     except ValueError:
-        raise ValueError(f"{where}: start/end {start!r}/{end!r} are not numbers") from None
+        raise ValueError(f"start/end {start!r}/{end!r} are not numbers") from None
     if not 0.0 <= start_s < end_s:
-        raise ValueError(f"{where}: event span [{start}, {end}) is empty or negative")
+        raise ValueError(f"event span [{start}, {end}) is empty or negative")
     return Annotation(video_id, CLASSES.index(category), start_s, end_s, where)
 
 
