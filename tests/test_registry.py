@@ -34,7 +34,12 @@ def test_params_method_blocks_match_registry():
     from mmbalance.params import load_params
 
     params = load_params(Path(__file__).parents[1] / "params.yaml")
-    assert set(params["methods"]) == set(METHODS.names())
+    own = {name for name, block in params["methods"].items() if "method" not in (block or {})}
+    assert own == set(METHODS.names())  # one block per registered method …
+    for name, block in params["methods"].items():  # … plus variant blocks naming a registered method
+        if "method" in (block or {}):
+            assert block["method"] in METHODS.names(), name
+            assert "__" in name, f"variant run {name!r} should be named <method>__<variant>"
     for dataset, names in params["benchmark"].items():
         assert dataset in params["datasets"], dataset
         assert set(names) <= set(METHODS.names()), dataset

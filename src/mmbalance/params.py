@@ -21,3 +21,18 @@ def lookup(params: dict, dotted: str):
             raise KeyError(f"params key {dotted!r} is missing (no {part!r})")
         node = node[part]
     return node
+
+
+def resolve_run(params: dict, run: str) -> tuple[str, dict, dict]:
+    """A run name → (registered method, its params, model params).
+
+    ``methods.<run>`` is either a method's own block (run name = method name) or a variant block
+    naming its method (``method: gmm_al``) and optionally a fusion (``fusion: sum``): ablation and
+    fusion rows of the papers are such variants, e.g. ``gmm_al__alpha0`` or ``opm__sum``.
+    """
+    cfg = dict(lookup(params, f"methods.{run}") or {})
+    method = cfg.pop("method", run)
+    model = dict(lookup(params, "model"))
+    if "fusion" in cfg:
+        model["fusion"] = cfg.pop("fusion")
+    return method, cfg, model

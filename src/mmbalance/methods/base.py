@@ -12,6 +12,7 @@ A method customises only these hooks; the loop (``mmbalance.train.loop``) names 
 - ``modules(dims, num_classes)``: extra trainable modules the method owns (unimodal heads…);
   they live in ``model.method_modules``, so the optimizer and checkpoints include them.
 - ``param_groups(model, cfg)``: optimizer parameter groups (per-modality learning rates…).
+- ``optimizer_overrides()``: ``train`` keys replaced for this method's optimizer (e.g. Adam).
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ class Method:
 
     def modules(self, dims: dict[str, int], num_classes: int) -> dict[str, nn.Module]:
         """Extra trainable modules (``dims``: feature size per modality); default none."""
+        return {}
+
+    def optimizer_overrides(self) -> dict:
+        """``train`` keys this method replaces for its optimizer from the first step (e.g. an
+        optimizer ablation running Adam); default none."""
         return {}
 
     def param_groups(self, model: MultimodalModel, cfg: dict) -> list[dict]:

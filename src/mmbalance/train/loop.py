@@ -58,7 +58,7 @@ class Trainer:
     def __init__(self, model: MultimodalModel, method: Method, splits: dict[str, SplitData], cfg: dict, seed: int, name: str) -> None:
         self.model, self.method, self.splits, self.cfg, self.name = model, method, splits, cfg, name
         self.gen = torch.Generator().manual_seed(seed)
-        self.reset_optimizer()
+        self.reset_optimizer(**method.optimizer_overrides())
 
     def reset_optimizer(self, **overrides) -> None:
         """A fresh optimizer (and schedule) over the method's parameter groups; ``overrides``

@@ -77,16 +77,17 @@ def _checkpoint_path(folder: Path | None, seed: int, key: str) -> Path | None:
 
 
 def run(shard_dir: Path, out_dir: Path, dataset: str, method_name: str, method_cfg: dict, model_cfg: dict, train_cfg: dict,
-        seeds: list[int], profile: str, checkpoints: Path | None = None, models: Path | None = None) -> dict:
+        seeds: list[int], profile: str, checkpoints: Path | None = None, models: Path | None = None,
+        run_name: str | None = None) -> dict:
     """Train every seed; DVCLive curves under ``out_dir/live/seed<k>``; results.json and metrics.json
     in ``out_dir``; per-epoch checkpoints in ``checkpoints``; selected weights in ``models/seed<k>.pt``."""
     torch.set_num_threads(int(train_cfg.get("num_threads", 2)))
     info = dataset_info(shard_dir)
     mods = list(info["modalities"])
     splits = {s: load_split(shard_dir, s, mods) for s in ("train", "val", "test") if s in info["splits"]}
-    results = {"dataset": dataset, "method": method_name, "fusion": model_cfg.get("fusion", "concat"), "profile": profile,
+    results = {"dataset": dataset, "run": run_name or method_name, "method": method_name, "fusion": model_cfg.get("fusion", "concat"), "profile": profile,
                "modalities": mods, "selection": "best validation accuracy" if "val" in splits else "last-best test accuracy", "seeds": {}}
-    key = fingerprint(info, method_name, method_cfg, model_cfg, train_cfg)
+    key = fingerprint(info, method_name, method_cfg, model_cfg, train_cfg)  # stale checkpoints are not resumed
     for seed in seeds:
         with Live(dir=str(out_dir / "live" / f"seed{seed}"), save_dvc_exp=False, dvcyaml=None, report=None, resume=False) as live:
             res = train_seed(info, splits, method_name, method_cfg, model_cfg, train_cfg, seed, live,
