@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> None:
 
     prov = Provenance(git_rev=args.git_rev or git_revision(), params_hash=params_hash(args.params))
     # row order: every method of every dataset's benchmark list, first appearance first
-    lists = lookup(load_params(Path(args.params)), "benchmark").values()
-    methods = args.methods or list(dict.fromkeys(m for names in lists for m in names))
+    methods = args.methods or list(dict.fromkeys(
+        m for names in lookup(load_params(Path(args.params)), "benchmark").values() for m in names))
     runs = load_results(args.results)
     numbers = load_paper_numbers(args.paper_numbers)
     write_report(render_summary(runs, numbers, methods, prov), args.out)
