@@ -1,43 +1,110 @@
-"""Stage `report`: render reports/README.md from the training stages' results.json files.
+"""Stage `report`: render reports/README.md, one page per seed paper and the PNG plots from the
+training stages' results.json files, their DVCLive curves and the robustness.json files.
 
 Reads params: profile, benchmark (and hashes the whole params file for provenance).
+Writes next to --out: <paper>.md for each seed paper and plots/<dataset>/*.png.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from mmbalance.params import load_params, lookup
 from mmbalance.report import (
+    PaperIndex,
     Provenance,
+    device_name,
     git_revision,
+    load_config,
     load_paper_numbers,
     load_results,
+    load_robustness,
+    page_name,
     params_hash,
+    render_paper_page,
     render_summary,
     write_report,
 )
+from mmbalance.report.render import mini_note
+from mmbalance.report.tables import leaderboard_order, ordered_datasets
+
+
+def existing(paths: list[str], what: str) -> list[Path]:
+    """The paths that exist; a shell pattern that matched nothing (left unexpanded) is reported
+    and skipped, any other missing path is an error."""
+    out = []
+    for p in paths:
+        path = Path(p)
+        if path.exists():
+            out.append(path)
+        elif any(c in p for c in "*?["):
+            print(f"report: no {what} match {p!r}", file=sys.stderr)
+        else:
+            raise SystemExit(f"report: {what} file {p} does not exist")
+    return out
+
+
+def expected_runs(params_path: Path, explicit: list[str] | None) -> list[str] | dict[str, list[str]]:
+    """Row lists: --methods for every dataset, else each dataset's ``benchmark.<dataset>``."""
+    if explicit:
+        return explicit
+    try:
+        bench = lookup(load_params(params_path), "benchmark") or {}
+    except KeyError as e:
+        raise SystemExit(f"report: {e.args[0]} in {params_path} (or pass --methods)") from None
+    if not isinstance(bench, dict):
+        raise SystemExit(f"report: params benchmark in {params_path} must map each dataset to its runs")
+    return {ds: list(names or []) for ds, names in bench.items()}
+
+
+def draw_plots(out_dir: Path, runs, robustness, methods) -> dict[str, list[tuple[str, str]]]:
+    """Every dataset's figures under ``out_dir/plots`` (old PNGs removed first); links by dataset."""
+    from mmbalance.report.plots import clear_plots, load_curves, render_dataset_plots
+
+    plots_dir = out_dir / "plots"
+    clear_plots(plots_dir)
+    links = {}
+    for ds in ordered_datasets([*runs, *robustness.values()], []):
+        by_run = {r.run: r for r in runs if r.dataset == ds}
+        wanted = methods if isinstance(methods, list) else methods.get(ds, [])
+        order, _ = leaderboard_order(wanted, by_run)
+        curves = {r.run: load_curves(Path(r.source).parent) for r in by_run.values() if r.source}
+        links[ds] = render_dataset_plots(ds, order, by_run, curves, robustness.get(ds), plots_dir, out_dir)
+    return links
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--results", nargs="*", default=[], help="results.json, one per (dataset, method)")
+    ap.add_argument("--results", nargs="*", default=[], help="results.json, one per (dataset, run)")
+    ap.add_argument("--robustness", nargs="*", default=[], help="robustness.json, one per dataset (stages/evaluate.py)")
     ap.add_argument("--paper-numbers", required=True, help="reference/paper_numbers.csv")
     ap.add_argument("--params", required=True, help="params.yaml (hashed for provenance)")
     ap.add_argument("--methods", nargs="+", default=None,
-                    help="row order; listed but missing: 'not run' (default: the union of params benchmark.<dataset> lists)")
-    ap.add_argument("--out", required=True, help="output markdown, e.g. reports/README.md")
+                    help="expected runs, for every dataset; missing ones read 'not run' (default: params benchmark.<dataset>)")
+    ap.add_argument("--out", required=True, help="summary markdown, e.g. reports/README.md; pages and plots go beside it")
     ap.add_argument("--git-rev", default=None, help="revision to record (default: git rev-parse HEAD)")
+    ap.add_argument("--device", default=None, help="device to record when results lack one (default: this machine's)")
+    ap.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     args = ap.parse_args(argv)
 
-    prov = Provenance(git_rev=args.git_rev or git_revision(), params_hash=params_hash(args.params))
-    # row order: every method of every dataset's benchmark list, first appearance first
-    methods = args.methods or list(dict.fromkeys(
-        m for names in lookup(load_params(Path(args.params)), "benchmark").values() for m in names))
-    runs = load_results(args.results)
-    numbers = load_paper_numbers(args.paper_numbers)
-    write_report(render_summary(runs, numbers, methods, prov), args.out)
+    out = Path(args.out)
+    prov = Provenance(git_rev=args.git_rev or git_revision(), params_hash=params_hash(args.params),
+                      device=args.device or device_name())
+    methods = expected_runs(Path(args.params), args.methods)
+    runs = load_results(existing(args.results, "results"))
+    robustness = load_robustness(existing(args.robustness, "robustness"))
+    config = load_config()
+    index = PaperIndex(load_paper_numbers(args.paper_numbers), config)
+
+    plots = {} if args.no_plots else draw_plots(out.parent, runs, robustness, methods)
+    pages = [(config.papers[p]["short"], page_name(p)) for p in config.papers]
+    write_report(render_summary(runs, index, methods, prov, robustness, plots, pages), out)
+    mini = any(r.profile == "mini" for r in runs)
+    for paper in config.papers:
+        text = render_paper_page(paper, index, runs, config, out.name, mini, mini_note())
+        write_report(text, out.parent / page_name(paper))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,15 @@
-"""Tests for the report stage (src/mmbalance/report, stages/report.py)."""
+"""Tests for the report stage (src/mmbalance/report, stages/report.py): the summary page.
+
+The fixture results under tests/fixtures/report/results are rendered through the real CLI and
+compared with tests/fixtures/report/expected/*.md.  After an intended change of the output,
+rewrite the expected files with ``UPDATE_EXPECTED=1 pytest tests/test_report.py`` and review
+the diff.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +20,7 @@ from mmbalance.report import (
     NOT_RUN,
     Provenance,
     best_indices,
+    competition_ranks,
     format_mean_std,
     git_revision,
     load_paper_numbers,
@@ -22,14 +30,17 @@ from mmbalance.report import (
     paper_figure,
     params_hash,
     render_summary,
+    run_label,
     summarize_run,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "report"
+EXPECTED = FIXTURES / "expected"
 PAPER_CSV = ROOT / "reference" / "paper_numbers.csv"
 METHODS = ["audio_only", "visual_only", "concat", "ogm_ge"]
 GIT_REV = "0123456789abcdef0123456789abcdef01234567"
+PAGES = ["README.md", "gmm_adaptive_loss.md", "arl.md", "iprm.md", "opm_ogm.md"]
 
 
 def fixture_results() -> list[Path]:
@@ -37,7 +48,7 @@ def fixture_results() -> list[Path]:
 
 
 def table_row(markdown: str, section: str, label: str) -> list[str]:
-    """Cells of the row starting with ``label`` in the table under ``## section``."""
+    """Cells of the row starting with ``label`` in the first table under ``## section``."""
     body = markdown.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
     for line in body.splitlines():
         if line.startswith(f"| {label} |"):
@@ -46,57 +57,101 @@ def table_row(markdown: str, section: str, label: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory) -> str:
-    """The fixture report rendered through the real CLI (stages/report.py)."""
+def out_dir(tmp_path_factory) -> Path:
+    """The fixture report (summary, pages, plots) rendered through the real CLI."""
     out = tmp_path_factory.mktemp("report") / "reports" / "README.md"
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     cmd = [
         sys.executable, str(ROOT / "stages" / "report.py"),
         "--results", *map(str, fixture_results()),
+        "--robustness", *map(str, sorted(FIXTURES.glob("results/*/robustness.json"))),
         "--paper-numbers", str(PAPER_CSV),
         "--params", str(FIXTURES / "params.yaml"),
         "--methods", *METHODS,
         "--git-rev", GIT_REV,
+        "--device", "Report CPU",
         "--out", str(out),
     ]
-    subprocess.run(cmd, check=True, cwd=ROOT, env=env, capture_output=True, text=True)
-    return out.read_text(encoding="utf-8")
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return out.parent
 
 
-def test_fixture_report_matches_expected(rendered):
-    expected = (FIXTURES / "expected_README.md").read_text(encoding="utf-8")
-    assert rendered == expected
+@pytest.fixture(scope="module")
+def rendered(out_dir) -> str:
+    return (out_dir / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_fixture_pages_match_expected(out_dir, name):
+    got = (out_dir / name).read_text(encoding="utf-8")
+    if os.environ.get("UPDATE_EXPECTED"):
+        EXPECTED.mkdir(parents=True, exist_ok=True)
+        (EXPECTED / name).write_text(got, encoding="utf-8", newline="\n")
+    assert got == (EXPECTED / name).read_text(encoding="utf-8")
+
+
+def test_plots_written_and_linked(out_dir, rendered):
+    for name in ("curves", "probes", "per_class", "robustness"):
+        png = out_dir / "plots" / "cremad" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"(plots/cremad/{name}.png)" in rendered
+    # AVE has no curves, per-class data or robustness file: no figures, no links
+    assert not (out_dir / "plots" / "ave").exists()
+    assert "plots/ave/" not in rendered
 
 
 def test_hand_checked_cells(rendered):
     # CREMA-D concat, acc over seeds 0.66 and 0.70: mean 68.00,
-    # sample std = sqrt((2^2 + 2^2) / 1) = 2.828... -> 2.83; best in column -> bold.
+    # sample std = sqrt((2^2 + 2^2) / 1) = 2.828... -> 2.83; best in column -> bold; rank 1.
     concat = table_row(rendered, "CREMA-D", "Concat")
-    assert concat[1] == "2"
-    assert concat[2] == "**68.00 ± 2.83**"
+    assert concat[1:4] == ["2", "1", "**68.00 ± 2.83**"]
     # Visual probe 0.30 / 0.34 -> 32.00 ± 2.83, below Visual-only's 53.50 (not bold).
-    assert concat[6] == "32.00 ± 2.83"
+    assert concat[7] == "32.00 ± 2.83"
     # Best-test acc 0.67 / 0.72 -> 69.50, std = 5 / sqrt(2) = 3.5355 -> 3.54.
-    assert concat[7] == "**69.50 ± 3.54**"
-    # Paper columns: GMM-AL, ARL, IPRM, OPM/OGM concat baselines as printed.
-    assert concat[8:] == ["67.47", "58.83", "63.61", "66.9"]
+    assert concat[8] == "**69.50 ± 3.54**"
+    # Paper columns: GMM-AL, ARL, IPRM, OPM/OGM concat baselines as printed; run name last.
+    assert concat[9:] == ["67.47", "58.83", "63.61", "66.9", "`concat`"]
+
+    # A fusion variant (folder opm__sum, method opm, sum fusion), one seed: Sum+OPM of OPM/OGM.
+    opm_sum = table_row(rendered, "CREMA-D", "OPM (Sum fusion)")
+    assert opm_sum[1:4] == ["1", "3", "64.50 ± 0.00"]
+    assert opm_sum[9:] == ["—", "—", "—", "63.4", "`opm__sum`"]
+    # An ablation variant maps to its ablation row (GMM-AL Tab. 2, alpha = 0), not to GMM-AL.
+    assert table_row(rendered, "CREMA-D", "GMM-AL (α=0)")[9] == "76.88"
 
     # AVE ogm_ge, acc 0.655 / 0.6612: mean 65.81, std = 0.62 / sqrt(2) = 0.438 -> 0.44.
     # Only row with values in its table, so nothing is bold.
     ogm = table_row(rendered, "AVE", "OGM-GE")
-    assert ogm[2] == "65.81 ± 0.44"
-    assert ogm[8:] == ["66.14", "65.62", "—", "—"]
+    assert ogm[3] == "65.81 ± 0.44"
+    assert ogm[9:13] == ["66.14", "65.62", "—", "—"]
 
     # Unimodal run without a visual probe shows a dash, not zero.
-    assert table_row(rendered, "CREMA-D", "Audio-only")[6] == "—"
+    assert table_row(rendered, "CREMA-D", "Audio-only")[7] == "—"
+
+
+def test_leaderboard_is_ordered_by_rank(rendered):
+    table = rendered.split("## CREMA-D\n\n", 1)[1].split("\n\n", 1)[0]
+    labels = [ln.split("|")[1].strip() for ln in table.splitlines()[2:]]
+    assert labels == ["Concat", "GMM-AL (α=0)", "OPM (Sum fusion)", "Audio-only", "Visual-only", "OGM-GE"]
 
 
 def test_missing_method_is_not_run(rendered):
     row = table_row(rendered, "CREMA-D", "OGM-GE")
-    assert row[1:8] == [NOT_RUN] * 7
-    # The papers' figures are reference data and are still shown.
-    assert row[8:] == ["68.95", "64.34", "—", "—"]
-    assert table_row(rendered, "AVE", "Concat")[1:8] == [NOT_RUN] * 7
+    assert row[1] == NOT_RUN and row[2] == "—"
+    assert row[3:9] == [NOT_RUN] * 6
+    # The papers' figures are reference data and are still shown (IPRM's "OGM" is OGM-GE).
+    assert row[9:13] == ["68.95", "64.34", "66.12", "—"]
+    assert table_row(rendered, "AVE", "Concat")[3:9] == [NOT_RUN] * 6
+
+
+def test_robustness_section(rendered):
+    body = rendered.split("### Missing-modality robustness", 1)[1].split("\n## ", 1)[0]
+    # concat, audio dropped at p=0.5: 0.45 / 0.47 -> 46.00 ± 1.41, best of the two runs -> bold
+    assert "| Concat | `concat` | Audio | 2 | **68.00 ± 2.83** | **46.00 ± 1.41** | **26.00 ± 1.41** |" in body
+    # the audio-only model has no visual input; a run asked for without models is "not run"
+    assert "| Audio-only | `audio_only` | Visual | n/a | n/a | n/a | n/a |" in body
+    assert "| OPM | `opm` | Audio | not run | not run | not run | not run |" in body
 
 
 def test_notes_and_provenance(rendered):
@@ -104,8 +159,19 @@ def test_notes_and_provenance(rendered):
     assert "(GMM-AL 67.47, ARL 58.83, IPRM 63.61, OPM/OGM 66.9)" in rendered
     assert f"`{GIT_REV}`" in rendered
     assert f"`{params_hash(FIXTURES / 'params.yaml')}`" in rendered
-    assert "| `cremad/concat` | 2 | 14.6 |" in rendered  # 7.2 + 7.4
+    # two fixture files record their device; the report machine is not needed then
+    assert "| Device | Fixture CPU |" in rendered
+    assert "| `cremad/concat` | train | 2 | 14.6 |" in rendered  # 7.2 + 7.4
+    assert "| `cremad/robustness` | evaluate | 2 |" in rendered
     assert rendered.index("## CREMA-D") < rendered.index("## AVE") < rendered.index("## Provenance")
+    for page in PAGES[1:]:
+        assert f"]({page})" in rendered
+
+
+def test_device_falls_back_to_the_report_machine():
+    run = summarize_run({"dataset": "cremad", "method": "concat", "seeds": {"0": {"test": {"acc": 0.5}}}})
+    text = render_summary([run], [], ["concat"], Provenance(device="Some CPU"))
+    assert "| Device | Some CPU (the machine that rendered this report; the results files record none) |" in text
 
 
 def test_render_is_deterministic_and_order_independent():
@@ -114,6 +180,13 @@ def test_render_is_deterministic_and_order_independent():
     a = render_summary(load_results(fixture_results()), numbers, METHODS, prov)
     b = render_summary(load_results(reversed(fixture_results())), numbers, METHODS, prov)
     assert a == b
+
+
+def test_per_dataset_method_lists():
+    runs = load_results(fixture_results())
+    text = render_summary(runs, [], {"cremad": ["concat", "ogm_ge"], "ave": ["ogm_ge"]}, Provenance())
+    assert "| OGM-GE | not run |" in text.split("## AVE", 1)[0]
+    assert "| Concat | not run |" not in text.split("## AVE", 1)[1]
 
 
 def test_format_mean_std():
@@ -125,28 +198,47 @@ def test_format_mean_std():
     assert mean == pytest.approx(20.0) and std == pytest.approx(10.0)  # ddof=1
 
 
-def test_best_indices():
+def test_best_indices_and_ranks():
     assert best_indices([None, 50.0, 70.0, 65.0]) == {2}
     assert best_indices([70.001, 69.999, 70.004]) == {0, 1, 2}  # tie at 2 decimals
     assert best_indices([None, 55.0]) == set()  # a single value is not "best"
     assert best_indices([]) == set()
+    assert competition_ranks([60.0, None, 70.0, 60.001, 50.0]) == [2, None, 1, 2, 4]
 
 
 def test_order_methods():
     assert order_methods(["b", "a", "c"], {"zz", "a", "y", "c"}) == ["b", "a", "c", "y", "zz"]
 
 
-def test_unlisted_method_follows_listed_ones():
+def test_unlisted_run_is_ranked_with_listed_ones():
     run = summarize_run({
-        "dataset": "cremad", "method": "sum", "fusion": "sum", "profile": "mini",
+        "dataset": "cremad", "method": "concat", "fusion": "sum", "profile": "mini",
         "modalities": ["audio", "visual"],
         "seeds": {"0": {"test": {"acc": 0.6}, "wall_s": 1.0}},
-    })
+    }, run="concat__sum")
     text = render_summary([run], [], ["concat"], Provenance())
     lines = [ln for ln in text.splitlines() if ln.startswith(("| Concat |", "| Sum |"))]
-    assert [ln.split("|")[1].strip() for ln in lines] == ["Concat", "Sum"]
+    assert [ln.split("|")[1].strip() for ln in lines] == ["Sum", "Concat"]
     assert "60.00 ± 0.00" in text and "`unknown`" in text
     assert "Mini profile" in text
+
+
+def test_run_names_come_from_folders(tmp_path):
+    src = (FIXTURES / "results" / "cremad" / "concat" / "results.json").read_text()
+    for name in ("concat", "concat__sum"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(src)
+    runs = load_results(sorted(tmp_path.glob("*/results.json")))
+    assert sorted(r.run for r in runs) == ["concat", "concat__sum"]
+    assert {r.method for r in runs} == {"concat"}
+
+
+def test_run_labels():
+    assert run_label("ogm_ge") == "OGM-GE"
+    assert run_label("concat__sum") == "Sum"
+    assert run_label("opm__film") == "OPM (FiLM fusion)"
+    assert run_label("gmm_al__alpha0") == "GMM-AL (α=0)"
+    assert run_label("new_method__x") == "new_method (x)"
 
 
 def test_paper_lookup_spellings():
@@ -155,11 +247,15 @@ def test_paper_lookup_spellings():
     assert paper_figure(n, "opm_ogm", "cremad", "opm_ogm").value == "76.7"  # OPM+OGM, table 12
     assert paper_figure(n, "opm_ogm", "cremad", "opm", "concat").value == "75.1"  # Concat+OPM
     assert paper_figure(n, "opm_ogm", "cremad", "ogm", "sum").value == "63.4"  # Sum+OGM
+    assert paper_figure(n, "opm_ogm", "cremad", "concat", "film").value == "61.8"  # FiLM
     assert paper_figure(n, "opm_ogm", "mosi", "opm", "concat").value == "77.6"  # bare OPM
     assert paper_figure(n, "iprm", "kinetics_sounds", "concat").value == "64.55"
     assert paper_figure(n, "arl", "cremad", "arl").table == 1  # lowest table wins over 5
-    assert paper_figure(n, "iprm", "cremad", "ogm_ge") is None
+    assert paper_figure(n, "iprm", "cremad", "ogm_ge").value == "66.12"  # IPRM's OGM = OGM-GE
+    assert paper_figure(n, "iprm", "cremad", "g_blending").value == "64.65"  # OGR-GB
+    assert paper_figure(n, "iprm", "cremad", "ogm") is None
     assert paper_figure(n, "arl", "cremad", "unimodal_loss") is None
+    assert paper_figure(n, "opm_ogm", "mosi", "concat", metric="f1").value == "76.0"
 
 
 def test_duplicate_results_rejected(tmp_path):
@@ -168,6 +264,17 @@ def test_duplicate_results_rejected(tmp_path):
         (tmp_path / f"{name}.json").write_text(src)
     with pytest.raises(ValueError, match="duplicate"):
         load_results(sorted(tmp_path.glob("*.json")))
+
+
+def test_malformed_results_name_the_file(tmp_path):
+    bad = tmp_path / "x" / "results.json"
+    bad.parent.mkdir()
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match=re.escape(str(bad))):
+        load_results([bad])
+    bad.write_text('{"seeds": {}}')
+    with pytest.raises(ValueError, match="no 'dataset' key"):
+        load_results([bad])
 
 
 def test_git_revision_outside_repo(tmp_path):

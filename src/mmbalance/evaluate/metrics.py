@@ -37,3 +37,9 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, num_classes: 
 def probe_accuracy(unimodal_logits: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, float]:
     """Accuracy of each modality's own logits (its share of the fused prediction)."""
     return {m: float(accuracy_score(labels, lg.argmax(axis=1))) for m, lg in unimodal_logits.items()}
+
+
+def per_class_accuracy(logits: dict[str, np.ndarray], labels: np.ndarray, classes: list) -> dict[str, dict[str, float]]:
+    """{"fused" | modality: {class name: accuracy on that class's samples}} (absent classes left out)."""
+    return {k: {str(c): float((lg.argmax(1)[labels == i] == i).mean()) for i, c in enumerate(classes) if (labels == i).any()}
+            for k, lg in logits.items()}

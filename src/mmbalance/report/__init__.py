@@ -1,44 +1,54 @@
-"""Report stage library: aggregate results, look up paper figures, render markdown.
+"""Report stage library: aggregate results, look up paper figures, render markdown and plots.
 
 Typical use (what ``stages/report.py`` does)::
 
     runs = load_results(paths)
-    numbers = load_paper_numbers(csv_path)
-    prov = Provenance(git_rev=git_revision(), params_hash=params_hash(params_path))
-    write_report(render_summary(runs, numbers, methods, prov), out_path)
+    index = PaperIndex(load_paper_numbers(csv_path), load_config())
+    prov = Provenance(git_rev=git_revision(), params_hash=params_hash(params_path), device=device_name())
+    write_report(render_summary(runs, index, methods, prov), out_path)
+    for paper in index.config.papers:
+        write_report(render_paper_page(paper, index, runs, index.config), pages_dir / page_name(paper))
+
+The paper-row → run mapping, captions and comparison notes are data files in ``data/``.
+Plots (``plots.py``) import matplotlib only when called.
 """
 
+from .pages import page_name, paper_table, render_paper_page
 from .papers import (
     DATASET_NAMES,
     FUSION_NAMES,
     METHOD_NAMES,
-    PAPER_SPELLINGS,
     PAPERS,
+    PaperIndex,
     PaperNumber,
+    ReportConfig,
+    RowMapping,
     dataset_label,
+    load_config,
     load_paper_numbers,
     method_label,
     paper_figure,
-    paper_spellings,
+    run_label,
+    run_name,
 )
-from .render import (
-    Provenance,
-    git_revision,
-    markdown_table,
-    params_hash,
-    render_summary,
-    write_report,
-)
+from .provenance import Provenance, device_name, git_revision, params_hash
+from .render import markdown_table, render_summary, write_report
 from .tables import (
     NOT_RUN,
+    RobustnessSummary,
     RunSummary,
     Table,
     best_indices,
+    competition_ranks,
     dataset_table,
     format_mean_std,
     load_results,
+    load_robustness,
     mean_std,
     order_methods,
+    paper_cell,
+    robustness_table,
+    summarize_robustness,
     summarize_run,
 )
 
@@ -48,26 +58,40 @@ __all__ = [
     "METHOD_NAMES",
     "NOT_RUN",
     "PAPERS",
-    "PAPER_SPELLINGS",
+    "PaperIndex",
     "PaperNumber",
     "Provenance",
+    "ReportConfig",
+    "RobustnessSummary",
+    "RowMapping",
     "RunSummary",
     "Table",
     "best_indices",
+    "competition_ranks",
     "dataset_label",
     "dataset_table",
+    "device_name",
     "format_mean_std",
     "git_revision",
+    "load_config",
     "load_paper_numbers",
     "load_results",
+    "load_robustness",
     "markdown_table",
     "mean_std",
     "method_label",
     "order_methods",
+    "page_name",
+    "paper_cell",
     "paper_figure",
-    "paper_spellings",
+    "paper_table",
     "params_hash",
+    "render_paper_page",
     "render_summary",
+    "robustness_table",
+    "run_label",
+    "run_name",
+    "summarize_robustness",
     "summarize_run",
     "write_report",
 ]

@@ -1,25 +1,29 @@
-"""Published figures from the seed papers, and the name mappings needed to look them up.
+"""Published figures from the seed papers, and how their table rows map onto our runs.
 
-The figures live in a CSV (``paper,table,dataset,method,metric,value,note``; values are
-percentages as printed in the papers).  Everything in this module that maps our registry
-names (``cremad``, ``ogm_ge``, ...) onto the spellings used in that CSV is plain data, so
-adding a method or a paper means editing a dict, not code.
+The figures live in a CSV (``paper,table,dataset,method,metric,value,note``; values as printed
+in the papers).  Which of our runs a paper row is compared with is plain data shipped with this
+package (``data/paper_rows.csv``: (paper, table, row, dataset) → (run, metric)), as are the
+papers' captions, the metric correspondences and the notes on comparisons that are not like for
+like (``data/papers.yaml``).  Adding a run, a variant or a paper means editing those files.
+
+A *run* is a results folder name, ``results/<dataset>/<run>/``: a registry method (``concat``,
+``ogm_ge``), a fusion variant ``<method>__<fusion>`` (``opm__sum``; ``concat__sum`` is plain sum
+fusion) or an ablation variant ``<method>__<variant>`` (``gmm_al__alpha0``).
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Sequence
+import functools
+import io
+from collections.abc import Iterable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
-# Seed papers in column order, with the short column header used in the report.
-PAPERS: dict[str, str] = {
-    "gmm_adaptive_loss": "GMM-AL paper",
-    "arl": "ARL paper",
-    "iprm": "IPRM paper",
-    "opm_ogm": "OPM/OGM paper",
-}
+import yaml
+
+WILDCARD = "*"
 
 # Registry dataset name -> dataset spelling in the CSV (also used as the section title).
 DATASET_NAMES: dict[str, str] = {
@@ -29,27 +33,37 @@ DATASET_NAMES: dict[str, str] = {
     "ucf101": "UCF-101",
     "mosi": "MOSI",
 }
+CSV_DATASETS: dict[str, str] = {v: k for k, v in DATASET_NAMES.items()}
 
-# Registry fusion name -> spelling the papers use (for "{fusion}" in PAPER_SPELLINGS).
+# Registry fusion name -> the papers' spelling (labels of ``<method>__<fusion>`` runs).
 FUSION_NAMES: dict[str, str] = {
     "concat": "Concat",
     "sum": "Sum",
     "film": "FiLM",
+    "weight": "Weight",
+    "gated": "Gated",
 }
 
 # Registry method name -> the name the papers use; also the row label in the report.
-# ``unimodal_loss`` has no row in any seed paper's tables, so it maps to a label only.
 METHOD_NAMES: dict[str, str] = {
     "audio_only": "Audio-only",
     "visual_only": "Visual-only",
+    "rgb_only": "RGB-only",
+    "flow_only": "OF-only",
     "concat": "Concat",
-    "sum": "Sum",
-    "film": "FiLM",
     "ogm_ge": "OGM-GE",
     "opm": "OPM",
     "ogm": "OGM",
+    "ogm_star": "OGM*",
     "opm_ogm": "OPM+OGM",
     "arl": "ARL",
+    "arl_ur": "ARL (UR only)",
+    "arl_al": "ARL (AL only)",
+    "arl_ur_al": "ARL (UR+AL)",
+    "arl_al_gr": "ARL (AL+GR)",
+    "arl_code": "ARL (released code)",
+    "ogm_code": "OGM (released code)",
+    "opm_code": "OPM (released code)",
     "iprm": "IPRM",
     "gmm_al": "GMM-AL",
     "g_blending": "G-Blending",
@@ -66,17 +80,18 @@ METHOD_NAMES: dict[str, str] = {
     "unimodal_loss": "Unimodal loss",
 }
 
-# Per-paper spellings where a paper deviates from METHOD_NAMES.  Candidates are tried in
-# order; "{fusion}" is replaced by FUSION_NAMES[run's fusion] (candidates with "{fusion}"
-# are skipped when the fusion is unknown).  The OPM/OGM paper reports OPM and OGM per
-# fusion ("Concat+OPM", "Sum+OGM", ...) on CREMA-D/KS/UCF-101 and bare ("OPM") on MOSI.
-PAPER_SPELLINGS: dict[str, dict[str, tuple[str, ...]]] = {
-    "gmm_adaptive_loss": {"opm_ogm": ("OPM&OGM",)},
-    "opm_ogm": {
-        "opm": ("{fusion}+OPM", "OPM"),
-        "ogm": ("{fusion}+OGM", "OGM"),
-        "opm_ogm": ("OPM+OGM",),
-    },
+# Variant suffix (after "__") -> label; fusions come from FUSION_NAMES.
+VARIANT_LABELS: dict[str, str] = {
+    "alpha0": "α=0",
+    "beta0": "β=0",
+    "gamma0": "γ=0",
+    "no_weights": "w/o GMM weights",
+    "adam_reset": "Adam, reset",
+    "sgd_same_state": "SGD, same state",
+    "adam_same_state": "Adam, same state",
+    "linear_mixup": "linear mixup",
+    "no_ema": "w/o EMA",
+    "one_pass": "one-pass",
 }
 
 
@@ -93,17 +108,174 @@ class PaperNumber:
     note: str = ""
 
 
+@dataclass(frozen=True)
+class RowMapping:
+    """One line of ``paper_rows.csv``: a paper row (in a table, on a dataset) → our run.
+
+    ``table`` and ``dataset`` may be ``"*"``; ``run`` is "" for rows not reproduced;
+    ``metric`` is "" to use the default for the paper's metric.
+    """
+
+    paper: str
+    table: str
+    row: str
+    dataset: str
+    run: str
+    metric: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """Everything the paper pages need besides results: papers, metrics, notes, row mapping."""
+
+    papers: dict[str, dict]
+    metrics: dict[str, dict]
+    column_notes: tuple[dict, ...]
+    rows: dict[tuple[str, str, str, str], RowMapping]
+
+    def row(self, paper: str, table: int | str, row: str, dataset: str) -> RowMapping | None:
+        """The mapping line for a paper row: exact table before ``*``, then exact dataset."""
+        ds = csv_dataset(dataset)
+        for t, d in ((str(table), ds), (str(table), WILDCARD), (WILDCARD, ds), (WILDCARD, WILDCARD)):
+            hit = self.rows.get((paper, t, row, d))
+            if hit is not None:
+                return hit
+        return None
+
+    def our_metric(self, paper_metric: str, mapping: RowMapping | None = None) -> str | None:
+        """Our metric compared with ``paper_metric`` (the row's override first), or None."""
+        if mapping is not None and mapping.metric:
+            return mapping.metric
+        entry = self.metrics.get(paper_metric)
+        return entry["ours"] if entry else None
+
+    def metric_header(self, paper_metric: str) -> str:
+        """Column header of a paper metric (e.g. "mAP")."""
+        return self.metrics.get(paper_metric, {}).get("header", paper_metric)
+
+    def notes_for(self, paper: str, table: int | str, dataset: str, metric: str) -> list[str]:
+        """Column notes matching a (paper, table, dataset, paper metric) cell, in file order."""
+        ds = csv_dataset(dataset)
+        out = []
+        for n in self.column_notes:
+            if (n["paper"] == paper and str(n["table"]) in (WILDCARD, str(table))
+                    and n["dataset"] in (WILDCARD, ds) and n["metric"] in (WILDCARD, metric)):
+                out.append(n["note"])
+        return out
+
+
+def csv_dataset(dataset: str) -> str:
+    """The CSV spelling of a dataset given either its registry name or its CSV spelling."""
+    return DATASET_NAMES.get(dataset, dataset)
+
+
+def registry_dataset(dataset: str) -> str:
+    """The registry name of a dataset given either spelling."""
+    return CSV_DATASETS.get(dataset, dataset)
+
+
+def _data_text(name: str) -> tuple[str, str]:
+    """(text, display path) of a file shipped in this package's ``data`` folder."""
+    ref = resources.files("mmbalance.report").joinpath("data", name)
+    return ref.read_text(encoding="utf-8"), f"mmbalance/report/data/{name}"
+
+
+def parse_row_mappings(text: str, source: str, papers: Iterable[str]) -> dict[tuple[str, str, str, str], RowMapping]:
+    """Parse ``paper_rows.csv`` text (``#`` lines are comments); ``source`` names it in errors.
+
+    Raises ValueError naming the file and line for a missing column, an unknown paper or a
+    duplicate (paper, table, row, dataset).
+    """
+    known = set(papers)
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    reader = csv.DictReader(io.StringIO("\n".join(lines)))
+    need = {"paper", "table", "row", "dataset", "run"}
+    if not need <= set(reader.fieldnames or ()):
+        raise ValueError(f"{source}: header must have columns {sorted(need)} (+ metric, note); got {reader.fieldnames}")
+    out: dict[tuple[str, str, str, str], RowMapping] = {}
+    for i, rec in enumerate(reader, start=2):
+        m = RowMapping(
+            paper=rec["paper"].strip(), table=rec["table"].strip(), row=rec["row"].strip(),
+            dataset=csv_dataset(rec["dataset"].strip()), run=(rec["run"] or "").strip(),
+            metric=(rec.get("metric") or "").strip(), note=(rec.get("note") or "").strip(),
+        )
+        if m.paper not in known:
+            raise ValueError(f"{source}, data line {i}: unknown paper {m.paper!r}; choices: {', '.join(sorted(known))}")
+        key = (m.paper, m.table, m.row, m.dataset)
+        if key in out:
+            raise ValueError(f"{source}, data line {i}: duplicate mapping for {key}")
+        out[key] = m
+    return out
+
+
+def parse_papers_yaml(text: str, source: str) -> dict:
+    """Parse ``papers.yaml`` text, checking its three sections; ``source`` names it in errors."""
+    data = yaml.safe_load(text) or {}
+    for key in ("papers", "metrics"):
+        if not isinstance(data.get(key), dict):
+            raise ValueError(f"{source}: missing mapping section {key!r}")
+    for name, p in data["papers"].items():
+        for key in ("header", "short", "title"):
+            if key not in p:
+                raise ValueError(f"{source}: paper {name!r} lacks {key!r}")
+    for n in data.get("column_notes") or []:
+        if not {"paper", "table", "dataset", "metric", "note"} <= set(n):
+            raise ValueError(f"{source}: column note {n} needs paper, table, dataset, metric and note")
+    return data
+
+
+def load_config(rows_path: str | Path | None = None, papers_path: str | Path | None = None) -> ReportConfig:
+    """The report configuration: the packaged data files, or the files at the given paths."""
+    if rows_path is None and papers_path is None:
+        return _default_config()
+    return _build_config(
+        _read(papers_path) if papers_path else _data_text("papers.yaml"),
+        _read(rows_path) if rows_path else _data_text("paper_rows.csv"),
+    )
+
+
+def _read(path: str | Path) -> tuple[str, str]:
+    return Path(path).read_text(encoding="utf-8"), str(path)
+
+
+@functools.cache
+def _default_config() -> ReportConfig:
+    return _build_config(_data_text("papers.yaml"), _data_text("paper_rows.csv"))
+
+
+def _build_config(papers_src: tuple[str, str], rows_src: tuple[str, str]) -> ReportConfig:
+    data = parse_papers_yaml(*papers_src)
+    rows = parse_row_mappings(*rows_src, papers=data["papers"])
+    papers = {k: {**v, "tables": {str(t): c for t, c in (v.get("tables") or {}).items()}}
+              for k, v in data["papers"].items()}
+    return ReportConfig(papers=papers, metrics=dict(data["metrics"]),
+                        column_notes=tuple(data.get("column_notes") or ()), rows=rows)
+
+
+def _papers() -> dict[str, str]:
+    return {k: v["header"] for k, v in _default_config().papers.items()}
+
+
+# Seed papers in column order, with the short column header used in the summary.
+PAPERS: dict[str, str] = _papers()
+
+
 def load_paper_numbers(path: str | Path) -> list[PaperNumber]:
     """Read the paper-numbers CSV at ``path`` into a list of :class:`PaperNumber`.
 
     Values are kept as the printed strings so the report shows "66.9" and "75.10"
-    exactly as the papers do; they are checked to parse as floats.
+    exactly as the papers do; a value that does not parse as a number is an error naming
+    the file and line.
     """
     rows: list[PaperNumber] = []
     with open(path, newline="", encoding="utf-8") as fh:
-        for rec in csv.DictReader(fh):
+        for line, rec in enumerate(csv.DictReader(fh), start=2):
             value = rec["value"].strip()
-            float(value)  # fail loudly on a malformed figure
+            try:
+                float(value)
+            except ValueError:
+                raise ValueError(f"{path}, line {line}: value {value!r} is not a number") from None
             rows.append(
                 PaperNumber(
                     paper=rec["paper"].strip(),
@@ -128,43 +300,69 @@ def method_label(method: str) -> str:
     return METHOD_NAMES.get(method, method)
 
 
-def paper_spellings(paper: str, method: str, fusion: str | None = None) -> tuple[str, ...]:
-    """Candidate CSV spellings of registry ``method`` in ``paper``, most specific first.
+def run_label(run: str) -> str:
+    """Display name of a run: ``ogm_ge`` → "OGM-GE", ``opm__sum`` → "OPM (Sum fusion)",
+    ``concat__sum`` → "Sum", ``gmm_al__alpha0`` → "GMM-AL (α=0)"."""
+    if "__" not in run:
+        return method_label(run)
+    base, variant = run.split("__", 1)
+    if variant in FUSION_NAMES:
+        if base == "concat":
+            return FUSION_NAMES[variant]
+        return f"{method_label(base)} ({FUSION_NAMES[variant]} fusion)"
+    return f"{method_label(base)} ({VARIANT_LABELS.get(variant, variant)})"
 
-    ``fusion`` (registry name, e.g. ``"concat"``) fills "{fusion}" templates; templated
-    candidates are dropped when it is None or unknown.  Unknown methods yield ().
+
+class PaperIndex:
+    """Paper figures indexed by the run each row maps to (built once per report).
+
+    ``figure(paper, dataset, run, metric)`` is the figure printed for the row mapped to
+    ``run`` on ``dataset`` for the paper's ``metric``, from the lowest-numbered table.
     """
-    templates = PAPER_SPELLINGS.get(paper, {}).get(method)
-    if templates is None:
-        templates = (METHOD_NAMES[method],) if method in METHOD_NAMES else ()
-    fusion_name = FUSION_NAMES.get(fusion) if fusion else None
-    out: list[str] = []
-    for t in templates:
-        if "{fusion}" in t:
-            if fusion_name is None:
+
+    def __init__(self, numbers: Iterable[PaperNumber], config: ReportConfig | None = None) -> None:
+        self.config = config or load_config()
+        self.numbers = list(numbers)
+        self._by_run: dict[tuple[str, str, str, str], PaperNumber] = {}
+        for n in self.numbers:
+            m = self.config.row(n.paper, n.table, n.method, n.dataset)
+            if m is None or not m.run:
                 continue
-            t = t.format(fusion=fusion_name)
-        out.append(t)
-    return tuple(out)
+            key = (n.paper, n.dataset, m.run, n.metric)
+            if key not in self._by_run or n.table < self._by_run[key].table:
+                self._by_run[key] = n
+
+    def figure(self, paper: str, dataset: str, run: str, metric: str = "acc") -> PaperNumber | None:
+        """The paper's figure for ``run`` on registry or CSV ``dataset``, or None."""
+        return self._by_run.get((paper, csv_dataset(dataset), run, metric))
+
+
+def run_name(method: str, fusion: str | None = None) -> str:
+    """The run name of a method trained with a fusion (``concat`` fusion: the method itself)."""
+    return method if fusion in (None, "", "concat") else f"{method}__{fusion}"
 
 
 def paper_figure(
-    numbers: Iterable[PaperNumber],
+    numbers: Iterable[PaperNumber] | PaperIndex,
     paper: str,
     dataset: str,
     method: str,
     fusion: str | None = None,
     metric: str = "acc",
 ) -> PaperNumber | None:
-    """The figure ``paper`` reports for registry ``dataset``/``method``, or None.
+    """The figure ``paper`` reports for registry ``dataset`` and ``method`` (with ``fusion``).
 
-    Spelling candidates (see :func:`paper_spellings`) are tried in order; for the first
-    that has any row, the row from the lowest table number (the paper's main table) wins.
+    Looks the run up through the row mapping (``data/paper_rows.csv``); the row from the
+    lowest table number (the paper's main table) wins.
     """
-    ds = dataset_label(dataset)
-    pool = [n for n in numbers if n.paper == paper and n.dataset == ds and n.metric == metric]
-    for name in paper_spellings(paper, method, fusion):
-        hits: Sequence[PaperNumber] = [n for n in pool if n.method == name]
-        if hits:
-            return min(hits, key=lambda n: n.table)
-    return None
+    index = numbers if isinstance(numbers, PaperIndex) else PaperIndex(numbers)
+    return index.figure(paper, dataset, run_name(method, fusion), metric)
+
+
+def paper_tables(numbers: Iterable[PaperNumber], paper: str) -> dict[int, list[PaperNumber]]:
+    """The figures of ``paper`` grouped by table number (ascending), in CSV order within a table."""
+    out: dict[int, list[PaperNumber]] = {}
+    for n in numbers:
+        if n.paper == paper:
+            out.setdefault(n.table, []).append(n)
+    return dict(sorted(out.items()))

@@ -1,68 +1,41 @@
-"""Markdown rendering of report pages.
+"""Markdown rendering of the summary page (``reports/README.md``).
 
-Pages are built from small section functions that each return a markdown string, so
-further pages (per-dataset detail, curves, ...) can reuse :func:`markdown_table` and the
-notes below.  Output is deterministic: no timestamps, stable ordering, "\\n" newlines.
+Pages are built from small section functions that each return a markdown string.  Output is
+deterministic: no timestamps, stable ordering, "\\n" newlines.
 """
 
 from __future__ import annotations
 
-import hashlib
-import subprocess
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .papers import DATASET_NAMES, PAPERS, PaperNumber, dataset_label, paper_figure
+from .papers import DATASET_NAMES, PAPERS, PaperIndex, PaperNumber, dataset_label, load_config
+from .provenance import UNKNOWN, Provenance, git_revision, params_hash
 from .tables import (
     BEST_TEST_HEADER,
     MISSING,
+    RobustnessSummary,
     RunSummary,
     Table,
     dataset_table,
+    markdown_table,
     ordered_datasets,
+    robustness_table,
     wall_time_table,
 )
 
-UNKNOWN = "unknown"
+__all__ = [
+    "Provenance",
+    "git_revision",
+    "markdown_table",
+    "params_hash",
+    "render_summary",
+    "write_report",
+]
 
-
-@dataclass(frozen=True)
-class Provenance:
-    """What produced a report: code revision and a hash of the parameters file."""
-
-    git_rev: str = UNKNOWN
-    params_hash: str = UNKNOWN
-
-
-def params_hash(path: str | Path, length: int = 12) -> str:
-    """First ``length`` hex digits of the sha256 of the file at ``path``."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:length]
-
-
-def git_revision(cwd: str | Path | None = None) -> str:
-    """``git rev-parse HEAD`` run in ``cwd``, or "unknown" if git or a commit is missing."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return UNKNOWN
-    return out.stdout.strip() or UNKNOWN
-
-
-def markdown_table(table: Table) -> str:
-    """A GitHub-flavoured markdown table; numeric columns are right-aligned."""
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-    rule = "|" + "|".join("---:" if n else "---" for n in table.numeric) + "|"
-    return "\n".join([line(table.headers), rule] + [line(r) for r in table.rows])
+ROBUSTNESS_PLOT = "robustness"
+# Plot links of one dataset: [(label, path relative to the summary)].
+PlotLinks = Mapping[str, Sequence[tuple[str, str]]]
 
 
 def _selection_text(runs: Sequence[RunSummary]) -> str:
@@ -76,20 +49,21 @@ def protocol_note(runs: Sequence[RunSummary]) -> str:
     """The paragraph under a dataset table explaining how ours and the papers' differ."""
     return (
         f"Protocols. **Ours**: test-set metrics at {_selection_text(runs)}, per seed, "
-        "then mean ± sample std over the seeds. "
+        "then mean ± sample std over the seeds; *Rank* orders the runs by mean accuracy "
+        "(equal at two decimals = equal rank). "
         f"**{BEST_TEST_HEADER}**: our runs scored with the papers' protocol, i.e. the "
         "best epoch picked on the *test* set (optimistic). "
-        "**Paper columns**: accuracy as printed in each paper's main table (lowest-numbered "
-        f"table reporting this dataset and method), best epoch picked on test; {MISSING} = "
-        "the paper reports no such figure."
+        "**Paper columns**: accuracy as printed for the paper row mapped to the run "
+        "(`src/mmbalance/report/data/paper_rows.csv`; the paper's lowest-numbered table "
+        f"with that row), best epoch picked on test; {MISSING} = the paper reports no such figure."
     )
 
 
-def baseline_note(dataset: str, paper_numbers: Sequence[PaperNumber]) -> str | None:
+def baseline_note(dataset: str, index: PaperIndex) -> str | None:
     """A note when the seed papers' own Concat baselines disagree on ``dataset``, else None."""
     figs = []
     for paper, header in PAPERS.items():
-        hit = paper_figure(paper_numbers, paper, dataset, "concat", "concat")
+        hit = index.figure(paper, dataset, "concat")
         if hit is not None:
             figs.append((header.removesuffix(" paper"), hit.value))
     if len(figs) < 2 or len({float(v) for _, v in figs}) < 2:
@@ -112,29 +86,71 @@ def mini_note() -> str:
     )
 
 
+def _table_with_notes(table: Table) -> str:
+    text = markdown_table(table)
+    if table.notes:
+        text += "\n\n" + "\n".join(f"- {n}" for n in table.notes)
+    return text
+
+
+def robustness_section(summary: RobustnessSummary, order: Sequence[str], plot: str | None) -> str:
+    """Missing-modality robustness of one dataset (the OPM/OGM paper's Fig. 6 protocol)."""
+    seed = f", mask seed {summary.seed}" if summary.seed is not None else ""
+    parts = [
+        "### Missing-modality robustness",
+        "Test accuracy (%) of each trained model when one modality's features are set to zero "
+        "for each test sample independently with probability p (seeded masks"
+        f"{seed}; the other modalities are kept), mean ± std over seeds; the OPM/OGM paper's "
+        "Fig. 6 protocol, one modality at a time. Best per dropped modality and p in bold.",
+        markdown_table(robustness_table(summary, order)),
+    ]
+    if plot:
+        parts.append(f"Plot: [accuracy against drop probability]({plot})")
+    return "\n\n".join(parts)
+
+
 def dataset_section(
     dataset: str,
     runs: Sequence[RunSummary],
     methods: Sequence[str],
-    paper_numbers: Sequence[PaperNumber],
+    paper_numbers: Sequence[PaperNumber] | PaperIndex,
+    robustness: RobustnessSummary | None = None,
+    plots: Sequence[tuple[str, str]] = (),
 ) -> str:
-    """Heading, summary table and notes for one dataset."""
+    """Heading, leaderboard, notes, plot links and robustness for one dataset."""
+    index = paper_numbers if isinstance(paper_numbers, PaperIndex) else PaperIndex(paper_numbers)
     ds_runs = [r for r in runs if r.dataset == dataset]
     parts = [
         f"## {dataset_label(dataset)}",
-        markdown_table(dataset_table(dataset, ds_runs, methods, paper_numbers)),
+        _table_with_notes(dataset_table(dataset, ds_runs, methods, index)),
         protocol_note(ds_runs),
     ]
-    note = baseline_note(dataset, paper_numbers)
+    note = baseline_note(dataset, index)
     if note:
         parts.append(note)
+    curves = [(label, path) for label, path in plots if label != ROBUSTNESS_PLOT]
+    if curves:
+        parts.append("Plots: " + " · ".join(f"[{label}]({path})" for label, path in curves))
+    if robustness is not None:
+        parts.append(robustness_section(robustness, methods, dict(plots).get(ROBUSTNESS_PLOT)))
     return "\n\n".join(parts)
 
 
+def _devices(runs: Sequence[RunSummary], robustness: Mapping[str, RobustnessSummary], provenance: Provenance) -> str:
+    recorded = sorted({r.device for r in runs if r.device} | {s.device for s in robustness.values() if s.device})
+    if recorded:
+        return "; ".join(recorded)
+    return f"{provenance.device} (the machine that rendered this report; the results files record none)"
+
+
 def provenance_section(
-    runs: Sequence[RunSummary], methods: Sequence[str], provenance: Provenance
+    runs: Sequence[RunSummary],
+    methods: Sequence[str],
+    provenance: Provenance,
+    robustness: Mapping[str, RobustnessSummary] | None = None,
 ) -> str:
-    """Git revision, params hash, profile(s) and wall time per training stage."""
+    """Git revision, params hash, profile(s), device and wall time per stage."""
+    robustness = robustness or {}
     profiles = ", ".join(sorted({r.profile for r in runs if r.profile})) or UNKNOWN
     info = Table(
         headers=["Item", "Value"],
@@ -142,41 +158,69 @@ def provenance_section(
             ["Git revision", f"`{provenance.git_rev}`"],
             ["Params hash (sha256 of params file, first 12 hex)", f"`{provenance.params_hash}`"],
             ["Profile", profiles],
+            ["Device", _devices(runs, robustness, provenance)],
         ],
         numeric=[False, False],
     )
-    walls = wall_time_table(runs, ordered_datasets(runs, list(DATASET_NAMES)), methods)
+    known = list(DATASET_NAMES)
+    datasets = ordered_datasets([*runs, *robustness.values()], known)
+    walls = wall_time_table(runs, datasets, methods, robustness)
     parts = ["## Provenance", markdown_table(info)]
     if walls.rows:
-        parts += ["Wall time per training stage (sum over seeds):", markdown_table(walls)]
+        parts += ["Wall time per stage (training: sum over seeds):", markdown_table(walls)]
     return "\n\n".join(parts)
+
+
+def pages_section(pages: Sequence[tuple[str, str]]) -> str:
+    """Links to the paper pages."""
+    return "Paper pages (each paper's tables with our runs beside them): " + " · ".join(
+        f"[{label}]({path})" for label, path in pages)
+
+
+def _methods_for(methods: Sequence[str] | Mapping[str, Sequence[str]], dataset: str) -> list[str]:
+    if isinstance(methods, Mapping):
+        return list(methods.get(dataset, ()))
+    return list(methods)
 
 
 def render_summary(
     runs: Sequence[RunSummary],
-    paper_numbers: Sequence[PaperNumber],
-    methods: Sequence[str],
+    paper_numbers: Sequence[PaperNumber] | PaperIndex,
+    methods: Sequence[str] | Mapping[str, Sequence[str]],
     provenance: Provenance,
+    robustness: Mapping[str, RobustnessSummary] | None = None,
+    plots: PlotLinks | None = None,
+    pages: Sequence[tuple[str, str]] = (),
 ) -> str:
     """The summary page (``reports/README.md``) as a markdown string ending in a newline.
 
-    One section per dataset present in ``runs`` (known datasets in registry order first),
-    rows in ``methods`` order with "not run" for listed methods lacking results, then a
-    provenance section.
+    One section per dataset present in ``runs`` or ``robustness`` (known datasets in registry
+    order first): a leaderboard with rows by rank and "not run" for expected runs lacking
+    results (``methods``: one list for every dataset, or a list per dataset), plot links and
+    the robustness table; then a provenance section.
     """
+    robustness = robustness or {}
+    plots = plots or {}
+    index = paper_numbers if isinstance(paper_numbers, PaperIndex) else PaperIndex(paper_numbers, load_config())
     parts = [
         "# mmbalance: benchmark summary",
         "All figures are percentages. Our cells are mean ± sample std (ddof=1; 0.00 with "
         "a single seed) over the seeds present, with the seed count in *n seeds*; the best "
         "mean of each of our columns is in bold.",
     ]
+    if pages:
+        parts.append(pages_section(pages))
     if any(r.profile == "mini" for r in runs):
         parts.append(mini_note())
-    datasets = ordered_datasets(runs, list(DATASET_NAMES))
+    datasets = ordered_datasets([*runs, *robustness.values()], list(DATASET_NAMES))
     if not datasets:
         parts.append("No results yet.")
-    parts += [dataset_section(d, runs, methods, paper_numbers) for d in datasets]
-    parts.append(provenance_section(runs, methods, provenance))
+    all_methods: list[str] = []
+    for d in datasets:
+        ms = _methods_for(methods, d)
+        all_methods += [m for m in ms if m not in all_methods]
+        parts.append(dataset_section(d, runs, ms, index, robustness.get(d), plots.get(d, ())))
+    parts.append(provenance_section(runs, all_methods, provenance, robustness))
     return "\n\n".join(parts) + "\n"
 
 

@@ -1,8 +1,9 @@
-"""Aggregation of per-stage ``results.json`` results into report tables.
+"""Aggregation of per-stage ``results.json`` / ``robustness.json`` files into report tables.
 
-A results file holds one (dataset, method) training stage with one entry per seed;
-metric values are fractions in [0, 1] and are shown in percent.  Only the keys
-documented in :func:`summarize_run` are read; anything else in a file is ignored.
+A results file holds one (dataset, run) training stage with one entry per seed; metric
+values are fractions in [0, 1] and are shown in percent.  Only the keys documented in
+:func:`summarize_run` are read; anything else in a file is ignored.  Statistics use every
+seed present in a file, whatever the ``seeds`` param says now.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .papers import PAPERS, PaperNumber, method_label, paper_figure
+from .papers import PAPERS, PaperIndex, PaperNumber, run_label
 
 NOT_RUN = "not run"
 MISSING = "—"
+NOT_AN_INPUT = "n/a"
 
 # Column key in RunSummary.metrics -> header.  Probe columns ("probe:<modality>") and
 # the best-test column are added around these by dataset_table().
@@ -29,13 +31,22 @@ MODALITY_NAMES: dict[str, str] = {
     "visual": "Visual",
     "rgb": "RGB",
     "flow": "Optical flow",
+    "rgb_diff": "RGB difference",
     "text": "Text",
+    "vision": "Vision",
 }
+# Footnote markers, in order of first use within a table.
+MARKERS = ("†", "‡", "§", "¶", "‖")
 
 
 @dataclass
 class RunSummary:
-    """Per-seed values of one (dataset, method) stage, as fractions, keyed by column."""
+    """Per-seed values of one (dataset, run) stage, as fractions, keyed by column.
+
+    ``run`` is the results folder name (``concat``, ``opm__sum``, ``gmm_al__alpha0``);
+    ``method`` the registry method it trained.  ``wall``/``epochs`` map seed → wall seconds /
+    epochs; ``per_class`` maps "fused" or a modality → class → per-seed accuracies.
+    """
 
     dataset: str
     method: str
@@ -46,11 +57,26 @@ class RunSummary:
     n_seeds: int
     metrics: dict[str, list[float]] = field(default_factory=dict)
     wall_s: float | None = None
+    run: str = ""
+    wall: dict[str, float] = field(default_factory=dict)
+    epochs: dict[str, int] = field(default_factory=dict)
+    per_class: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    device: str | None = None
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.run:
+            self.run = self.method
 
     @property
     def stage(self) -> str:
-        """Stage label ``dataset/method``."""
-        return f"{self.dataset}/{self.method}"
+        """Stage label ``dataset/run``."""
+        return f"{self.dataset}/{self.run}"
+
+    @property
+    def label(self) -> str:
+        """Row label (the papers' spelling of the run)."""
+        return run_label(self.run)
 
 
 def _seed_order(key: str) -> tuple[int, int | str]:
@@ -64,18 +90,38 @@ def _num(x: object) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def summarize_run(result: Mapping) -> RunSummary:
+def _add_per_class(out: dict[str, dict[str, list[float]]], per_class: object, source: str) -> None:
+    """Merge one seed's ``per_class_acc`` ({"fused"|modality: {class: acc} or [acc, ...]})."""
+    if not isinstance(per_class, Mapping):
+        raise ValueError(f"{source}: per_class_acc must map 'fused' or a modality to per-class accuracies")
+    for key, accs in per_class.items():
+        items = accs.items() if isinstance(accs, Mapping) else enumerate(accs or [])
+        for cls, v in items:
+            value = _num(v)
+            if value is not None:
+                out.setdefault(str(key), {}).setdefault(str(cls), []).append(value)
+
+
+def summarize_run(result: Mapping, run: str | None = None, source: str | None = None) -> RunSummary:
     """Collect the per-seed values of one parsed ``results.json``.
 
-    Reads ``dataset``, ``method``, ``fusion``, ``profile``, ``selection``, ``modalities``
-    and, per seed, ``test.acc``, ``test.macro_f1``, ``test.map``, ``test.probe_acc.<m>``,
-    ``best_test_acc`` and ``wall_s``.  Missing or non-numeric values are skipped (that
-    seed simply does not contribute to that column).  Seeds are read in numeric order.
+    Reads ``dataset``, ``method``, ``fusion``, ``profile``, ``selection``, ``modalities``,
+    ``device`` (optional) and, per seed, ``test.acc``, ``test.macro_f1``, ``test.map``,
+    ``test.probe_acc.<m>``, ``test.per_class_acc`` (optional), ``best_test_acc``, ``epochs``
+    and ``wall_s``.  Missing or non-numeric values are skipped (that seed simply does not
+    contribute to that column).  Seeds are read in numeric order.  ``run`` defaults to the
+    file's ``run`` key, else its ``method``.
     """
+    where = source or "results"
+    for key in ("dataset", "method"):
+        if key not in result:
+            raise ValueError(f"{where}: no {key!r} key (not a results.json written by the train stage?)")
     seeds = result.get("seeds") or {}
     modalities = list(result.get("modalities") or [])
     metrics: dict[str, list[float]] = {}
-    walls: list[float] = []
+    wall: dict[str, float] = {}
+    epochs: dict[str, int] = {}
+    per_class: dict[str, dict[str, list[float]]] = {}
 
     def add(key: str, value: object) -> None:
         v = _num(value)
@@ -94,9 +140,13 @@ def summarize_run(result: Mapping) -> RunSummary:
         for mod in modalities:
             add(f"probe:{mod}", probes.get(mod))
         add(BEST_TEST_KEY, seed.get(BEST_TEST_KEY))
-        w = _num(seed.get("wall_s"))
+        if test.get("per_class_acc") is not None:
+            _add_per_class(per_class, test["per_class_acc"], f"{where}, seed {key}")
+        w, e = _num(seed.get("wall_s")), _num(seed.get("epochs"))
         if w is not None:
-            walls.append(w)
+            wall[key] = w
+        if e:
+            epochs[key] = int(e)
     return RunSummary(
         dataset=str(result["dataset"]),
         method=str(result["method"]),
@@ -106,24 +156,55 @@ def summarize_run(result: Mapping) -> RunSummary:
         modalities=modalities,
         n_seeds=len(seeds),
         metrics=metrics,
-        wall_s=math.fsum(walls) if walls else None,
+        wall_s=math.fsum(wall.values()) if wall else None,
+        run=str(run or result.get("run") or result["method"]),
+        wall=wall,
+        epochs=epochs,
+        per_class=per_class,
+        device=result.get("device"),
+        source=source,
     )
+
+
+def run_name_of(path: Path, result: Mapping) -> str:
+    """The run a results file belongs to: its folder name for ``.../<run>/results.json``."""
+    if path.name == "results.json" and path.parent.name:
+        return path.parent.name
+    return str(result.get("run") or result.get("method", ""))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
 
 
 def load_results(paths: Iterable[str | Path]) -> list[RunSummary]:
     """Parse the ``results.json`` files at ``paths`` into :class:`RunSummary` objects.
 
-    Raises ValueError if two files describe the same (dataset, method).
+    A run is named by its folder (``results/<dataset>/<run>/results.json``).  Raises
+    ValueError if two files describe the same (dataset, run).
     """
     runs: dict[tuple[str, str], RunSummary] = {}
-    for p in sorted(str(p) for p in paths):
-        with open(p, encoding="utf-8") as fh:
-            run = summarize_run(json.load(fh))
-        key = (run.dataset, run.method)
+    for p in sorted(Path(p) for p in paths):
+        result = _read_json(p)
+        run = summarize_run(result, run=run_name_of(p, result), source=str(p))
+        key = (run.dataset, run.run)
         if key in runs:
-            raise ValueError(f"duplicate results for {run.stage}: {p}")
+            raise ValueError(f"duplicate results for {run.stage}: {runs[key].source} and {p}")
         runs[key] = run
     return list(runs.values())
+
+
+def mean_std_raw(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1); a single value has std 0.0."""
+    if not values:
+        raise ValueError("mean_std of no values")
+    mean = math.fsum(values) / len(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return mean, std
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -131,12 +212,18 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
     A single value has std 0.0.  Raises ValueError on an empty sequence.
     """
+    return mean_std_raw([100.0 * v for v in values])
+
+
+def format_raw(values: Sequence[float], n_expected: int | None = None) -> str:
+    """``"mean ± std"`` with 2 decimals of values already in display units, or "—"."""
     if not values:
-        raise ValueError("mean_std of no values")
-    pct = [100.0 * v for v in values]
-    mean = math.fsum(pct) / len(pct)
-    std = statistics.stdev(pct) if len(pct) > 1 else 0.0
-    return mean, std
+        return MISSING
+    mean, std = mean_std_raw(values)
+    text = f"{mean:.2f} ± {std:.2f}"
+    if n_expected is not None and len(values) < n_expected:
+        text += f" (n={len(values)})"
+    return text
 
 
 def format_mean_std(values: Sequence[float], n_expected: int | None = None) -> str:
@@ -145,13 +232,7 @@ def format_mean_std(values: Sequence[float], n_expected: int | None = None) -> s
     If ``n_expected`` is given and fewer values are present, "(n=k)" is appended so a
     column averaged over a subset of the seeds is visible as such.
     """
-    if not values:
-        return MISSING
-    mean, std = mean_std(values)
-    text = f"{mean:.2f} ± {std:.2f}"
-    if n_expected is not None and len(values) < n_expected:
-        text += f" (n={len(values)})"
-    return text
+    return format_raw([100.0 * v for v in values], n_expected)
 
 
 def best_indices(means: Sequence[float | None]) -> set[int]:
@@ -167,102 +248,296 @@ def best_indices(means: Sequence[float | None]) -> set[int]:
     return {i for i, v in shown.items() if v == top}
 
 
+def competition_ranks(means: Sequence[float | None]) -> list[int | None]:
+    """Rank 1 for the highest mean ("1, 1, 3" for ties at the displayed 2 decimals); None stays None."""
+    shown = [round(m, 2) if m is not None else None for m in means]
+    return [None if v is None else 1 + sum(1 for w in shown if w is not None and w > v) for v in shown]
+
+
 def bold(text: str) -> str:
     """Markdown bold."""
     return f"**{text}**"
 
 
 def order_methods(requested: Sequence[str], present: Iterable[str]) -> list[str]:
-    """Methods in display order: ``requested`` order first, then other present ones sorted."""
+    """Runs in display order: ``requested`` order first, then other present ones sorted."""
     seen = list(dict.fromkeys(requested))
     extras = sorted(set(present) - set(seen))
     return seen + extras
 
 
-def ordered_datasets(runs: Iterable[RunSummary], known: Sequence[str]) -> list[str]:
-    """Datasets present in ``runs``: those in ``known`` in that order, then others sorted."""
+def ordered_datasets(runs: Iterable, known: Sequence[str]) -> list[str]:
+    """Datasets present in ``runs`` (anything with ``.dataset``): ``known`` order, then sorted."""
     present = {r.dataset for r in runs}
     return [d for d in known if d in present] + sorted(present - set(known))
 
 
-def _dataset_fusion(runs: Iterable[RunSummary]) -> str | None:
-    fusions = {r.fusion for r in runs if r.fusion}
-    return fusions.pop() if len(fusions) == 1 else None
-
-
 @dataclass
 class Table:
-    """A rendered-ready table: headers, rows of cell strings, and right-aligned columns."""
+    """A rendered-ready table: headers, rows of cell strings, right-aligned columns, footnotes."""
 
     headers: list[str]
     rows: list[list[str]]
     numeric: list[bool]
+    notes: list[str] = field(default_factory=list)
+
+
+def markdown_table(table: Table) -> str:
+    """A GitHub-flavoured markdown table; numeric columns are right-aligned."""
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    rule = "|" + "|".join("---:" if n else "---" for n in table.numeric) + "|"
+    return "\n".join([line(table.headers), rule] + [line(r) for r in table.rows])
+
+
+class Footnotes:
+    """Markers for notes, numbered in order of first use (the same note reuses its marker)."""
+
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+
+    def mark(self, notes: Sequence[str]) -> str:
+        """The markers for ``notes`` (registering new ones), e.g. "†" or "†‡"; "" for none."""
+        out = ""
+        for n in notes:
+            if n not in self.notes:
+                self.notes.append(n)
+            i = self.notes.index(n)
+            out += MARKERS[i] if i < len(MARKERS) else f"[{i + 1}]"
+        return out
+
+    def lines(self) -> list[str]:
+        """"<marker> <note>" lines."""
+        return [f"{self.mark([n])} {n}" for n in self.notes]
+
+
+def leaderboard_order(requested: Sequence[str], by_run: Mapping[str, RunSummary]) -> tuple[list[str], dict[str, int | None]]:
+    """Runs ordered by rank of mean accuracy (ties: requested order, then name); runs without
+    accuracy next; requested runs without results last.  Also returns each run's rank."""
+    pos = {r: i for i, r in enumerate(dict.fromkeys(requested))}
+    present = sorted(by_run, key=lambda r: (pos.get(r, len(pos)), r))
+    means = [mean_std(by_run[r].metrics["acc"])[0] if by_run[r].metrics.get("acc") else None for r in present]
+    ranks = dict(zip(present, competition_ranks(means)))
+    ranked = sorted((r for r in present if ranks[r] is not None), key=lambda r: ranks[r])
+    unranked = [r for r in present if ranks[r] is None]
+    not_run = [r for r in pos if r not in by_run]
+    return ranked + unranked + not_run, ranks
 
 
 def dataset_table(
     dataset: str,
     runs: Sequence[RunSummary],
     methods: Sequence[str],
-    paper_numbers: Sequence[PaperNumber],
+    paper_numbers: Sequence[PaperNumber] | PaperIndex,
 ) -> Table:
-    """The summary table of one dataset.
+    """The leaderboard of one dataset.
 
-    ``runs`` are the runs of registry ``dataset``; ``methods`` the requested display order (methods
-    listed there without a run get a row of "not run"; runs of unlisted methods follow,
-    sorted).  Columns: Method, n seeds, Acc, Macro-F1, mAP, one probe column per
-    modality, best-test acc, then one column per seed paper with its printed accuracy
-    ("—" when it has none).  The best mean of each of our metric columns is bold.
+    ``runs`` are the runs of registry ``dataset``; ``methods`` the runs expected there (those
+    without results get a row of "not run").  Rows by rank of mean accuracy.  Columns: Method,
+    n seeds, Rank, Acc, Macro-F1, mAP, one probe column per modality, best-test acc, one
+    column per seed paper with its printed accuracy for the row mapped to the run ("—" when it
+    has none; a marked figure has a footnote), then the run name.  The best mean of each of our
+    metric columns is bold.
     """
-    by_method = {r.method: r for r in runs if r.dataset == dataset}
-    order = order_methods(methods, by_method)
+    index = paper_numbers if isinstance(paper_numbers, PaperIndex) else PaperIndex(paper_numbers)
+    by_run = {r.run: r for r in runs if r.dataset == dataset}
+    order, ranks = leaderboard_order(methods, by_run)
     modalities: list[str] = []
-    for m in order:
-        if m in by_method:
-            for mod in by_method[m].modalities:
-                if mod not in modalities:
-                    modalities.append(mod)
+    for r in order:
+        for mod in by_run[r].modalities if r in by_run else ():
+            if mod not in modalities:
+                modalities.append(mod)
     ours: list[tuple[str, str]] = list(METRIC_COLUMNS.items())
     ours += [(f"probe:{mod}", f"{MODALITY_NAMES.get(mod, mod)} probe") for mod in modalities]
     ours.append((BEST_TEST_KEY, BEST_TEST_HEADER))
 
     cells: list[list[str]] = []
     for key, _ in ours:
-        values = [by_method[m].metrics.get(key, []) if m in by_method else None for m in order]
-        means = [mean_std(v)[0] if v else None for v in values]
-        best = best_indices(means)
+        values = [by_run[r].metrics.get(key, []) if r in by_run else None for r in order]
+        best = best_indices([mean_std(v)[0] if v else None for v in values])
         col = []
-        for i, (m, v) in enumerate(zip(order, values)):
+        for i, (r, v) in enumerate(zip(order, values)):
             if v is None:
                 col.append(NOT_RUN)
             else:
-                text = format_mean_std(v, by_method[m].n_seeds)
+                text = format_mean_std(v, by_run[r].n_seeds)
                 col.append(bold(text) if i in best else text)
         cells.append(col)
 
-    fusion = _dataset_fusion(by_method.values())
+    notes = Footnotes()
     rows: list[list[str]] = []
-    for i, m in enumerate(order):
-        run = by_method.get(m)
-        row = [method_label(m), str(run.n_seeds) if run else NOT_RUN]
+    for i, r in enumerate(order):
+        run = by_run.get(r)
+        rank = ranks.get(r)
+        row = [run_label(r), str(run.n_seeds) if run else NOT_RUN, str(rank) if rank else MISSING]
         row += [col[i] for col in cells]
         for paper in PAPERS:
-            hit = paper_figure(paper_numbers, paper, dataset, m, run.fusion if run else fusion)
-            row.append(hit.value if hit else MISSING)
+            hit = index.figure(paper, dataset, r, "acc")
+            if hit is None:
+                row.append(MISSING)
+            else:
+                row.append(hit.value + notes.mark(index.config.notes_for(paper, hit.table, hit.dataset, hit.metric)))
+        row.append(f"`{r}`")
         rows.append(row)
-    headers = ["Method", "n seeds"] + [h for _, h in ours] + list(PAPERS.values())
-    numeric = [False] + [True] * (len(headers) - 1)
-    return Table(headers=headers, rows=rows, numeric=numeric)
+    headers = ["Method", "n seeds", "Rank"] + [h for _, h in ours] + list(PAPERS.values()) + ["Run"]
+    numeric = [False] + [True] * (len(headers) - 2) + [False]
+    return Table(headers=headers, rows=rows, numeric=numeric, notes=notes.lines())
+
+
+# --- derived metrics of paper pages -------------------------------------------------------
+
+
+def our_values(run: RunSummary, metric: str, reference: RunSummary | None = None) -> list[float]:
+    """Per-seed values of ``metric`` for ``run`` in display units.
+
+    ``acc``/``macro_f1``/``map`` and probes: percent; ``epoch_seconds``: wall seconds per epoch;
+    ``train_time_ratio``: wall time over ``reference``'s for each seed both ran.
+    """
+    if metric == "epoch_seconds":
+        return [run.wall[s] / run.epochs[s] for s in run.wall if run.epochs.get(s)]
+    if metric == "train_time_ratio":
+        if reference is None:
+            return []
+        return [run.wall[s] / reference.wall[s] for s in run.wall if reference.wall.get(s)]
+    return [100.0 * v for v in run.metrics.get(metric, [])]
+
+
+def paper_cell(ours: Sequence[float] | None, n_expected: int, paper_value: str | None) -> tuple[str, float | None]:
+    """A paper-page cell "ours mean ± std (paper value, Δ)" and our mean (None if not run).
+
+    ``ours`` None: the run has no results → "not run (paper v)"; an empty list: the run has
+    no such value → "— (paper v)".  Δ = our mean − the paper's value, signed, 2 decimals.
+    """
+    paper = f"paper {paper_value}" if paper_value is not None else f"paper {MISSING}"
+    if ours is None:
+        return (f"{NOT_RUN} ({paper})" if paper_value is not None else NOT_RUN), None
+    if not ours:
+        return f"{MISSING} ({paper})", None
+    mean, _ = mean_std_raw(ours)
+    text = format_raw(ours, n_expected)
+    if paper_value is None:
+        return f"{text} ({paper})", mean
+    return f"{text} ({paper}, {mean - float(paper_value):+.2f})", mean
+
+
+# --- robustness ------------------------------------------------------------------------------
+
+
+@dataclass
+class RobustnessSummary:
+    """Missing-modality accuracies of one dataset: run → modality → per-p per-seed fractions."""
+
+    dataset: str
+    drop_probs: list[float]
+    accs: dict[str, dict[str, list[list[float]]]]
+    modalities: dict[str, list[str]]
+    missing: list[str]
+    wall_s: float | None = None
+    device: str | None = None
+    seed: int | None = None
+
+
+def summarize_robustness(data: Mapping, source: str = "robustness.json") -> RobustnessSummary:
+    """Collect ``robustness.json`` (written by ``stages/evaluate.py``): per run and seed,
+    ``drop.<modality>`` = accuracies at each of ``drop_probs``."""
+    for key in ("dataset", "drop_probs", "runs"):
+        if key not in data:
+            raise ValueError(f"{source}: no {key!r} key (not written by the evaluate stage?)")
+    probs = [float(p) for p in data["drop_probs"]]
+    accs: dict[str, dict[str, list[list[float]]]] = {}
+    mods: dict[str, list[str]] = {}
+    for run, entry in data["runs"].items():
+        mods[run] = list(entry.get("modalities") or [])
+        per_mod: dict[str, list[list[float]]] = {}
+        for seed in sorted(entry.get("seeds") or {}, key=_seed_order):
+            for m, values in (entry["seeds"][seed].get("drop") or {}).items():
+                if len(values) != len(probs):
+                    raise ValueError(f"{source}: run {run}, seed {seed}, modality {m}: {len(values)} values for {len(probs)} drop_probs")
+                cols = per_mod.setdefault(m, [[] for _ in probs])
+                for i, v in enumerate(values):
+                    if _num(v) is not None:
+                        cols[i].append(float(v))
+        accs[run] = per_mod
+    return RobustnessSummary(
+        dataset=str(data["dataset"]), drop_probs=probs, accs=accs, modalities=mods,
+        missing=list(data.get("missing") or []), wall_s=_num(data.get("wall_s")),
+        device=data.get("device"), seed=data.get("seed"),
+    )
+
+
+def load_robustness(paths: Iterable[str | Path]) -> dict[str, RobustnessSummary]:
+    """Parse ``robustness.json`` files, keyed by dataset (two for one dataset is an error)."""
+    out: dict[str, RobustnessSummary] = {}
+    for p in sorted(Path(p) for p in paths):
+        s = summarize_robustness(_read_json(p), str(p))
+        if s.dataset in out:
+            raise ValueError(f"two robustness files for dataset {s.dataset!r} (second: {p})")
+        out[s.dataset] = s
+    return out
+
+
+def format_prob(p: float) -> str:
+    """Drop probability as a column header, e.g. "p=0.25"."""
+    return f"p={p:g}"
+
+
+def robustness_table(summary: RobustnessSummary, order: Sequence[str]) -> Table:
+    """Accuracy (%) when one modality's features are zeroed with probability p, per run.
+
+    Rows: (run, dropped modality) in ``order`` then other runs sorted; cells mean ± std over
+    seeds; the best mean per (dropped modality, p) is bold; a modality the run's model does
+    not take as input is "n/a"; runs asked for but without models are "not run".
+    """
+    runs = order_methods([r for r in order if r in summary.accs or r in summary.missing], summary.accs)
+    runs += [r for r in summary.missing if r not in runs]
+    mods: list[str] = []
+    for r in runs:
+        for m in summary.modalities.get(r, []) + list(summary.accs.get(r, {})):
+            if m not in mods:
+                mods.append(m)
+    rows = []
+    for m in mods:
+        block = [summary.accs.get(r, {}).get(m) for r in runs]
+        cols = []
+        for i in range(len(summary.drop_probs)):
+            vals = [b[i] if b is not None else None for b in block]
+            best = best_indices([mean_std(v)[0] if v else None for v in vals])
+            cols.append([bold(format_mean_std(v)) if j in best else format_mean_std(v) if v is not None else None
+                         for j, v in enumerate(vals)])
+        for j, r in enumerate(runs):
+            if r in summary.missing:
+                cells = [NOT_RUN] * len(summary.drop_probs)
+                n = NOT_RUN
+            elif block[j] is None:
+                cells = [NOT_AN_INPUT] * len(summary.drop_probs)
+                n = NOT_AN_INPUT
+            else:
+                cells = [c[j] for c in cols]
+                n = str(max(len(v) for v in block[j]))
+            rows.append([run_label(r), f"`{r}`", MODALITY_NAMES.get(m, m), n] + cells)
+    headers = ["Method", "Run", "Dropped", "n seeds"] + [format_prob(p) for p in summary.drop_probs]
+    return Table(headers=headers, rows=rows, numeric=[False, False, False] + [True] * (len(headers) - 3))
 
 
 def wall_time_table(
-    runs: Sequence[RunSummary], dataset_order: Sequence[str], methods: Sequence[str]
+    runs: Sequence[RunSummary],
+    dataset_order: Sequence[str],
+    methods: Sequence[str],
+    robustness: Mapping[str, RobustnessSummary] | None = None,
 ) -> Table:
-    """Wall time per training stage (sum of the seeds' ``wall_s``), in report order."""
+    """Wall time per stage: training (sum of the seeds' ``wall_s``) and robustness evaluation."""
+    robustness = robustness or {}
     rows = []
     for ds in dataset_order:
-        ds_runs = {r.method: r for r in runs if r.dataset == ds}
+        ds_runs = {r.run: r for r in runs if r.dataset == ds}
         for m in order_methods([x for x in methods if x in ds_runs], ds_runs):
             r = ds_runs[m]
             wall = f"{r.wall_s:.1f}" if r.wall_s is not None else MISSING
-            rows.append([f"`{r.stage}`", str(r.n_seeds), wall])
-    return Table(headers=["Stage", "Seeds", "Wall time (s)"], rows=rows, numeric=[False, True, True])
+            rows.append([f"`{r.stage}`", "train", str(r.n_seeds), wall])
+        rob = robustness.get(ds)
+        if rob is not None:
+            n = max((len(c) for per in rob.accs.values() for cols in per.values() for c in cols), default=0)
+            wall = f"{rob.wall_s:.1f}" if rob.wall_s is not None else MISSING
+            rows.append([f"`{ds}/robustness`", "evaluate", str(n), wall])
+    return Table(headers=["Stage", "Kind", "Seeds", "Wall time (s)"], rows=rows, numeric=[False, False, True, True])

@@ -19,7 +19,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from mmbalance.evaluate import classification_metrics, probe_accuracy
+from mmbalance.evaluate import classification_metrics, per_class_accuracy, probe_accuracy
 from mmbalance.methods import Method
 from mmbalance.models import MultimodalModel
 from mmbalance.train.data import SplitData, batches
@@ -113,7 +113,10 @@ class Trainer:
         all_logits, y_t = torch.cat(logits), torch.cat(labels)
         metrics = classification_metrics(all_logits.numpy(), y_t.numpy(), self.method.ctx.num_classes)
         metrics["loss"] = float(F.cross_entropy(all_logits, y_t))
-        metrics["probe_acc"] = probe_accuracy({m: torch.cat(v).numpy() for m, v in uni.items()}, y_t.numpy())
+        uni_np = {m: torch.cat(v).numpy() for m, v in uni.items()}
+        metrics["probe_acc"] = probe_accuracy(uni_np, y_t.numpy())
+        classes = self.splits[split].info.get("classes") or list(range(self.method.ctx.num_classes))
+        metrics["per_class_acc"] = per_class_accuracy({"fused": all_logits.numpy(), **uni_np}, y_t.numpy(), classes)
         return metrics
 
     def train_epoch(self) -> float:
@@ -186,7 +189,7 @@ def fit(model: MultimodalModel, method: Method, splits: dict[str, SplitData], cf
         if live is not None:
             _log_epoch(live, row)
         if best is None or _selection_key(row[select]) > _selection_key(best[select]):
-            best, best_state = row, copy.deepcopy(model.state_dict())
+            best, best_state = row, {"model": copy.deepcopy(model.state_dict()), "method": copy.deepcopy(method.state_dict())}
         if checkpoint is not None:
             _save_checkpoint(checkpoint, trainer, epoch, history, best, best_state)
     return {

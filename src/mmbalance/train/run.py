@@ -13,6 +13,7 @@ import torch
 from dvclive import Live
 
 from mmbalance.methods import MethodContext, build_method
+from mmbalance.report.provenance import device_name
 from mmbalance.models import build_model
 from mmbalance.shards import read_index as dataset_info
 from mmbalance.train.data import load_split
@@ -86,7 +87,7 @@ def run(shard_dir: Path, out_dir: Path, dataset: str, method_name: str, method_c
     mods = list(info["modalities"])
     splits = {s: load_split(shard_dir, s, mods) for s in ("train", "val", "test") if s in info["splits"]}
     results = {"dataset": dataset, "run": run_name or method_name, "method": method_name, "fusion": model_cfg.get("fusion", "concat"), "profile": profile,
-               "modalities": mods, "selection": "best validation accuracy" if "val" in splits else "last-best test accuracy", "seeds": {}}
+               "device": device_name(), "modalities": mods, "selection": "best validation accuracy" if "val" in splits else "last-best test accuracy", "seeds": {}}
     key = fingerprint(info, method_name, method_cfg, model_cfg, train_cfg)  # stale checkpoints are not resumed
     for seed in seeds:
         with Live(dir=str(out_dir / "live" / f"seed{seed}"), save_dvc_exp=False, dvcyaml=None, report=None, resume=False) as live:
@@ -95,7 +96,7 @@ def run(shard_dir: Path, out_dir: Path, dataset: str, method_name: str, method_c
             live.summary = {"test": res["test"], "best_epoch": res["best_epoch"], "best_test_acc": res["best_test_acc"]}
         if models is not None:
             models.mkdir(parents=True, exist_ok=True)
-            torch.save({"state": res["best_state"], "method": method_name, "method_cfg": method_cfg, "model_cfg": model_cfg,
+            torch.save({"state": res["best_state"]["model"], "method_state": res["best_state"]["method"], "method": method_name, "method_cfg": method_cfg, "model_cfg": model_cfg,
                         "epochs": int(train_cfg["epochs"]), "seed": seed}, models / f"seed{seed}.pt")
         results["seeds"][str(seed)] = {k: v for k, v in res.items() if k not in ("history", "best_state")}
     write_results(out_dir, results)
@@ -115,7 +116,7 @@ def write_results(out_dir: Path, results: dict) -> None:
 def summarise(seeds: dict) -> dict:
     """Mean and sample std over seeds of each test metric (flat keys, for ``dvc metrics show``)."""
     rows = [r["test"] for r in seeds.values()]
-    flat = [{**{k: v for k, v in r.items() if k != "probe_acc"}, **{f"probe_acc_{m}": v for m, v in r["probe_acc"].items()}} for r in rows]
+    flat = [{**{k: v for k, v in r.items() if k not in ("probe_acc", "per_class_acc")}, **{f"probe_acc_{m}": v for m, v in r["probe_acc"].items()}} for r in rows]
     out = {}
     for key in flat[0]:
         vals = np.array([f[key] for f in flat])

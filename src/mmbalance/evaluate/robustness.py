@@ -1,0 +1,147 @@
+"""Missing-modality robustness of trained models (the protocol of the OPM/OGM paper, Wei et al.,
+"On-the-fly Modulation for Balanced Multimodal Learning", TPAMI 2024, §4.4.3 and Fig. 6).
+
+At test time each sample's features of modality m are set to zero with probability p
+(``model(inputs, keep={m: mask})``), and the test accuracy of the method's prediction is
+measured, for each p of a list and each modality in turn.  Masks come from one uniform draw
+per (modality, sample) from a seeded generator, so a sample dropped at p is also dropped at any
+larger p (curves over p are nested, not independent noise), p = 0 keeps everything and p = 1
+drops every sample.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from mmbalance.train.data import SplitData, batches
+
+SEED_FILE = re.compile(r"^seed(-?\d+)\.pt$")
+
+
+def uniform_draws(n: int, modalities: Sequence[str], seed: int) -> dict[str, torch.Tensor]:
+    """One U[0, 1) draw per (modality, sample), each [n], from a generator seeded with ``seed``
+    (drawn in ``modalities`` order, so a modality's draws do not depend on which p is asked)."""
+    gen = torch.Generator().manual_seed(int(seed))
+    u = torch.rand(len(modalities), n, generator=gen, dtype=torch.float64)
+    return {m: u[i] for i, m in enumerate(modalities)}
+
+
+def keep_masks(draws: Mapping[str, torch.Tensor], drop: Mapping[str, float]) -> dict[str, torch.Tensor]:
+    """[n] float masks, 0 where a sample's modality is dropped (draw < p), for the modalities in ``drop``."""
+    out = {}
+    for m, p in drop.items():
+        if not 0.0 <= float(p) <= 1.0:
+            raise ValueError(f"drop probability for {m!r} must lie in [0, 1]; got {p}")
+        out[m] = (draws[m] >= float(p)).float()
+    return out
+
+
+@torch.no_grad()
+def accuracy_with_drops(model, method, data: SplitData, drop: Mapping[str, float], seed: int = 0,
+                        batch_size: int = 256) -> float:
+    """Test accuracy of ``method.predict`` when modality m's features are zeroed per sample with
+    probability ``drop[m]`` (modalities not in ``drop`` are kept).
+
+    ``data``: the split, holding at least the model's modalities (evaluation frames are fixed).
+    Raises ValueError for a modality the model does not take as input.
+    """
+    unknown = sorted(set(drop) - set(model.modalities))
+    if unknown:
+        raise ValueError(f"cannot drop {unknown}: the model's modalities are {model.modalities}")
+    data = replace(data, arrays={m: data.arrays[m] for m in model.modalities},
+                   lengths={m: v for m, v in data.lengths.items() if m in model.modalities})
+    keep = keep_masks(uniform_draws(len(data), model.modalities, seed), drop)
+    model.eval()
+    correct, start = 0, 0
+    for inputs, labels in batches(data, batch_size, train=False, gen=torch.Generator().manual_seed(0)):
+        b = len(labels)
+        out = model(inputs, keep={m: k[start:start + b] for m, k in keep.items()} or None)
+        correct += int((method.predict(out).argmax(dim=1) == labels).sum())
+        start += b
+    return correct / len(data)
+
+
+def sweep(model, method, data: SplitData, drop_probs: Sequence[float], seed: int = 0,
+          batch_size: int = 256) -> dict:
+    """Plain accuracy and, for each of the model's modalities in turn, accuracy at each p.
+
+    Returns ``{"plain_acc": float, "drop": {modality: [acc at p for p in drop_probs]}}``.
+    """
+    return {
+        "plain_acc": accuracy_with_drops(model, method, data, {}, seed, batch_size),
+        "drop": {m: [accuracy_with_drops(model, method, data, {m: p}, seed, batch_size) for p in drop_probs]
+                 for m in model.modalities},
+    }
+
+
+def seed_checkpoints(model_dir: Path) -> list[tuple[int, Path]]:
+    """``seed<k>.pt`` files of a run's model folder, by seed."""
+    found = []
+    for path in model_dir.iterdir() if model_dir.is_dir() else ():
+        match = SEED_FILE.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def load_trained(path: Path, info: dict):
+    """Rebuild (method, model) from a ``seed<k>.pt`` saved by the train stage, weights loaded.
+
+    The file holds ``state``, ``method``, ``method_cfg``, ``model_cfg``, ``epochs`` (and
+    ``method_state`` when the train stage saves it: state a method needs at test time).
+    """
+    from mmbalance.train.run import build_run
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    missing = [k for k in ("state", "method", "method_cfg", "model_cfg", "epochs") if k not in ckpt]
+    if missing:
+        raise ValueError(f"{path}: not a model saved by the train stage (missing {missing})")
+    method, model = build_run(info, ckpt["method"], ckpt["method_cfg"], ckpt["model_cfg"], int(ckpt["epochs"]))
+    model.load_state_dict(ckpt["state"])
+    if ckpt.get("method_state") is not None:
+        method.load_state_dict(ckpt["method_state"])
+    return method, model, ckpt
+
+
+def evaluate_run(model_dir: Path, info: dict, data: SplitData, drop_probs: Sequence[float], seed: int = 0,
+                 batch_size: int = 256) -> dict:
+    """Sweep every seed's model of one run; masks use ``seed`` + the model's seed.
+
+    Returns ``{"method", "modalities", "method_state", "seeds": {k: sweep}, "wall_s"}``;
+    ``method_state`` is "absent" when the checkpoints lack it (test-time state at defaults).
+    """
+    start = time.perf_counter()
+    checkpoints = seed_checkpoints(model_dir)
+    if not checkpoints:
+        raise FileNotFoundError(f"{model_dir}: no seed<k>.pt model files")
+    out: dict = {"seeds": {}}
+    for k, path in checkpoints:
+        method, model, ckpt = load_trained(path, info)
+        out.update(method=ckpt["method"], modalities=list(model.modalities),
+                   method_state="saved" if ckpt.get("method_state") is not None else "absent")
+        out["seeds"][str(k)] = sweep(model, method, data, drop_probs, seed + k, batch_size)
+    out["wall_s"] = round(time.perf_counter() - start, 3)
+    return out
+
+
+def evaluate_runs(model_dirs: Iterable[Path], runs: Sequence[str], info: dict, data: SplitData,
+                  drop_probs: Sequence[float], seed: int = 0, batch_size: int = 256, log=print) -> dict:
+    """Evaluate the runs named in ``runs`` (all of ``model_dirs`` when empty), a run being a
+    model folder's name.  Runs asked for without a folder or model files are listed in
+    ``missing`` (and logged), not dropped silently."""
+    dirs = {Path(d).name: Path(d) for d in model_dirs}
+    wanted = list(runs) if runs else sorted(dirs)
+    results, missing = {}, []
+    for run in wanted:
+        if run not in dirs or not seed_checkpoints(dirs[run]):
+            log(f"robustness: no trained models for run {run!r} (looked in {sorted(str(d) for d in dirs.values())})")
+            missing.append(run)
+            continue
+        results[run] = evaluate_run(dirs[run], info, data, drop_probs, seed, batch_size)
+    return {"runs": results, "missing": missing}

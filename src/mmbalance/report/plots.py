@@ -1,0 +1,326 @@
+"""PNG figures of the report, drawn from the training stages' DVCLive TSVs and results files.
+
+One set of figures per dataset (a handful of files however many runs there are, which keeps
+the report stage fast):
+
+- ``curves.png``: train loss, validation and test accuracy per epoch, one line per run (mean
+  over seeds);
+- ``probes.png``: per run, each modality's probe accuracy per epoch beside the fused test
+  accuracy (the unimodal-accuracy curves of the GMM-AL paper's Fig. 4);
+- ``per_class.png``: per run, test accuracy per class for the fused prediction and each
+  modality (only when the results carry ``test.per_class_acc``);
+- ``robustness.png``: accuracy against the drop probability of each modality (the OPM/OGM
+  paper's Fig. 6 protocol).
+
+Figures are deterministic: matplotlib defaults (no user style), Agg, fixed size and dpi, no
+software/date metadata in the PNG.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from .papers import dataset_label, run_label
+from .tables import MODALITY_NAMES, RobustnessSummary, RunSummary, mean_std
+
+DPI = 100
+STYLE = {"font.size": 8, "axes.titlesize": 9, "legend.fontsize": 7, "lines.linewidth": 1.2}
+# Per-seed curves of a run: series ("train/train_loss", "test/acc", "val/probe_acc_audio")
+# → seed → (steps, values).
+Curves = dict[str, dict[str, tuple[list[int], list[float]]]]
+
+
+def read_tsv(path: Path) -> tuple[list[int], list[float]]:
+    """(steps, values) of a DVCLive metric TSV (columns ``step`` and the metric's name)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines:
+        raise ValueError(f"{path}: empty metric file")
+    header = lines[0].split("\t")
+    if "step" not in header:
+        raise ValueError(f"{path}: no 'step' column in header {header}")
+    name = path.stem if path.stem in header else header[-1]
+    si, vi = header.index("step"), header.index(name)
+    steps, values = [], []
+    for n, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        cells = line.split("\t")
+        try:
+            steps.append(int(float(cells[si])))
+            values.append(float(cells[vi]))
+        except (ValueError, IndexError):
+            raise ValueError(f"{path}, line {n}: expected a step and a number, got {line!r}") from None
+    return steps, values
+
+
+def load_curves(run_dir: Path) -> Curves:
+    """Every DVCLive series of a run: ``<run_dir>/live/seed<k>/plots/metrics/<split>/<name>.tsv``."""
+    out: Curves = {}
+    live = run_dir / "live"
+    if not live.is_dir():
+        return out
+    for seed_dir in sorted(live.glob("seed*")):
+        metrics = seed_dir / "plots" / "metrics"
+        seed = seed_dir.name.removeprefix("seed")
+        for tsv in sorted(metrics.rglob("*.tsv")):
+            series = tsv.relative_to(metrics).with_suffix("").as_posix()
+            out.setdefault(series, {})[seed] = read_tsv(tsv)
+    return out
+
+
+def mean_curve(per_seed: Mapping[str, tuple[list[int], list[float]]]) -> tuple[list[int], list[float]]:
+    """Mean over seeds at each step (a step averages the seeds that logged it)."""
+    by_step: dict[int, list[float]] = {}
+    for steps, values in per_seed.values():
+        for s, v in zip(steps, values):
+            by_step.setdefault(s, []).append(v)
+    steps = sorted(by_step)
+    return steps, [math.fsum(by_step[s]) / len(by_step[s]) for s in steps]
+
+
+def _style(i: int) -> dict:
+    """Colour and line style of the i-th run (10 colours, then dashed, dotted, dash-dotted)."""
+    return {"color": f"C{i % 10}", "linestyle": ("-", "--", ":", "-.")[(i // 10) % 4]}
+
+
+def _integer_epochs(ax, nbins: int | str = "auto") -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=nbins, integer=True))
+
+
+def _margins(fig, height: float, bottom_in: float, top_in: float, **kw) -> None:
+    """subplots_adjust with the bottom/top margins given in inches."""
+    fig.subplots_adjust(bottom=bottom_in / height, top=1 - top_in / height, **kw)
+
+
+def _new_figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig, path: Path) -> None:
+    """Write ``fig`` as PNG without software/date metadata (byte-identical reruns)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, metadata={"Software": None})
+
+
+def _pct(values: Sequence[float]) -> list[float]:
+    return [100.0 * v for v in values]
+
+
+def plot_curves(dataset: str, order: Sequence[str], curves: Mapping[str, Curves], path: Path) -> bool:
+    """Train loss, validation and test accuracy per epoch, one line per run; False if no data."""
+    panels = [("train/train_loss", "Train loss", False), ("val/acc", "Validation accuracy (%)", True),
+              ("test/acc", "Test accuracy (%)", True)]
+    runs = [r for r in order if any(s in curves.get(r, {}) for s, _, _ in panels)]
+    if not runs:
+        return False
+    ncols = _legend_columns(13.0)
+    legend_rows = math.ceil(len(runs) / ncols)
+    height = 3.4 + 0.17 * legend_rows
+    fig = _new_figure(13.0, height)
+    axes = fig.subplots(1, 3)
+    for ax, (series, title, pct) in zip(axes, panels):
+        for r in runs:
+            if series in curves[r]:
+                x, y = mean_curve(curves[r][series])
+                ax.plot(x, _pct(y) if pct else y, label=run_label(r), **_style(order.index(r)))
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(True, alpha=0.3)
+        _integer_epochs(ax)
+    _legend_below(fig, axes, height, ncols)
+    _margins(fig, height, 0.55 + 0.17 * legend_rows, 0.5, left=0.05, right=0.99, wspace=0.2)
+    fig.suptitle(f"{dataset_label(dataset)}: training curves (mean over seeds)")
+    save_figure(fig, path)
+    return True
+
+
+def _legend_columns(width: float) -> int:
+    """Legend columns that fit a figure ``width`` inches wide (labels up to ~25 characters)."""
+    return max(2, int(width // 2.6))
+
+
+def _legend_below(fig, axes, height: float, ncols: int) -> None:
+    """One figure legend (entries of every panel once) under the panels."""
+    handles, labels = [], []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="lower center", ncols=min(ncols, len(labels)), frameon=False,
+               bbox_to_anchor=(0.5, 0.02 / height))
+
+
+def _grid(n: int, ncols: int) -> tuple[int, int]:
+    ncols = max(1, min(ncols, n))
+    return math.ceil(n / ncols), ncols
+
+
+def _probe_modalities(curves: Curves) -> list[str]:
+    return sorted(s.removeprefix("test/probe_acc_") for s in curves if s.startswith("test/probe_acc_"))
+
+
+def plot_probes(dataset: str, order: Sequence[str], curves: Mapping[str, Curves], path: Path) -> bool:
+    """Per run: each modality's probe accuracy (test solid, validation dashed) and the fused
+    test accuracy per epoch; False if no run logged probe curves.
+
+    Small multiples sharing both axes, one legend and in-panel labels: per-axes titles,
+    legends and tick labels dominate matplotlib's drawing time with ~20 panels.
+    """
+    runs = [r for r in order if _probe_modalities(curves.get(r, {}))]
+    if not runs:
+        return False
+    # one colour per modality across all panels
+    colours = {m: f"C{k}" for k, m in enumerate(sorted({m for r in runs for m in _probe_modalities(curves[r])}))}
+    nrows, ncols = _grid(len(runs), 5)
+    height, width = 1.9 * nrows + 1.1, max(2.6 * ncols, 6.0)
+    fig = _new_figure(width, height)
+    axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
+    legend: dict[str, object] = {}
+    for ax, r in zip(axes.ravel(), runs):
+        for m in _probe_modalities(curves[r]):
+            name = MODALITY_NAMES.get(m, m)
+            x, y = mean_curve(curves[r][f"test/probe_acc_{m}"])
+            legend[f"{name} probe (test)"] = ax.plot(x, _pct(y), color=colours[m])[0]
+            if f"val/probe_acc_{m}" in curves[r]:
+                x, y = mean_curve(curves[r][f"val/probe_acc_{m}"])
+                legend[f"{name} probe (val)"] = ax.plot(x, _pct(y), color=colours[m], linestyle="--")[0]
+        if "test/acc" in curves[r]:
+            x, y = mean_curve(curves[r]["test/acc"])
+            legend["Fused (test)"] = ax.plot(x, _pct(y), color="black", linewidth=0.8)[0]
+        ax.text(0.03, 0.04, run_label(r), transform=ax.transAxes, fontsize=8,
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1.5})
+    first = axes[0, 0]
+    first.set_ylim(0, 100)
+    first.set_yticks([0, 50, 100])
+    _integer_epochs(first, nbins=4)  # axes are shared: few ticks keep 20+ panels cheap to draw
+    for ax in axes.ravel()[len(runs):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy (%)")
+    fig.legend(list(legend.values()), list(legend), loc="upper center", ncols=min(len(legend), 5),
+               frameon=False, bbox_to_anchor=(0.5, 1 - 0.3 / height))
+    fig.suptitle(f"{dataset_label(dataset)}: probe accuracy per modality (mean over seeds)")
+    _margins(fig, height, 0.45, 0.75, left=0.55 / width, right=1 - 0.1 / width, hspace=0.08, wspace=0.06)
+    save_figure(fig, path)
+    return True
+
+
+def plot_per_class(dataset: str, order: Sequence[str], runs: Mapping[str, RunSummary], path: Path) -> bool:
+    """Per run: test accuracy per class, fused and each modality (mean over seeds); False if
+    no run carries per-class accuracies."""
+    names = [r for r in order if r in runs and runs[r].per_class]
+    if not names:
+        return False
+    nrows, ncols = _grid(len(names), 2)
+    n_classes = max(len({c for k in runs[r].per_class.values() for c in k}) for r in names)
+    bottom = 0.9 if n_classes > 8 else 0.35
+    height = 2.8 * nrows + 0.3 + bottom
+    fig = _new_figure(6.5 * ncols, height)
+    axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False).ravel()
+    for ax, r in zip(axes, names):
+        per = runs[r].per_class
+        keys = (["fused"] if "fused" in per else []) + [k for k in per if k != "fused"]
+        classes = list(dict.fromkeys(c for k in keys for c in per[k]))
+        width = 0.8 / len(keys)
+        for j, k in enumerate(keys):
+            means = [mean_std(per[k][c])[0] if per[k].get(c) else 0.0 for c in classes]
+            xs = [i - 0.4 + width * (j + 0.5) for i in range(len(classes))]
+            label = "Fused" if k == "fused" else MODALITY_NAMES.get(k, k)
+            ax.bar(xs, means, width=width, color="black" if k == "fused" else f"C{j - ('fused' in per)}", label=label)
+        ax.set_xticks(range(len(classes)), classes, rotation=90 if n_classes > 8 else 0)
+        ax.set_ylim(0, 100)
+        ax.set_title(run_label(r))
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(loc="upper right")
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    for ax in axes[::ncols]:
+        ax.set_ylabel("accuracy (%)")
+    fig.suptitle(f"{dataset_label(dataset)}: test accuracy per class (mean over seeds)")
+    _margins(fig, height, bottom, 0.5, left=0.55 / (6.5 * ncols), right=0.99, hspace=0.6, wspace=0.06)
+    save_figure(fig, path)
+    return True
+
+
+def plot_robustness(summary: RobustnessSummary, order: Sequence[str], path: Path) -> bool:
+    """Accuracy against drop probability, one panel per dropped modality, one line per run."""
+    runs = [r for r in order if r in summary.accs] + sorted(set(summary.accs) - set(order))
+    mods = list(dict.fromkeys(m for r in runs for m in summary.accs[r]))
+    if not mods:
+        return False
+    width = max(4.2 * len(mods), 8.0)
+    ncols = _legend_columns(width)
+    legend_rows = math.ceil(len(runs) / ncols)
+    height = 3.2 + 0.17 * legend_rows
+    fig = _new_figure(width, height)
+    axes = fig.subplots(1, len(mods), sharey=True, squeeze=False).ravel()
+    xs = [100.0 * p for p in summary.drop_probs]
+    for ax, m in zip(axes, mods):
+        for i, r in enumerate(runs):
+            cols = summary.accs[r].get(m)
+            if cols is None:
+                continue
+            ys = [mean_std(c)[0] if c else float("nan") for c in cols]
+            colour = order.index(r) if r in order else len(order) + i
+            ax.plot(xs, ys, marker="o", markersize=3, label=run_label(r), **_style(colour))
+        ax.set_title(f"{MODALITY_NAMES.get(m, m)} dropped")
+        ax.set_xlabel("drop probability (%)")
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("test accuracy (%)")
+    _legend_below(fig, axes, height, ncols)
+    _margins(fig, height, 0.55 + 0.17 * legend_rows, 0.5, left=0.6 / width, right=0.99, wspace=0.08)
+    fig.suptitle(f"{dataset_label(summary.dataset)}: missing-modality robustness (mean over seeds)")
+    save_figure(fig, path)
+    return True
+
+
+def render_dataset_plots(
+    dataset: str,
+    order: Sequence[str],
+    runs: Mapping[str, RunSummary],
+    curves: Mapping[str, Curves],
+    robustness: RobustnessSummary | None,
+    out_dir: Path,
+    link_root: Path,
+) -> list[tuple[str, str]]:
+    """Draw every figure of one dataset under ``out_dir/<dataset>/``.
+
+    Returns (label, path relative to ``link_root``) for each figure written, in a fixed order;
+    labels: "training curves", "probe curves", "per-class accuracy", "robustness".
+    """
+    import matplotlib
+
+    folder = out_dir / dataset
+    jobs = [
+        ("training curves", "curves.png", lambda p: plot_curves(dataset, order, curves, p)),
+        ("probe curves", "probes.png", lambda p: plot_probes(dataset, order, curves, p)),
+        ("per-class accuracy", "per_class.png", lambda p: plot_per_class(dataset, order, runs, p)),
+        ("robustness", "robustness.png", lambda p: robustness is not None and plot_robustness(robustness, order, p)),
+    ]
+    links = []
+    with matplotlib.rc_context():
+        matplotlib.rcdefaults()  # ignore any user matplotlibrc: same pixels on every machine set-up
+        matplotlib.rcParams.update(STYLE)
+        for label, name, draw in jobs:
+            if draw(folder / name):
+                links.append((label, (folder / name).relative_to(link_root).as_posix()))
+    return links
+
+
+def clear_plots(out_dir: Path) -> None:
+    """Remove PNGs left in ``out_dir`` by an earlier report (the folder holds only generated figures)."""
+    if out_dir.is_dir():
+        for png in sorted(out_dir.rglob("*.png")):
+            png.unlink()

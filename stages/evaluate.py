@@ -1,0 +1,60 @@
+"""Stage `evaluate`: missing-modality robustness of a dataset's trained models → robustness.json.
+
+For each run in params `robustness.runs` (a model folder data/models/<dataset>/<run>/ among
+--models; every folder given when the list is empty), every seed's model is scored on the test
+split with each modality's features zeroed per sample with each probability in
+`robustness.drop_probs` (the OPM/OGM paper's Fig. 6 protocol).
+
+Reads params: robustness (drop_probs, runs, seed, batch_size, num_threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from mmbalance.evaluate.robustness import evaluate_runs
+from mmbalance.params import load_params, lookup
+from mmbalance.report.provenance import device_name
+from mmbalance.shards import read_index
+from mmbalance.train.data import load_split
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--shards", type=Path, required=True, help="data/shards/<dataset> (index.json + test shards)")
+    ap.add_argument("--models", nargs="*", default=[], help="model folders data/models/<dataset>/<run>, one per run")
+    ap.add_argument("--out", type=Path, required=True, help="e.g. results/<dataset>/robustness.json")
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--dataset", default=None, help="dataset name (default: the shard index's)")
+    args = ap.parse_args(argv)
+
+    cfg = lookup(load_params(args.params), "robustness")
+    probs = [float(p) for p in cfg["drop_probs"]]
+    if not probs or any(not 0.0 <= p <= 1.0 for p in probs):
+        raise SystemExit(f"params robustness.drop_probs must be probabilities in [0, 1]; got {cfg['drop_probs']}")
+    torch.set_num_threads(int(cfg.get("num_threads", 2)))
+    start = time.perf_counter()
+    info = read_index(args.shards)
+    dataset = args.dataset or info.get("dataset") or args.shards.name
+    data = load_split(args.shards, "test", list(info["modalities"]))
+    models = [Path(m) for m in args.models if Path(m).is_dir()]
+    res = evaluate_runs(models, list(cfg.get("runs") or []), info, data, probs, int(cfg.get("seed", 0)),
+                        int(cfg.get("batch_size", 256)), log=lambda msg: print(msg, file=sys.stderr))
+    out = {"dataset": dataset, "drop_probs": probs, "seed": int(cfg.get("seed", 0)), **res,
+           "device": device_name(), "wall_s": round(time.perf_counter() - start, 3)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+    for run, r in res["runs"].items():
+        means = {m: [round(sum(s["drop"][m][i] for s in r["seeds"].values()) / len(r["seeds"]), 3)
+                     for i in range(len(probs))] for m in r["modalities"]}
+        print(f"{dataset}/{run}: {means}")
+
+
+if __name__ == "__main__":
+    main()

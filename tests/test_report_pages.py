@@ -1,0 +1,234 @@
+"""Paper pages, the paper-row → run mapping data, derived metrics and plots of the report."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from mmbalance.report import (
+    PaperIndex,
+    PaperNumber,
+    load_config,
+    load_paper_numbers,
+    load_results,
+    load_robustness,
+    paper_cell,
+    paper_table,
+    summarize_robustness,
+    render_paper_page,
+    robustness_table,
+)
+from mmbalance.report.papers import parse_row_mappings
+from mmbalance.report.tables import dataset_table, our_values
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures" / "report"
+PAPER_CSV = ROOT / "reference" / "paper_numbers.csv"
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return load_results(sorted(FIXTURES.glob("results/*/*/results.json")))
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_config()
+
+
+def cells(page: str, table: str, row: str) -> list[str]:
+    """Cells of ``row`` in the table under ``## Table <table>``."""
+    body = page.split(f"## Table {table}", 1)[1].split("\n## ", 1)[0]
+    for line in body.splitlines():
+        if line.startswith(f"| {row} |"):
+            return [c.strip() for c in line.strip("|").split("|")]
+    raise AssertionError(f"no row {row!r} in table {table}")
+
+
+def test_every_paper_row_is_mapped(config):
+    """Each row of the paper-numbers CSV has a mapping line (possibly "not reproduced")."""
+    missing = {(n.paper, n.table, n.method, n.dataset) for n in load_paper_numbers(PAPER_CSV)
+               if config.row(n.paper, n.table, n.method, n.dataset) is None}
+    assert not missing, sorted(missing)
+    for n in load_paper_numbers(PAPER_CSV):
+        assert config.our_metric(n.metric) is not None, n.metric
+
+
+def test_gmm_page_cells(runs, config):
+    page = render_paper_page("gmm_adaptive_loss", load_paper_numbers(PAPER_CSV), runs, config)
+    # columns as in the CSV (CREMA-D, AVE); concat alone in its column -> not bold
+    assert cells(page, "1", "Concat") == ["Concat", "`concat`", "68.00 ± 2.83 (paper 67.47, +0.53)",
+                                          "not run (paper 64.56)"]
+    # the paper prints "-" for G-Blending on AVE: no figure, and no run
+    assert cells(page, "1", "G-Blending")[3] == "not run"
+    # AVE OGM-GE 0.655 / 0.6612 -> 65.81; 65.81 - 66.14 = -0.33
+    assert cells(page, "1", "OGM-GE")[3] == "65.81 ± 0.44 (paper 66.14, -0.33)"
+    # ablation row -> its own run: 0.63 / 0.67 -> 65.00 ± 2.83; 65.00 - 76.88 = -11.88
+    assert cells(page, "2", "GMM-AL w/o L_MM (alpha=0)")[1:3] == ["`gmm_al__alpha0`", "65.00 ± 2.83 (paper 76.88, -11.88)"]
+    assert "## Table 3: Optimizer settings and states" in page
+
+
+def test_opm_ogm_page_best_and_notes(runs, config):
+    page = render_paper_page("opm_ogm", load_paper_numbers(PAPER_CSV), runs, config)
+    # best of our means in the column in bold: Concat 68.00 beats Sum+OPM 64.50 (one seed)
+    assert cells(page, "2", "Concat")[2] == "**68.00 ± 2.83** (paper 66.9, +1.10)"
+    assert cells(page, "2", "Sum+OPM")[1:3] == ["`opm__sum`", "64.50 ± 0.00 (paper 63.4, +1.10)"]
+    assert "| UCF-101 Acc† |" in page and "† UCF-101 in the OPM/OGM paper uses ImageNet-pretrained" in page
+    assert "event-localisation" in page  # page note: the paper's AVE table is not compared
+    assert "Fig. 6" in page
+
+
+def test_ave_event_localisation_column_is_marked(runs, config):
+    """A figure from the OPM/OGM paper's AVE table (event localisation) carries a note wherever it shows."""
+    numbers = load_paper_numbers(PAPER_CSV) + [PaperNumber("opm_ogm", 7, "AVE", "OPM", "acc", "75.6")]
+    ave = {(r.dataset, r.run): r for r in runs}
+    t = paper_table("opm_ogm", 7, [numbers[-1]], ave, config)
+    assert t.headers[2] == "AVE Acc†"
+    assert any("event-localisation" in n for n in t.notes)
+    summary = dataset_table("ave", [], ["opm"], PaperIndex(numbers, config))
+    # no runs, so no probe columns: Method, n seeds, Rank, 3 metrics, best-test, 4 papers, Run
+    assert summary.rows[0][10] == "75.6†" and "event-localisation" in summary.notes[0]
+
+
+def test_unmapped_rows_are_listed(config):
+    t = paper_table("arl", 9, [PaperNumber("arl", 9, "CREMA-D", "Mystery", "acc", "50.0")], {}, config)
+    assert t.rows == [["Mystery", "none", "not run (paper 50.0)"]]
+    assert "No run is mapped to *Mystery*" in t.notes[-1]
+
+
+def test_derived_metrics(runs, config):
+    by = {(r.dataset, r.run): r for r in runs}
+    concat, opm_sum = by[("cremad", "concat")], by[("cremad", "opm__sum")]
+    assert our_values(concat, "epoch_seconds") == pytest.approx([7.2 / 20, 7.4 / 20])
+    # opm__sum ran seed 0 only: ratio over the seeds both ran
+    assert our_values(opm_sum, "train_time_ratio", concat) == pytest.approx([8.0 / 7.2])
+    assert our_values(opm_sum, "train_time_ratio", None) == []
+    assert our_values(concat, "acc") == pytest.approx([66.0, 70.0])
+    page = render_paper_page("iprm", load_paper_numbers(PAPER_CSV), runs, config)
+    assert cells(page, "4", "Concat")[2].startswith("0.36 ± 0.01 (paper 55.08, -54.7")
+
+
+def test_paper_cell_forms():
+    assert paper_cell(None, 0, "61.4") == ("not run (paper 61.4)", None)
+    assert paper_cell(None, 0, None) == ("not run", None)
+    assert paper_cell([], 2, "61.4") == ("— (paper 61.4)", None)
+    assert paper_cell([60.0, 62.0], 2, None)[0] == "61.00 ± 1.41 (paper —)"
+    text, mean = paper_cell([60.0], 2, "61.4")
+    assert text == "60.00 ± 0.00 (n=1) (paper 61.4, -1.40)" and mean == 60.0
+
+
+def test_mapping_file_errors(tmp_path):
+    head = "paper,table,row,dataset,run,metric,note\n"
+    with pytest.raises(ValueError, match="rows.csv, data line 3: duplicate"):
+        parse_row_mappings(head + "arl,*,Concat,*,concat,,\narl,*,Concat,*,x,,\n", "rows.csv", ["arl"])
+    with pytest.raises(ValueError, match="unknown paper 'nope'"):
+        parse_row_mappings(head + "nope,*,Concat,*,concat,,\n", "rows.csv", ["arl"])
+    with pytest.raises(ValueError, match="header must have"):
+        parse_row_mappings("paper,row\narl,Concat\n", "rows.csv", ["arl"])
+    # comments are allowed; a registry dataset name is accepted for the CSV spelling
+    rows = parse_row_mappings("# c\n" + head + "arl,2,Concat,cremad,concat__sum,,\n", "rows.csv", ["arl"])
+    assert ("arl", "2", "Concat", "CREMA-D") in rows
+
+
+def test_specific_mapping_beats_wildcard(tmp_path, config):
+    rows = tmp_path / "rows.csv"
+    rows.write_text("paper,table,row,dataset,run,metric,note\n"
+                    "arl,*,Concat,*,concat,,\narl,2,Concat,*,concat_t2,,\narl,2,Concat,MOSI,concat_mosi,,\n")
+    cfg = load_config(rows_path=rows)
+    assert cfg.row("arl", 1, "Concat", "CREMA-D").run == "concat"
+    assert cfg.row("arl", 2, "Concat", "UCF-101").run == "concat_t2"
+    assert cfg.row("arl", 2, "Concat", "mosi").run == "concat_mosi"
+
+
+def test_robustness_table_hand_checked():
+    rob = load_robustness([FIXTURES / "results" / "cremad" / "robustness.json"])["cremad"]
+    t = robustness_table(rob, ["concat", "audio_only"])
+    assert t.headers[-3:] == ["p=0", "p=0.5", "p=1"]
+    # visual dropped at p=1: 0.61 / 0.65 -> 63.00 ± 2.83 (only run with a visual input: not bold)
+    assert ["Concat", "`concat`", "Visual", "2", "68.00 ± 2.83", "66.00 ± 2.83", "63.00 ± 2.83"] in t.rows
+    bad = json.loads((FIXTURES / "results" / "cremad" / "robustness.json").read_text())
+    bad["drop_probs"] = [0.0, 1.0]
+    with pytest.raises(ValueError, match="bad.json: run concat, seed 0, modality audio: 3 values for 2"):
+        summarize_robustness(bad, "bad.json")
+
+
+def test_plots_are_byte_identical_across_renders(tmp_path, runs):
+    from mmbalance.report.plots import load_curves, render_dataset_plots
+
+    rob = load_robustness([FIXTURES / "results" / "cremad" / "robustness.json"])["cremad"]
+    by_run = {r.run: r for r in runs if r.dataset == "cremad"}
+    curves = {r: load_curves(Path(s.source).parent) for r, s in by_run.items()}
+    order = ["concat", "opm__sum", "audio_only"]
+    out = []
+    for name in ("a", "b"):
+        links = render_dataset_plots("cremad", order, by_run, curves, rob, tmp_path / name, tmp_path / name)
+        out.append({p: (tmp_path / name / p).read_bytes() for _, p in links})
+    assert [p for p in out[0]] == ["cremad/curves.png", "cremad/probes.png", "cremad/per_class.png", "cremad/robustness.png"]
+    assert out[0] == out[1]
+    for data in out[0].values():
+        assert b"Software" not in data and b"Creation" not in data and b"matplotlib" not in data.lower()
+
+
+def test_curves_mean_over_seeds():
+    from mmbalance.report.plots import load_curves, mean_curve
+
+    curves = load_curves(FIXTURES / "results" / "cremad" / "concat")
+    assert set(curves["test/acc"]) == {"0", "1"}
+    steps, mean = mean_curve(curves["test/acc"])
+    assert steps == [0, 1, 2] and mean == pytest.approx([0.30, 0.555, 0.68])
+
+
+def test_bad_tsv_names_the_file(tmp_path):
+    from mmbalance.report.plots import read_tsv
+
+    f = tmp_path / "acc.tsv"
+    f.write_text("step\tacc\n0\tx\n")
+    with pytest.raises(ValueError, match="acc.tsv, line 2"):
+        read_tsv(f)
+
+
+@pytest.mark.slow
+def test_report_stage_is_fast_for_100_runs(tmp_path):
+    """~100 runs (5 datasets x 20 runs, 2 seeds x 20 epochs of curves): the stage with plots."""
+    import resource
+    import subprocess
+    import sys
+
+    paths = []
+    for d, ds in enumerate(["cremad", "ave", "kinetics_sounds", "ucf101", "mosi"]):
+        for k in range(20):
+            run = tmp_path / "results" / ds / f"m{k:02d}"
+            seeds = {}
+            for s in range(2):
+                acc = 0.5 + 0.01 * k + 0.001 * s
+                seeds[str(s)] = {"test": {"acc": acc, "macro_f1": acc, "map": acc, "probe_acc": {"audio": 0.5, "visual": 0.3}},
+                                 "epochs": 20, "wall_s": 5.0, "best_test_acc": acc}
+                for split, name in (("train", "train_loss"), ("val", "acc"), ("test", "acc"), ("test", "probe_acc_audio"),
+                                    ("test", "probe_acc_visual"), ("val", "probe_acc_audio"), ("val", "probe_acc_visual")):
+                    f = run / "live" / f"seed{s}" / "plots" / "metrics" / split / f"{name}.tsv"
+                    f.parent.mkdir(parents=True, exist_ok=True)
+                    f.write_text(f"step\t{name}\n" + "".join(f"{i}\t{math.exp(-i / 5)}\n" for i in range(20)))
+            run.mkdir(parents=True, exist_ok=True)
+            (run / "results.json").write_text(json.dumps({"dataset": ds, "method": "concat", "profile": "mini",
+                                                          "modalities": ["audio", "visual"], "seeds": seeds}))
+            paths.append(str(run / "results.json"))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run([sys.executable, str(ROOT / "stages" / "report.py"), "--results", *paths,
+                    "--paper-numbers", str(PAPER_CSV), "--params", str(FIXTURES / "params.yaml"),
+                    "--methods", "concat", "--git-rev", "x", "--out", str(tmp_path / "reports" / "README.md")],
+                   check=True, cwd=ROOT)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU time of the stage process (wall time on a shared machine says little): < 10 s
+    assert (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime) < 10.0
+
+
+def test_cpu_model_from_cpuinfo(tmp_path):
+    from mmbalance.report.provenance import cpu_model
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Some  CPU @ 2.0GHz\n")
+    assert cpu_model(info) == "Some CPU @ 2.0GHz"
+    assert cpu_model(tmp_path / "absent")  # falls back to platform, never empty

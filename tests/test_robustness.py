@@ -1,0 +1,105 @@
+"""Missing-modality robustness (mmbalance.evaluate.robustness) on a tiny CPU model."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from mmbalance.evaluate.robustness import (
+    accuracy_with_drops,
+    evaluate_runs,
+    keep_masks,
+    load_trained,
+    sweep,
+    uniform_draws,
+)
+from mmbalance.train.data import batches
+from mmbalance.train.run import build_run
+
+from conftest import INFO, MODEL_CFG, tiny_split
+from test_methods import make
+
+PROBS = [0.0, 0.25, 0.5, 0.75, 1.0]
+
+
+@torch.no_grad()
+def plain_accuracy(model, method, data) -> float:
+    """Accuracy of method.predict(model(inputs)) with nothing dropped, computed independently."""
+    model.eval()
+    correct = 0
+    for inputs, labels in batches(data, 5, train=False, gen=torch.Generator().manual_seed(0)):
+        correct += int((method.predict(model(inputs)).argmax(1) == labels).sum())
+    return correct / len(data)
+
+
+def test_p0_equals_plain_accuracy():
+    method, model, _ = make("concat")
+    data = tiny_split(24, seed=2)
+    res = sweep(model, method, data, PROBS, seed=0, batch_size=7)
+    plain = plain_accuracy(model, method, data)
+    assert res["plain_acc"] == plain
+    for m in ("audio", "visual"):
+        assert res["drop"][m][0] == plain
+        assert len(res["drop"][m]) == len(PROBS)
+
+
+@torch.no_grad()
+def test_p1_for_both_modalities_drops_everything():
+    method, model, _ = make("concat")
+    data = tiny_split(24, seed=2)
+    # every feature zero: the concat head gives its bias for every sample, one class for all
+    zeros = {m: torch.zeros(1, d) for m, d in model.feature_dims.items()}
+    constant = int(method.predict(model.fuse(zeros)).argmax(1))
+    everything = {"audio": 1.0, "visual": 1.0}
+    same = replace(data, labels=torch.full_like(data.labels, constant))
+    other = replace(data, labels=torch.full_like(data.labels, (constant + 1) % 6))
+    assert accuracy_with_drops(model, method, same, everything) == 1.0
+    assert accuracy_with_drops(model, method, other, everything) == 0.0
+    assert accuracy_with_drops(model, method, data, everything) == int((data.labels == constant).sum()) / len(data)
+
+
+def test_masks_are_nested_seeded_and_exact_at_the_ends():
+    draws = uniform_draws(1000, ["audio", "visual"], seed=3)
+    assert torch.equal(draws["audio"], uniform_draws(1000, ["audio", "visual"], seed=3)["audio"])
+    assert not torch.equal(draws["audio"], uniform_draws(1000, ["audio", "visual"], seed=4)["audio"])
+    keep = {p: keep_masks(draws, {"audio": p})["audio"] for p in PROBS}
+    assert keep[0.0].min() == 1.0 and keep[1.0].max() == 0.0
+    for lo, hi in zip(PROBS, PROBS[1:]):
+        assert bool((keep[hi] <= keep[lo]).all())  # dropped at p -> dropped at any larger p
+    assert abs(float(1 - keep[0.5].mean()) - 0.5) < 0.06
+
+
+def test_batch_size_does_not_change_the_masks():
+    method, model, _ = make("concat")
+    data = tiny_split(24, seed=2)
+    a = accuracy_with_drops(model, method, data, {"visual": 0.5}, seed=1, batch_size=5)
+    b = accuracy_with_drops(model, method, data, {"visual": 0.5}, seed=1, batch_size=64)
+    assert a == b
+
+
+def test_unimodal_model_sweeps_its_own_modality_only():
+    method, model, mods = make("audio_only")
+    assert mods == ["audio"]
+    res = sweep(model, method, tiny_split(12, seed=2), [0.0, 1.0])
+    assert set(res["drop"]) == {"audio"}
+
+
+def test_saved_models_round_trip(tmp_path):
+    info = {**INFO, "classes": [f"c{i}" for i in range(6)]}
+    torch.manual_seed(0)
+    _, model = build_run(info, "concat", {}, MODEL_CFG, 2)
+    folder = tmp_path / "concat"
+    folder.mkdir()
+    torch.save({"state": model.state_dict(), "method": "concat", "method_cfg": {}, "model_cfg": MODEL_CFG,
+                "epochs": 2, "seed": 0}, folder / "seed0.pt")
+    method, loaded, _ = load_trained(folder / "seed0.pt", info)
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+    logs = []
+    data = tiny_split(12, seed=2)
+    out = evaluate_runs([folder, tmp_path / "empty"], ["concat", "opm"], info, data, [0.0, 1.0], log=logs.append)
+    assert out["missing"] == ["opm"] and "opm" in logs[0]
+    seed0 = out["runs"]["concat"]["seeds"]["0"]
+    assert seed0["drop"]["audio"][0] == seed0["plain_acc"] == plain_accuracy(loaded, method, data)
+    assert out["runs"]["concat"]["method_state"] == "absent"
