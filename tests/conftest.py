@@ -34,3 +34,6 @@ def batch():
     inputs = {"audio": torch.randn(8, 1, 33, 40, generator=gen), "visual": torch.randn(8, 1, 3, 16, 16, generator=gen)}
     labels = torch.tensor([0, 1, 2, 3, 4, 5, 0, 1])
     return inputs, labels
+
+# Tests run many tiny models: one thread avoids oversubscribing a small shared CPU.
+torch.set_num_threads(1)
