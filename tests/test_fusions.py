@@ -1,0 +1,159 @@
+"""Registry-driven fusion tests: shapes, per-modality logits, gradients; exact additive splits."""
+
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from mmbalance.models import FUSIONS, build_model
+
+from conftest import IN_CHANNELS, MODEL_CFG
+
+TWO = {"audio": 8, "visual": 5}
+THREE = {"text": 7, "audio": 4, "vision": 3}
+EQUAL = {"weight"}  # fusions that sum the features themselves: equal feature sizes
+
+
+def dims_for(name, dims):
+    """Unequal feature sizes (catching mix-ups) except for the fusions that need equal ones."""
+    return {m: 6 for m in dims} if name in EQUAL else dims
+ADDITIVE = ["concat", "sum", "weight"]  # fusions whose per-modality logits sum to the fused ones
+PAIR_ONLY = ["film", "gated"]
+
+
+def features(dims, batch=4, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return {m: torch.randn(batch, d, generator=gen, requires_grad=True) for m, d in dims.items()}
+
+
+def check_forward_backward(name, dims):
+    torch.manual_seed(0)
+    fusion = FUSIONS.get(name)(dims, 6)
+    feats = features(dims)
+    fused, uni = fusion(feats)
+    assert fused.shape == (4, 6)
+    assert set(uni) == set(dims) and all(u.shape == (4, 6) for u in uni.values())
+    # the fused loss alone reaches every fusion parameter and every modality's features
+    F.cross_entropy(fused, torch.tensor([0, 1, 2, 3])).backward()
+    for pname, p in fusion.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), f"{name}: no gradient for {pname}"
+        assert p.grad.abs().sum() > 0, f"{name}: zero gradient for {pname}"
+    assert all(f.grad is not None and f.grad.abs().sum() > 0 for f in feats.values())
+
+
+@pytest.mark.parametrize("name", FUSIONS.names())
+def test_two_modalities_forward_backward(name):
+    check_forward_backward(name, dims_for(name, TWO))
+
+
+@pytest.mark.parametrize("name", ADDITIVE)
+def test_three_modalities_forward_backward(name):
+    check_forward_backward(name, dims_for(name, THREE))
+
+
+@pytest.mark.parametrize("name", PAIR_ONLY)
+def test_pair_only_fusions_reject_three_modalities(name):
+    with pytest.raises(ValueError, match=rf"fusion '{name}' is defined for 2 modalities; got 3: text, audio, vision"):
+        FUSIONS.get(name)(THREE, 6)
+
+
+@pytest.mark.parametrize("name", FUSIONS.names())
+def test_one_modality_builds(name):
+    """Unimodal baselines build the model with one encoder and any ``model.fusion``."""
+    fused, uni = FUSIONS.get(name)({"audio": 8}, 6)(features({"audio": 8}))
+    assert fused.shape == (4, 6)
+    torch.testing.assert_close(uni["audio"], fused)
+
+
+@pytest.mark.parametrize("name", ADDITIVE)
+@pytest.mark.parametrize("dims", [TWO, THREE], ids=["two", "three"])
+def test_additive_shares_sum_to_fused(name, dims):
+    dims = dims_for(name, dims)
+    fused, uni = FUSIONS.get(name)(dims, 6)(features(dims))
+    torch.testing.assert_close(sum(uni.values()), fused, rtol=0, atol=1e-6)
+
+
+def test_sum_unimodal_logits_are_each_heads_full_output():
+    torch.manual_seed(0)
+    fusion = FUSIONS.get("sum")(TWO, 6)
+    feats = features(TWO)
+    fused, uni = fusion(feats)
+    for m in TWO:
+        head = fusion.heads[m]
+        torch.testing.assert_close(uni[m], feats[m] @ head.weight.t() + head.bias)
+    # exactly (bit for bit): the fused logits are computed as the sum of the shares
+    assert torch.equal(uni["audio"] + uni["visual"], fused)
+
+
+def test_weight_fusion_cmml_by_hand():
+    torch.manual_seed(0)
+    dims = {"text": 4, "audio": 4, "vision": 4}
+    fusion = FUSIONS.get("weight")(dims, 3)
+    feats = features(dims)
+    scores = torch.cat([fusion.attention(feats[m]) for m in dims], dim=1)  # [B, 3]
+    alpha = torch.exp(scores) / torch.exp(scores).sum(dim=1, keepdim=True)
+    hidden = sum(alpha[:, i : i + 1] * feats[m] for i, m in enumerate(dims))
+    fused, uni = fusion(feats)
+    torch.testing.assert_close(fused, hidden @ fusion.head.weight.t() + fusion.head.bias)
+    share = (alpha[:, 1:2] * feats["audio"]) @ fusion.head.weight.t() + fusion.head.bias / 3
+    torch.testing.assert_close(uni["audio"], share)
+
+
+def test_weight_fusion_iprm_code_form_by_hand():
+    fusion = FUSIONS.get("weight")({"audio": 2, "visual": 2}, 2, form="iprm_code")
+    feats = {"audio": torch.tensor([[0.0, 0.0]]), "visual": torch.tensor([[math.log(3.0), 0.0]])}
+    # softmax_d: audio (½, ½), visual (¾, ¼) → α_audio = (½/(5/4), ½/(3/4)) = (0.4, 2/3)
+    alpha = fusion.attention_weights(feats)
+    torch.testing.assert_close(alpha["audio"], torch.tensor([[0.4, 2 / 3]]))
+    torch.testing.assert_close(alpha["visual"], torch.tensor([[0.6, 1 / 3]]))
+    hidden = torch.tensor([[0.6 * math.log(3.0), 0.0]])
+    torch.testing.assert_close(fusion(feats)[0], fusion.head(hidden))
+    assert not any(True for _ in fusion.parameters() if _ is not fusion.head.weight and _ is not fusion.head.bias)
+
+
+def test_weight_fusion_needs_equal_sizes_and_a_known_form():
+    with pytest.raises(ValueError, match="fusion 'weight' sums the features and needs equal feature sizes; got audio 8, visual 5"):
+        FUSIONS.get("weight")(TWO, 6)
+    with pytest.raises(ValueError, match="unknown form 'scalar'; choices: cmml, iprm_code"):
+        FUSIONS.get("weight")({"audio": 4, "visual": 4}, 6, form="scalar")
+
+
+@pytest.mark.parametrize("x_film", [True, False])
+def test_film_by_hand(x_film):
+    torch.manual_seed(0)
+    fusion = FUSIONS.get("film")({"audio": 3, "visual": 3}, 2, x_film=x_film)
+    feats = features({"audio": 3, "visual": 3})
+    cond, target = ("audio", "visual") if x_film else ("visual", "audio")
+    gb = feats[cond] @ fusion.film.weight.t() + fusion.film.bias
+    gamma, beta = gb[:, :3], gb[:, 3:]
+    expected = (gamma * feats[target] + beta) @ fusion.head.weight.t() + fusion.head.bias
+    fused, uni = fusion(feats)
+    torch.testing.assert_close(fused, expected)
+    # non-linear head: a modality's logits are the prediction with the other one zeroed
+    zero_other = {m: feats[m] if m == "audio" else torch.zeros_like(feats[m]) for m in feats}
+    torch.testing.assert_close(uni["audio"], fusion.fuse(zero_other))
+
+
+@pytest.mark.parametrize("x_gate", [True, False])
+def test_gated_by_hand(x_gate):
+    torch.manual_seed(0)
+    fusion = FUSIONS.get("gated")({"audio": 3, "visual": 2}, 2, x_gate=x_gate, dim=4)
+    feats = features({"audio": 3, "visual": 2})
+    hx = fusion.proj["audio"](feats["audio"])
+    hy = fusion.proj["visual"](feats["visual"])
+    gated = torch.sigmoid(hx) * hy if x_gate else hx * torch.sigmoid(hy)
+    torch.testing.assert_close(fusion(feats)[0], fusion.head(gated))
+    assert hx.shape == (4, 4)
+
+
+@pytest.mark.parametrize("name", FUSIONS.names())
+def test_model_with_fusion_trains_one_step(name, batch):
+    inputs, labels = batch
+    torch.manual_seed(0)
+    model = build_model(MODEL_CFG, ["audio", "visual"], IN_CHANNELS, 6, name)
+    out = model(inputs)
+    assert out.logits.shape == (8, 6) and set(out.unimodal_logits) == {"audio", "visual"}
+    F.cross_entropy(out.logits, labels).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), f"{name}: no gradient for {pname}"
