@@ -67,4 +67,5 @@ def build_model(model_cfg: dict, modalities: list[str], in_channels: dict[str, i
     kinds = kinds or {}
     encoders = {m: build_encoder(encoder_config(model_cfg, m, kinds.get(m, "")), in_channels[m]) for m in modalities}
     dims = {m: enc.out_dim for m, enc in encoders.items()}
-    return MultimodalModel(encoders, FUSIONS.get(fusion)(dims, num_classes))
+    options = (model_cfg.get("fusion_options") or {}).get(fusion) or {}  # e.g. FiLM's conditioning modality
+    return MultimodalModel(encoders, FUSIONS.get(fusion)(dims, num_classes, **options))
