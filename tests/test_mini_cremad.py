@@ -40,7 +40,7 @@ def _files(root: Path, folder: str) -> list[Path]:
 
 
 def test_registry():
-    assert list_generators() == ["cremad"]
+    assert "cremad" in list_generators()
     assert get_generator("cremad") is mini_cremad.generate_cremad
     with pytest.raises(KeyError, match="cremad"):
         get_generator("nope")

@@ -27,3 +27,5 @@ class Unimodal(Method):
 
 METHODS.register("audio_only")(Unimodal)
 METHODS.register("visual_only")(Unimodal)
+METHODS.register("text_only")(Unimodal)  # CMU-MOSI
+METHODS.register("vision_only")(Unimodal)  # CMU-MOSI

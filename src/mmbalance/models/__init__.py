@@ -6,3 +6,6 @@ from mmbalance.models.model import MultimodalModel, build_model
 from mmbalance.models.output import Output, SequenceBatch
 
 __all__ = ["ENCODERS", "FUSIONS", "MultimodalModel", "Output", "SequenceBatch", "build_encoder", "build_model"]
+
+# Sequence encoders (transformer, LSTM) register themselves into ENCODERS.
+from mmbalance.models import sequence_encoders  # noqa: E402, F401
