@@ -6,7 +6,7 @@ Reads params: prepare, datasets.<dataset>.
 import argparse
 from pathlib import Path
 
-from mmbalance.params import load_params, lookup
+from mmbalance.params import load_params, lookup, split_options
 from mmbalance.prepare import prepare
 
 
@@ -23,7 +23,7 @@ def main() -> None:
     # the adapter's decoding recipe: the shared audio settings + this dataset's own block
     recipe = {**common["audio"], "spec_dtype": common["spec_dtype"],
               **{k: v for k, v in ds.items() if k not in ("root", "split_csv", "split")}}
-    split = {"split_csv": Path(args.split_csv) if args.split_csv else None, **ds["split"]}
+    split = split_options(params, args.dataset, args.split_csv)
     index = prepare(args.dataset, args.root, args.out, recipe, split, common["workers"], common["shard_max_count"])
     counts = {s: v["count"] for s, v in index["splits"].items()}
     print(f"{args.dataset}: {counts}, skipped {len(index['skipped'])}")

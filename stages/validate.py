@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mmbalance.params import load_params, lookup
+from mmbalance.params import load_params, split_options
 from mmbalance.validate import validate
 
 
@@ -20,8 +20,7 @@ def main() -> None:
     ap.add_argument("--split-csv", default="", help="optional CSV clip_id,split")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    split = {"split_csv": Path(args.split_csv) if args.split_csv else None,
-             **lookup(load_params(args.params), f"datasets.{args.dataset}.split")}
+    split = split_options(load_params(args.params), args.dataset, args.split_csv)
     usable, lines = validate(args.dataset, args.root, split)
     print("\n".join(lines))
     sys.exit(0 if usable else 1)

@@ -36,3 +36,9 @@ def resolve_run(params: dict, run: str) -> tuple[str, dict, dict]:
     if "fusion" in cfg:
         model["fusion"] = cfg.pop("fusion")
     return method, cfg, model
+
+
+def split_options(params: dict, dataset: str, split_csv: str) -> dict:
+    """Keyword arguments for ``adapter.scan``: the optional split CSV ('' = none) and the
+    ``datasets.<dataset>.split`` block."""
+    return {"split_csv": Path(split_csv) if split_csv else None, **lookup(params, f"datasets.{dataset}.split")}

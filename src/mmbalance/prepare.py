@@ -17,6 +17,7 @@ from mmbalance.datasets import Clip, DatasetAdapter, get_dataset
 from mmbalance.datasets.base import SPLITS
 from mmbalance.media import MediaError
 from mmbalance.shards import encode_sample, write_index, write_shards
+from mmbalance.validate import format_skip
 
 
 def _extract_one(args: tuple[str, Clip, dict]) -> tuple[Clip, dict | None, str | None]:
@@ -42,7 +43,7 @@ def prepare(dataset: str, root: Path, out_dir: Path, recipe: dict, split_options
     # the layout check comes first: every problem is listed before any long decoding starts
     print(f"{dataset}: {len(clips)} clips, {len(skips)} skipped at scan", flush=True)
     for skip in skips:
-        print(f"  SKIP {skip.clip_id}: {skip.reason} [{skip.path}]", flush=True)
+        print(f"  {format_skip(skip)}", flush=True)
     skipped = [{"clip_id": s.clip_id, "path": str(s.path), "reason": s.reason} for s in skips]
     index = {"dataset": dataset, "classes": list(adapter.classes), "modalities": {}, "splits": {},
              "frames_per_clip": int(recipe.get("frames_per_clip", adapter.frames_per_clip)),
