@@ -20,7 +20,7 @@ import torch
 
 from mmbalance.evaluate.robustness import evaluate_runs
 from mmbalance.params import load_params, lookup
-from mmbalance.report.provenance import device_name
+from mmbalance.system import device_name
 from mmbalance.shards import read_index
 from mmbalance.train.data import load_split
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from mmbalance.models import SequenceBatch
 from mmbalance.shards import iter_samples, read_index, shard_urls
@@ -49,8 +50,13 @@ def _pad(items: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(out), torch.tensor([x.shape[0] for x in items])
 
 
-def load_split(shard_dir: Path, split: str, modalities: list[str]) -> SplitData:
-    """Read every sample of ``split`` from its shards into memory."""
+def load_split(shard_dir: Path, split: str, modalities: list[str], pool_sizes: dict | None = None) -> SplitData:
+    """Read every sample of ``split`` from its shards into memory.
+
+    ``pool_sizes`` maps a spectrogram modality to the [F', T'] its encoder average-pools to first
+    (``input_size``): pooling once here, not every step, gives the encoder the same input (its
+    adaptive pool is then the identity) and keeps a 257×1004 split small in memory.
+    """
     info = read_index(shard_dir)
     keys, labels, per_mod = [], [], {m: [] for m in modalities}
     for sample in iter_samples(shard_urls(shard_dir, split)):
@@ -63,10 +69,19 @@ def load_split(shard_dir: Path, split: str, modalities: list[str]) -> SplitData:
     arrays, lengths = {}, {}
     for m, items in per_mod.items():
         if info["modalities"][m]["kind"] == "spectrogram":
-            arrays[m] = torch.from_numpy(np.stack(items))[:, None]
+            arrays[m] = _pooled(items, (pool_sizes or {}).get(m))
         else:
             arrays[m], lengths[m] = _pad(items)
     return SplitData(keys, torch.tensor(labels), arrays, lengths, info)
+
+
+def _pooled(items: list[np.ndarray], size) -> torch.Tensor:
+    """[N, 1, F, T] stored-dtype spectrograms, or float32 [N, 1, *size] average-pooled in chunks."""
+    if not size:
+        return torch.from_numpy(np.stack(items))[:, None]
+    chunks = [F.adaptive_avg_pool2d(torch.from_numpy(np.stack(items[i : i + 256]))[:, None].float(), tuple(size))
+              for i in range(0, len(items), 256)]
+    return torch.cat(chunks)
 
 
 def frame_indices(counts: torch.Tensor, n: int, train: bool, gen: torch.Generator) -> torch.Tensor:

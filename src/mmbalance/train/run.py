@@ -13,8 +13,9 @@ import torch
 from dvclive import Live
 
 from mmbalance.methods import MethodContext, build_method
-from mmbalance.report.provenance import device_name
+from mmbalance.system import device_name
 from mmbalance.models import build_model
+from mmbalance.models.model import encoder_config
 from mmbalance.shards import read_index as dataset_info
 from mmbalance.train.data import load_split
 from mmbalance.train.loop import fit
@@ -31,6 +32,12 @@ def in_channels_of(info: dict) -> dict[str, int]:
     """Input channels per modality from the shard index: 1 for a spectrogram, C for frames,
     the feature size D for a sequence."""
     return {m: 1 if s["kind"] == "spectrogram" else int(s["shape"][-1]) for m, s in info["modalities"].items()}
+
+
+def pool_sizes(info: dict, model_cfg: dict) -> dict:
+    """The ``input_size`` each spectrogram encoder pools its input to (pooled once at load)."""
+    return {m: encoder_config(model_cfg, m, s["kind"]).get("input_size") for m, s in info["modalities"].items()
+            if s["kind"] == "spectrogram"}
 
 
 def build_run(info: dict, method_name: str, method_cfg: dict, model_cfg: dict, epochs: int):
@@ -85,7 +92,8 @@ def run(shard_dir: Path, out_dir: Path, dataset: str, method_name: str, method_c
     torch.set_num_threads(int(train_cfg.get("num_threads", 2)))
     info = dataset_info(shard_dir)
     mods = list(info["modalities"])
-    splits = {s: load_split(shard_dir, s, mods) for s in ("train", "val", "test") if s in info["splits"]}
+    sizes = pool_sizes(info, model_cfg)
+    splits = {s: load_split(shard_dir, s, mods, sizes) for s in ("train", "val", "test") if s in info["splits"]}
     results = {"dataset": dataset, "run": run_name or method_name, "method": method_name, "fusion": model_cfg.get("fusion", "concat"), "profile": profile,
                "device": device_name(), "modalities": mods, "selection": "best validation accuracy" if "val" in splits else "last-best test accuracy", "seeds": {}}
     key = fingerprint(info, method_name, method_cfg, model_cfg, train_cfg)  # stale checkpoints are not resumed
