@@ -74,18 +74,21 @@ def _write_split(adapter: DatasetAdapter, split: str, members: list[Clip], recip
                 skipped.append({"clip_id": clip.clip_id, "path": ", ".join(str(p) for p in clip.paths.values()), "reason": error})
                 continue
             per_class[adapter.classes[clip.label]] += 1
-            _record_shapes(index["modalities"], arrays, adapter.kinds)
+            _record_shapes(index["modalities"], arrays, adapter.kinds, adapter.dequantize)
             yield encode_sample(clip.clip_id, arrays, clip.label)
 
     shards = write_shards(samples(), out_dir, split, shard_max_count)
     return {"count": sum(per_class.values()), "per_class": per_class, "shards": shards}
 
 
-def _record_shapes(shapes: dict, arrays: dict[str, np.ndarray], kinds: dict[str, str]) -> None:
-    """Record each modality's kind, dtype and shape; a varying leading dimension (frames, sequence
-    length) is stored as ``None`` with its [min, max] under ``length``."""
+def _record_shapes(shapes: dict, arrays: dict[str, np.ndarray], kinds: dict[str, str], dequantize: dict) -> None:
+    """Record each modality's kind, dtype and shape (and its de-quantisation, if stored as codes);
+    a varying leading dimension (frames, sequence length) is stored as ``None`` with its [min, max]
+    under ``length``."""
     for m, arr in arrays.items():
         entry = shapes.setdefault(m, {"kind": kinds[m], "dtype": str(arr.dtype), "shape": list(arr.shape)})
+        if m in dequantize:
+            entry["dequantize"] = dict(dequantize[m])
         if kinds[m] in ("frames", "sequence"):
             lo, hi = entry.get("length", [arr.shape[0], arr.shape[0]])
             entry["length"] = [min(lo, arr.shape[0]), max(hi, arr.shape[0])]

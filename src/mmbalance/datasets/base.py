@@ -69,6 +69,8 @@ class DatasetAdapter:
     modalities: tuple[str, ...] = ()
     kinds: dict[str, str] = {}
     frames_per_clip: int = 1
+    # modality -> {offset, scale}: stored uint8 codes map back to values as (code - offset) * scale
+    dequantize: dict = {}
 
     def extract(self, clip: Clip, recipe: dict) -> dict[str, np.ndarray]:
         """Decode one clip into ``{modality: array}``; raises ``MediaError`` naming the file.
