@@ -91,6 +91,11 @@ class Method:
         for k, v in values.items():
             self.ctx.logs.setdefault(k, []).append(float(v))
 
+    def diagnostics(self) -> dict:
+        """End-of-run diagnostics for the report (small and JSON-serialisable: lists, numbers,
+        strings), e.g. GMM-AL's gap histogram and fitted mixture; default none."""
+        return {}
+
     def state_dict(self) -> dict:
         """Method state to checkpoint (EMA weights, GMM parameters, …)."""
         return {}
