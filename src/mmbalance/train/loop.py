@@ -201,6 +201,7 @@ def fit(model: MultimodalModel, method: Method, splits: dict[str, SplitData], cf
         "wall_s": round(time.perf_counter() - start, 3),
         "history": history,
         "best_state": best_state,
+        "diagnostics": method.diagnostics(),
     }
 
 
