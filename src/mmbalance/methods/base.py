@@ -39,6 +39,7 @@ class MethodContext:
     epoch: int = 0
     step: int = 0
     logs: dict[str, float] = field(default_factory=dict)
+    dataset: str | None = None  # the shard index's dataset name (per-dataset defaults, e.g. ARL's T)
 
 
 class Method:

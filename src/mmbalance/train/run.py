@@ -43,7 +43,7 @@ def pool_sizes(info: dict, model_cfg: dict) -> dict:
 def build_run(info: dict, method_name: str, method_cfg: dict, model_cfg: dict, epochs: int):
     """Method and model for a dataset described by its shard index (model on the method's modalities)."""
     available = list(info["modalities"])
-    ctx = MethodContext(modalities=available, num_classes=len(info["classes"]), epochs=epochs)
+    ctx = MethodContext(modalities=available, num_classes=len(info["classes"]), epochs=epochs, dataset=info.get("dataset"))
     method = build_method(method_name, method_cfg, ctx)
     mods = method.modalities(available)
     ctx.modalities = mods
