@@ -7,7 +7,7 @@ import torch
 from torch.nn import functional as F
 
 from mmbalance.methods import MethodContext, build_method
-from mmbalance.methods.arl import arl_coefficients, dependency, inverse_entropy, zeroed_logits
+from mmbalance.methods.arl import arl_coefficients, dependency, inverse_entropy, temperature, zeroed_logits
 from mmbalance.models import build_model
 
 from conftest import IN_CHANNELS, MODEL_CFG
@@ -15,10 +15,10 @@ from conftest import IN_CHANNELS, MODEL_CFG
 MODS = ["audio", "visual"]
 
 
-def setup(cfg, epoch=0):
+def setup(cfg, epoch=0, dataset=None):
     torch.manual_seed(0)
     model = build_model(MODEL_CFG, MODS, IN_CHANNELS, 6, "concat")
-    method = build_method("arl", cfg, MethodContext(list(MODS), 6, 10))
+    method = build_method("arl", cfg, MethodContext(list(MODS), 6, 10, dataset=dataset))
     method.ctx.epoch = epoch
     return model, method
 
@@ -86,9 +86,9 @@ def test_loss_is_fused_ce_plus_gamma_unimodal(batch):
     torch.testing.assert_close(method.loss(out, labels), F.cross_entropy(out.logits, labels))
 
 
-def run_step(cfg, batch, epoch=0):
+def run_step(cfg, batch, epoch=0, dataset=None):
     inputs, labels = batch
-    model, method = setup(cfg, epoch)
+    model, method = setup(cfg, epoch, dataset)
     out = method.forward(model, inputs, labels)
     loss = method.loss(out, labels)
     loss.backward()
@@ -120,6 +120,24 @@ def test_gradient_scaling_per_ablation_row(batch, ur, al, gr):
     for n, p in model.named_parameters():
         m = n.split(".")[1] if n.startswith("encoders.") else None
         torch.testing.assert_close(p.grad, plain[n] * (scale[m] if m else 1.0), rtol=1e-4, atol=1e-7)
+
+
+def test_temperature_per_dataset():
+    # the params block: T 4 by default, 8 on CREMA-D (ARL §4.1)
+    cfg = {"T": 4.0, "T_by_dataset": {"cremad": 8.0}}
+    assert temperature(cfg, "cremad") == 8.0
+    assert temperature(cfg, "ave") == temperature(cfg, None) == 4.0
+    assert temperature({}, "cremad") == 4.0  # no table: the default T
+    assert build_method("arl", cfg, MethodContext(list(MODS), 6, 1, dataset="cremad")).diagnostics() == {"T": 8.0}
+
+
+def test_cremad_step_uses_its_temperature(batch):
+    # a_audio = σ(T·(q_ratio − d_ratio)) with T = 8 on CREMA-D, 4 on another dataset
+    cfg = {"T": 4.0, "T_by_dataset": {"cremad": 8.0}}
+    for dataset, T in (("cremad", 8.0), ("mosi", 4.0)):
+        model, method, _, _ = run_step(cfg, batch, dataset=dataset)
+        a, _, _ = expected_coefficients(model, batch, T)
+        assert method.ctx.logs["arl_a_audio"][0] == pytest.approx(a["audio"], rel=1e-4, abs=1e-6)
 
 
 def test_code_variant_warmup_then_constant_scale(batch):

@@ -13,6 +13,9 @@ becomes g + g·a^m (asymmetric learning, AL, with the gradient residual, GR, Eq.
 - [a^{m0}, a^{m1}] = softmax([T·q^{m0}/q^{m1}, T·d^{m0}/d^{m1}]) (Eq. 18): m0 is accelerated when
   its dependency ratio is below its inverse-variance ratio.
 - loss = CE(fused) + γ(u^{m0} + u^{m1}), u^m = CE(p^m, y) (Eq. 22).
+- The temperature T is per dataset (§4.1: 8 on CREMA-D, 4 on AVE, KS, MOSI, UCF-101): ``T`` is
+  the default and ``T_by_dataset`` (e.g. ``{cremad: 8}``) overrides it for the run's dataset
+  (``MethodContext.dataset``, the shard index's name).
 
 Ablation switches (Tab. 5): ``ur`` (the γ term), ``al`` (the coefficients a^m), ``gr`` (the
 residual: g + g·a^m with it, g·a^m without). With ``al`` off the encoder gradients are left as
@@ -72,6 +75,12 @@ def arl_coefficients(q: dict[str, torch.Tensor], d: dict[str, torch.Tensor], T: 
     return dict(zip(mods, torch.softmax(logits, dim=0)))
 
 
+def temperature(cfg: dict, dataset: str | None) -> float:
+    """T of Eq. 18 for ``dataset``: ``T_by_dataset[dataset]`` if listed, else ``T`` (default 4)."""
+    by_dataset = cfg.get("T_by_dataset") or {}
+    return float(by_dataset.get(dataset, cfg.get("T", 4.0)))
+
+
 @METHODS.register("arl")
 class ARL(Method):
     """Unimodal regularisation with zeroed-feature logits and residual asymmetric gradient scaling."""
@@ -90,6 +99,7 @@ class ARL(Method):
         self.reference = self.cfg.get("reference") or ctx.modalities[-1]
         if self.reference not in ctx.modalities:
             raise ValueError(f"method {name!r}: reference {self.reference!r} is not one of {ctx.modalities}")
+        self.T = temperature(self.cfg, ctx.dataset)
         self._uni: dict[str, torch.Tensor] = {}
 
     def _warmup(self) -> bool:
@@ -131,7 +141,7 @@ class ARL(Method):
     def after_backward(self, model, out, labels) -> None:
         q = {m: inverse_entropy(p) for m, p in self._uni.items()}
         d = {m: dependency(p, labels) for m, p in self._uni.items()}
-        a = arl_coefficients(q, d, float(self.cfg.get("T", 4.0)), self.reference)
+        a = arl_coefficients(q, d, self.T, self.reference)
         scales = self._scales(a)
         for m, s in scales.items():
             if not (isinstance(s, float) and s == 1.0):
@@ -143,6 +153,10 @@ class ARL(Method):
         if clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), float(clip))
         self._log(q, d, a, scales)
+
+    def diagnostics(self) -> dict:
+        """The temperature the run used (it depends on the dataset)."""
+        return {"T": self.T}
 
     def _log(self, q, d, a, scales) -> None:
         """Per-step diagnostics (the paper's Fig. 3): ratios to the reference, coefficients, multipliers."""
