@@ -48,6 +48,8 @@ class _Recipe:
     sample_rate: int
     video_fps: int
     frame_size: int
+    frame_width: int  # frame_size unless set: CREMA-D's real FLVs are 480x360
+    frame_height: int
     audio_snr_db: float
     pitches_hz: tuple[float, ...]
     pitch_jitter: float
@@ -84,6 +86,8 @@ def generate_cremad(
     sample_rate: int = 16000,
     video_fps: int = 10,
     frame_size: int = 32,
+    frame_width: int | None = None,
+    frame_height: int | None = None,
     audio_snr_db: float = -10.0,
     audio_ambiguous_fraction: float = 0.08,
     visual_grating_amplitude: float = 0.35,
@@ -108,10 +112,12 @@ def generate_cremad(
     harmonics with ``harmonic_amplitudes``, on/off envelope in ``envelope_block_s`` blocks (on
     with ``envelope_on_prob``), white noise at ``audio_snr_db``. Exactly
     round(audio_ambiguous_fraction * clips_per_class) clips per class get the tone of a
-    uniformly random class instead. Vision: ``video_fps`` frames/s of 3xSxS N(0, 1) noise + a
+    uniformly random class instead. Vision: ``video_fps`` frames/s of 3xHxW N(0, 1) noise + a
     per-clip colour cast N(0, colour_cast_std) + a grating of amplitude
     ``visual_grating_amplitude`` (noise-std units), angle pi*class/6 and
-    ``grating_cycles[class % len]`` cycles per frame; round(visual_uninformative_fraction *
+    ``grating_cycles[class % len]`` cycles per frame (along each axis, relative to its length);
+    H x W = ``frame_height`` x ``frame_width``, each defaulting to ``frame_size`` (a square; set
+    both to 480 x 360 at ``video_fps`` 30 for CREMA-D's real geometry); round(visual_uninformative_fraction *
     clips_per_class) clips per class carry no grating; pixels = clip(128 + pixel_scale * x).
     Each clip uses its own generator seeded with (seed, index), so the output does not depend
     on ``workers`` (>1 writes with that many spawned processes). A previous mini dataset in
@@ -124,6 +130,8 @@ def generate_cremad(
         sample_rate=sample_rate,
         video_fps=video_fps,
         frame_size=frame_size,
+        frame_width=frame_size if frame_width is None else int(frame_width),
+        frame_height=frame_size if frame_height is None else int(frame_height),
         audio_snr_db=audio_snr_db,
         pitches_hz=tuple(np.geomspace(pitch_min_hz, pitch_max_hz, len(CLASSES)).tolist()),
         pitch_jitter=pitch_jitter,
@@ -166,8 +174,10 @@ def _check_recipe(recipe: _Recipe, clips_per_class: int) -> None:
     top = recipe.pitches_hz[-1] * (1 + recipe.pitch_jitter) * len(recipe.harmonic_amplitudes)
     if top >= recipe.sample_rate / 2:
         raise ValueError(f"highest harmonic {top:.0f} Hz exceeds Nyquist at {recipe.sample_rate}")
-    if recipe.frame_size % 2:
-        raise ValueError(f"frame_size must be even (yuv420p video), got {recipe.frame_size}")
+    for name in ("frame_width", "frame_height"):
+        value = getattr(recipe, name)
+        if value <= 0 or value % 2:  # yuv420p halves both axes for chroma
+            raise ValueError(f"{name} (default frame_size) must be even and positive (yuv420p video), got {value}")
     if recipe.flv_audio_codec not in ("aac", "mp3"):
         raise ValueError(f"flv_audio_codec must be 'aac' or 'mp3', got {recipe.flv_audio_codec!r}")
 
@@ -219,7 +229,7 @@ def _write_clip(job: tuple[Path, _Recipe, _ClipSpec]) -> None:
     root, recipe, spec = job
     rng = np.random.default_rng([recipe.seed, spec.index])
     wave = _synth_audio(rng, recipe, spec.tone_class)  # [n] float32
-    frames = _synth_frames(rng, recipe, spec.label, spec.visual_informative)  # [T, S, S, 3]
+    frames = _synth_frames(rng, recipe, spec.label, spec.visual_informative)  # [T, H, W, 3]
     sf.write(root / AUDIO_DIR / f"{spec.clip_id}{AUDIO_EXT}", wave, recipe.sample_rate, "PCM_16")
     _write_flv(root / VIDEO_DIR / f"{spec.clip_id}{VIDEO_EXT}", frames, wave, recipe)
 
@@ -258,35 +268,43 @@ def _envelope(rng: np.random.Generator, recipe: _Recipe, n: int) -> np.ndarray:
 def _synth_frames(
     rng: np.random.Generator, recipe: _Recipe, label: int, informative: bool
 ) -> np.ndarray:
-    """Noise + colour cast (+ class grating); uint8 [T, S, S, 3] RGB, T = duration * fps."""
-    s = recipe.frame_size
+    """Noise + colour cast (+ class grating); uint8 [T, H, W, 3] RGB, T = duration * fps."""
+    h, w = _frame_hw(recipe)
     count = max(1, round(recipe.duration_s * recipe.video_fps))
-    x = rng.standard_normal((count, s, s, 3), dtype=np.float32)  # float32: 2x faster draws
+    x = rng.standard_normal((count, h, w, 3), dtype=np.float32)  # float32: 2x faster draws
     x += rng.normal(0.0, recipe.colour_cast_std, 3).astype(np.float32)
     phase = rng.uniform(0, 2 * np.pi)  # drawn either way: same random stream for all clips
     if informative:
-        g = recipe.visual_grating_amplitude * _grating(recipe, label, phase)  # [S, S]
+        g = recipe.visual_grating_amplitude * _grating(recipe, label, phase)  # [H, W]
         x += g[None, :, :, None].astype(np.float32)
     return np.clip(128 + recipe.pixel_scale * x, 0, 255).astype(np.uint8)
 
 
+def _frame_hw(recipe) -> tuple[int, int]:
+    """(height, width) of the frames; a recipe without them (older callers) is frame_size square."""
+    return (getattr(recipe, "frame_height", None) or recipe.frame_size,
+            getattr(recipe, "frame_width", None) or recipe.frame_size)
+
+
 def _grating(recipe: _Recipe, label: int, phase: float) -> np.ndarray:
-    """Unit sinusoid [S, S]: angle pi*label/classes, grating_cycles[label % len] cycles/frame."""
-    s = recipe.frame_size
+    """Unit sinusoid [H, W]: angle pi*label/classes, grating_cycles[label % len] cycles/frame."""
+    h, w = _frame_hw(recipe)
     angle = np.pi * label / len(CLASSES)
     cycles = recipe.grating_cycles[label % len(recipe.grating_cycles)]
-    y, x = np.mgrid[0:s, 0:s] / s
+    # coordinates in [0, 1) along each axis (for a square: the same values as mgrid / size)
+    y, x = np.mgrid[0:h, 0:w]
+    y, x = y / h, x / w
     return np.sin(2 * np.pi * cycles * (x * np.cos(angle) + y * np.sin(angle)) + phase)
 
 
 def _write_flv(path: Path, frames: np.ndarray, wave: np.ndarray, recipe: _Recipe) -> None:
-    """Mux FLV1 video [T, S, S, 3] and an AAC (16 kHz) or MP3 (22.05 kHz) mono audio track.
+    """Mux FLV1 video [T, H, W, 3] and an AAC (16 kHz) or MP3 (22.05 kHz) mono audio track.
 
     The bytes are deterministic for fixed inputs (no wall-clock metadata is written).
     """
     with av.open(str(path), "w", format="flv") as container:
         video = container.add_stream("flv", rate=recipe.video_fps)
-        video.width = video.height = recipe.frame_size
+        video.height, video.width = _frame_hw(recipe)
         video.pix_fmt = "yuv420p"
         video.bit_rate = recipe.video_bit_rate
         if recipe.flv_audio_codec == "aac":
