@@ -35,6 +35,10 @@ from torch.nn import functional as F
 
 from mmbalance.methods.base import METHODS, Method
 
+# Gap histogram of the report (GMM-AL Fig. 2/3): fixed bins over the whole range of g ∈ [−1, 1],
+# so that histograms of different fits and seeds share their edges.
+GAP_BINS = 40
+
 
 def modality_gap(unimodal_logits: dict[str, torch.Tensor], labels: torch.Tensor, order: list[str]) -> torch.Tensor:
     """g_i = softmax(l^a_i)[y_i] − softmax(l^v_i)[y_i] (Eq. 6), [B]; differentiable."""
@@ -60,6 +64,12 @@ def fit_gmm(gaps: np.ndarray, seed: int = 0) -> dict:
     means, variances, weights = gm.means_[:, 0], gm.covariances_[:, 0, 0], gm.weights_
     order = np.argsort(np.abs(means), kind="stable")
     return {"weights": weights[order].tolist(), "means": means[order].tolist(), "vars": variances[order].tolist()}
+
+
+def gap_histogram(gaps: np.ndarray, bins: int = GAP_BINS) -> dict:
+    """Counts of the gaps in ``bins`` equal bins over [−1, 1]: ``edges`` (bins + 1) and ``counts``."""
+    counts, edges = np.histogram(np.asarray(gaps, dtype=np.float64), bins=bins, range=(-1.0, 1.0))
+    return {"edges": edges.tolist(), "counts": counts.astype(int).tolist()}
 
 
 def posteriors(gaps: torch.Tensor, gmm: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,6 +106,9 @@ class GMMAdaptiveLoss(Method):
             raise ValueError(f"gmm_al: unknown anneal_from {self.anneal_from!r}; choices: adaptive, start")
         self.gmm: dict | None = None
         self.lam_t = 1.0
+        # report diagnostics: every fit's mixture and the gap histograms of the first and last fit
+        self.fits: list[dict] = []
+        self.histograms: dict[str, dict] = {}
 
     @property
     def order(self) -> list[str]:
@@ -124,8 +137,22 @@ class GMMAdaptiveLoss(Method):
         if since % self.fit_every == 0 or self.gmm is None:
             gaps = self.collect_gaps(trainer)
             self.gmm = fit_gmm(gaps, int(self.cfg.get("gmm_seed", 0)))
+            self._record_fit(epoch, gaps)
             self.log(gap_mean=float(gaps.mean()), gmm_mu0=self.gmm["means"][0], gmm_mu1=self.gmm["means"][1],
                      gmm_pi0=self.gmm["weights"][0], gmm_var0=self.gmm["vars"][0], gmm_var1=self.gmm["vars"][1])
+
+    def _record_fit(self, epoch: int, gaps: np.ndarray) -> None:
+        """Keep the fitted mixture and the gap histogram (the first fit's and the latest's)."""
+        self.fits.append({"epoch": epoch, "n": int(gaps.size), "gap_mean": float(gaps.mean()), **self.gmm})
+        hist = {"epoch": epoch, **gap_histogram(gaps)}
+        self.histograms.setdefault("first", hist)
+        self.histograms["last"] = hist
+
+    def diagnostics(self) -> dict:
+        """Gap histograms (first and last adaptive fit, bins over [−1, 1]) and every fit's mixture
+        (``weights``/``means``/``vars``, balanced component first), for GMM-AL Fig. 2/3."""
+        return {"order": self.order, "warmup_epochs": self.warmup, "fits": list(self.fits),
+                "histograms": dict(self.histograms)}
 
     @torch.no_grad()
     def collect_gaps(self, trainer) -> np.ndarray:
@@ -157,8 +184,11 @@ class GMMAdaptiveLoss(Method):
                              self.alpha, self.beta, self.gamma)
 
     def state_dict(self) -> dict:
-        return {"gmm": self.gmm, "lambda_t": self.lam_t}
+        # the diagnostics travel with the checkpoint, so a resumed run still reports its first fit
+        return {"gmm": self.gmm, "lambda_t": self.lam_t, "fits": list(self.fits), "histograms": dict(self.histograms)}
 
     def load_state_dict(self, state: dict) -> None:
         self.gmm = state.get("gmm")
         self.lam_t = float(state.get("lambda_t", 1.0))
+        self.fits = list(state.get("fits", []))
+        self.histograms = dict(state.get("histograms", {}))
