@@ -139,6 +139,9 @@ def _list_media(folder: Path, ext: str) -> tuple[dict[str, Path], list[Skip]]:
         except ValueError as err:
             skips.append(Skip(path.stem, str(path), str(err)))
             continue
+        if path.stem in found:  # e.g. X.wav and X.WAV: same clip id twice
+            skips.append(Skip(path.stem, str(path), f"duplicate clip id: {found[path.stem]} is kept"))
+            continue
         found[path.stem] = path
     return found, skips
 

@@ -46,6 +46,7 @@ MODALITIES = ("text", "audio", "vision")
 SPLIT_KEYS = {"train": "train", "valid": "val", "test": "test"}  # pickle key → mmbalance split
 ZERO_LABEL = ("drop", "positive")
 NEUTRAL_REASON = "neutral label (0) dropped"
+LABEL_RANGE = 3.0  # sentiment is annotated on [-3, 3]; a value outside is a broken label
 # label key and optional per-modality length keys of each layout
 LAYOUTS = {
     "mult": {"labels": "labels", "lengths": {}},
@@ -93,9 +94,8 @@ class Mosi(DatasetAdapter):
             for row, value in enumerate(values):
                 clip_id = ids[key][row]
                 label = binary_label(value, zero_label)
-                if label is None:
-                    reason = NEUTRAL_REASON if value == 0 else f"label {value!r} is not a finite number"
-                    skips.append(Skip(clip_id, str(path), reason))
+                if label is None or abs(value) > LABEL_RANGE:
+                    skips.append(Skip(clip_id, str(path), _label_problem(value)))
                     continue
                 labels[clip_id], splits[clip_id] = label, split
         if split_csv not in (None, ""):  # "" = no split file (params.yaml cannot say None)
@@ -216,6 +216,15 @@ def _labels(data: dict, key: str, path: Path) -> list[float]:
     if values.size != len(split["text"]):
         raise DatasetLayoutError(f"{path}: {key} labels have shape {values.shape}; expected one value per utterance")
     return values.reshape(-1).tolist()
+
+
+def _label_problem(value: float) -> str:
+    """Skip reason for a label ``binary_label`` refuses or that lies outside [-3, 3]."""
+    if value == 0:
+        return NEUTRAL_REASON
+    if not np.isfinite(value):
+        return f"label {value!r} is not a finite number"
+    return f"label {value!r} is outside the sentiment range [-{LABEL_RANGE:g}, {LABEL_RANGE:g}]"
 
 
 def binary_label(value: float, zero_label: str = "drop") -> int | None:

@@ -23,6 +23,9 @@ __all__ = ["MediaError", "fit_length", "load_audio", "log_spectrogram", "log_stf
 
 _LOG_EPS = 1e-7  # added before the log, as in the reference code
 _STD_EPS = 1e-9  # z-score denominator guard, as in the reference code
+# Below this a file's rate is not a recording's (wrong header); resampling 100 Hz to 16 kHz would
+# also blow the sample count up 160-fold. Telephone audio (8 kHz) is well above it.
+MIN_SAMPLE_RATE = 4000
 
 
 def load_audio(path: Path, sample_rate: int) -> np.ndarray:
@@ -41,6 +44,8 @@ def load_audio(path: Path, sample_rate: int) -> np.ndarray:
         wave, rate = _read_av_audio(path)
     if wave.size == 0:
         raise MediaError(f"{path}: audio stream has zero samples")
+    if rate < MIN_SAMPLE_RATE:
+        raise MediaError(f"{path}: sample rate {rate} Hz is below {MIN_SAMPLE_RATE} Hz (a wrong header?)")
     return _resample(wave, rate, sample_rate)
 
 
@@ -169,8 +174,20 @@ def audio_features(path: Path, recipe: dict, start_s: float = 0.0, end_s: float 
         if cut.size == 0:
             raise MediaError(f"{path}: no audio in the span [{start_s}, {end_s}) s")
         wave = cut
+    _check_signal(path, wave, int(recipe["win_length"]), sr)
     wave = fit_length(wave, int(round(float(recipe["clip_seconds"]) * sr)))
     spec = log_spectrogram(wave, sr, n_fft=recipe["n_fft"], win_length=recipe["win_length"],
                            hop_length=recipe["hop_length"], window=recipe["window"],
                            scaling=recipe["scaling"], normalize=recipe["normalize"])
     return spec.astype(recipe.get("spec_dtype", "float32"))
+
+
+def _check_signal(path: Path, wave: np.ndarray, win_length: int, sample_rate: int) -> None:
+    """MediaError naming ``path`` for audio the recipe cannot use: fewer samples than one STFT
+    window (tiling would repeat a fragment into a fake 3-10 s clip) or digital silence (every
+    sample 0: the log-spectrogram is constant and its z-score all zeros)."""
+    if wave.size < win_length:
+        raise MediaError(f"{path}: audio has {wave.size} samples ({wave.size / sample_rate:.4f} s), "
+                         f"shorter than one STFT window ({win_length} samples)")
+    if not np.any(wave):
+        raise MediaError(f"{path}: audio is silent (all {wave.size} samples are 0)")

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from mmbalance.media.errors import MediaError
+from mmbalance.media.video import check_complete
 
 __all__ = [
     "FLOW_ALGORITHMS",
@@ -144,6 +145,7 @@ def read_frame_pairs(path: Path, fps: float = 1.0) -> tuple[np.ndarray, np.ndarr
                 raise MediaError(f"{path}: file has no video stream")
             stream = container.streams.video[0]
             rate = float(stream.average_rate or stream.guessed_rate or 25)
+            decoded, t = 0, 0.0
             for index, frame in enumerate(container.decode(stream)):
                 image = frame.to_ndarray(format="rgb24")  # [H, W, 3]
                 if len(pairs) < len(frames):  # the previous frame was kept: this one follows it
@@ -154,6 +156,9 @@ def read_frame_pairs(path: Path, fps: float = 1.0) -> tuple[np.ndarray, np.ndarr
                     frames.append(image)
                     last = interval
                 before_prev, prev = prev, image
+                decoded += 1
+            if decoded:
+                check_complete(path, container, stream, decoded, t + 1.0 / rate)
     except av.FFmpegError as err:
         raise MediaError(f"{path}: cannot decode video ({err})") from None
     if before_prev is None:
