@@ -1,13 +1,30 @@
 """Stage `train`: one method on one dataset's shards, every seed → metrics.json + DVCLive curves.
 
-Reads params: profile, seeds, train, model, methods.<run>.
+Reads params: profile, seeds, train, model, methods.<run>. ``train.by_dataset.<dataset>`` and
+``model.by_dataset.<dataset>`` override those blocks for one dataset (the paper profile's
+per-dataset settings).
+
+With ``train.nproc_per_node`` > 1 this script re-executes itself under
+``torchrun --standalone --nproc_per_node N`` (DDP on one node); launched by torchrun already
+(e.g. several nodes: ``torchrun --nnodes ... stages/train.py ...``) it runs as one rank.
 """
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 from mmbalance.params import load_params, lookup, resolve_run
-from mmbalance.train.run import run
+from mmbalance.train.distributed import launched_by_torchrun
+from mmbalance.train.run import for_dataset, run
+
+
+def relaunch_under_torchrun(nproc: int) -> None:
+    """Replace this process by ``torchrun`` running this same command on ``nproc`` processes."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           os.path.abspath(__file__), *sys.argv[1:]]
+    sys.stdout.flush()
+    os.execv(sys.executable, cmd)
 
 
 def main() -> None:
@@ -21,12 +38,18 @@ def main() -> None:
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
     p = load_params(args.params)
+    train_cfg = for_dataset(lookup(p, "train"), args.dataset)
+    nproc = int(train_cfg.get("nproc_per_node", 1))
+    if nproc > 1 and not launched_by_torchrun():
+        relaunch_under_torchrun(nproc)
     method, method_cfg, model_cfg = resolve_run(p, args.method)
-    res = run(args.shards, args.out, args.dataset, method, method_cfg, model_cfg, lookup(p, "train"),
+    model_cfg = for_dataset(model_cfg, args.dataset)
+    res = run(args.shards, args.out, args.dataset, method, method_cfg, model_cfg, train_cfg,
               lookup(p, "seeds"), lookup(p, "profile"),
               args.checkpoints, args.models, run_name=args.method)
-    summary = {k: round(v["mean"], 4) for k, v in res["summary"].items()}
-    print(f"{args.dataset}/{args.method}: {summary}")
+    if int(os.environ.get("RANK", 0)) == 0:
+        summary = {k: round(v["mean"], 4) for k, v in res["summary"].items()}
+        print(f"{args.dataset}/{args.method}: {summary}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ convolutions, then average pooling over time).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torchvision
 from torch import nn
@@ -65,16 +67,45 @@ def tiny_cnn(in_channels: int, channels: list[int] = (16, 32, 64), input_size: l
 
 
 @ENCODERS.register("resnet18")
-def resnet18(in_channels: int, input_size: list[int] | None = None) -> FrameAveraging:
-    """torchvision ResNet-18 from scratch with an ``in_channels`` stem (1 for spectrograms, 2 for flow)."""
+def resnet18(in_channels: int, input_size: list[int] | None = None, pretrained: str = "") -> FrameAveraging:
+    """torchvision ResNet-18 with an ``in_channels`` stem (1 for spectrograms, 2 for flow): from
+    scratch, or from the ImageNet weights file at ``pretrained`` (a local path; nothing is
+    downloaded at run time)."""
     net = torchvision.models.resnet18(weights=None)
+    if pretrained:
+        net.load_state_dict(imagenet_weights(Path(pretrained), in_channels))
     if in_channels != 3:
-        net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        stem = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        if pretrained:
+            stem.weight.data.copy_(_stem_weights(net.conv1.weight.data, in_channels))
+        net.conv1 = stem
     net.fc = nn.Identity()  # features: [B, 512]
     body: nn.Module = net
     if input_size:
         body = nn.Sequential(nn.AdaptiveAvgPool2d(tuple(input_size)), net)
     return FrameAveraging(body, 512)
+
+
+def imagenet_weights(path: Path, in_channels: int) -> dict:
+    """torchvision's ResNet-18 ImageNet state dict (e.g. ``resnet18-f37072fd.pth``) from ``path``;
+    a missing or unreadable file is an error naming it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"model.encoders.*.pretrained: no ResNet-18 ImageNet weights at {path} (the file is "
+                                "not downloaded at run time: copy torchvision's resnet18-f37072fd.pth there, or set '')")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated or foreign file: say which
+        raise ValueError(f"{path}: not a readable torch state dict ({err})") from err
+    state = state.get("state_dict", state)
+    if "conv1.weight" not in state or "fc.weight" not in state:
+        raise ValueError(f"{path}: not a torchvision ResNet-18 state dict (no conv1.weight / fc.weight)")
+    return state
+
+
+def _stem_weights(rgb: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """[64, 3, 7, 7] ImageNet stem → [64, in_channels, 7, 7]: the RGB mean repeated per channel
+    (the usual cross-modality initialisation; the papers do not state theirs)."""
+    return rgb.mean(dim=1, keepdim=True).repeat(1, in_channels, 1, 1)
 
 
 def build_encoder(cfg: dict, in_channels: int) -> FrameAveraging:

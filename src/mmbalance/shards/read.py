@@ -31,13 +31,14 @@ def decode_sample(raw: dict) -> dict:
     return out
 
 
-def iter_samples(urls: list[str]) -> Iterator[dict]:
+def iter_samples(urls: list[str], by_node: bool = True) -> Iterator[dict]:
     """Decoded samples in shard order. Shards are split across DDP nodes and loader workers
-    (webdataset's splitters), so each sample is read exactly once per epoch overall."""
+    (webdataset's splitters), so each sample is read exactly once per epoch overall;
+    ``by_node=False`` gives every DDP rank all shards (still split across its loader workers)."""
     dataset = wds.WebDataset(
         urls,
         shardshuffle=False,
-        nodesplitter=wds.split_by_node,
+        nodesplitter=wds.split_by_node if by_node else None,
         workersplitter=wds.split_by_worker,
         empty_check=False,
     )

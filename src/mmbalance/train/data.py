@@ -56,17 +56,27 @@ def load_split(shard_dir: Path, split: str, modalities: list[str], pool_sizes: d
     ``pool_sizes`` maps a spectrogram modality to the [F', T'] its encoder average-pools to first
     (``input_size``): pooling once here, not every step, gives the encoder the same input (its
     adaptive pool is then the identity) and keeps a 257×1004 split small in memory.
+    Every DDP rank holds the whole split (the loop picks each rank's samples by index).
     """
     info = read_index(shard_dir)
+    data = split_from_samples(iter_samples(shard_urls(shard_dir, split), by_node=False), modalities, info, pool_sizes)
+    if not data.keys:
+        raise ValueError(f"split {split!r} in {shard_dir} has no samples")
+    return data
+
+
+def split_from_samples(samples, modalities: list[str], info: dict, pool_sizes: dict | None = None) -> SplitData:
+    """Decoded shard samples (``iter_samples``) → a ``SplitData``: the in-memory split, or one
+    streamed batch (the streaming loader builds its batches with the same functions)."""
     keys, labels, per_mod = [], [], {m: [] for m in modalities}
-    for sample in iter_samples(shard_urls(shard_dir, split)):
+    for sample in samples:
         keys.append(sample["key"])
         labels.append(sample["label"])
         for m in modalities:
             per_mod[m].append(sample[m])
-    if not keys:
-        raise ValueError(f"split {split!r} in {shard_dir} has no samples")
     arrays, lengths = {}, {}
+    if not keys:
+        return SplitData(keys, torch.tensor(labels, dtype=torch.long), arrays, lengths, info)
     for m, items in per_mod.items():
         if info["modalities"][m]["kind"] == "spectrogram":
             arrays[m] = _pooled(items, (pool_sizes or {}).get(m))
@@ -133,6 +143,23 @@ def make_batch(data: SplitData, idx: torch.Tensor, train: bool, gen: torch.Gener
 
 def batches(data: SplitData, batch_size: int, train: bool, gen: torch.Generator):
     """Yield (inputs, labels) over the split; shuffled when training."""
-    order = torch.randperm(len(data), generator=gen) if train else torch.arange(len(data))
-    for start in range(0, len(data), batch_size):
-        yield make_batch(data, order[start : start + batch_size], train, gen)
+    for idx in index_batches(len(data), batch_size, train, gen):
+        yield make_batch(data, idx, train, gen)
+
+
+def index_batches(n: int, batch_size: int, train: bool, order_gen: torch.Generator, rank: int = 0, world: int = 1,
+                  pad: bool = True):
+    """Sample indices [b] of each step. One permutation (``order_gen``, the same on every rank) is
+    cut into global batches of ``batch_size``; DDP rank r takes every world-th sample of each
+    global batch, so every rank runs the same number of steps and each sample is used once per
+    epoch. A last global batch smaller than ``world`` leaves some rank empty: with ``pad`` it
+    repeats the batch's first sample (training keeps its ranks in step), else it is skipped."""
+    order = torch.randperm(n, generator=order_gen) if train else torch.arange(n)
+    for start in range(0, n, batch_size):
+        chunk = order[start : start + batch_size]
+        mine = chunk[rank::world] if world > 1 else chunk
+        if len(mine) == 0:
+            if not pad:
+                continue
+            mine = chunk[:1]
+        yield mine

@@ -3,6 +3,10 @@
 Per step: ``method.forward`` → ``method.loss`` → backward → ``method.after_backward`` (gradients
 are unscaled there) → finiteness check → optimizer step. Per epoch: ``method.on_epoch_start`` /
 ``on_epoch_end`` receive the ``Trainer`` (model, optimizer reset, data access for refits).
+
+Device and precision come from ``train.device``/``train.precision`` (``runtime``); the data from
+memory (``train.data``) or streamed from the shards (``train.stream``). Under ``torchrun`` the
+step runs through DistributedDataParallel: see ``distributed`` and the README's DDP section.
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ from tqdm import tqdm
 from mmbalance.evaluate import classification_metrics, per_class_accuracy, probe_accuracy
 from mmbalance.methods import Method
 from mmbalance.models import MultimodalModel
-from mmbalance.train.data import SplitData, batches
+from mmbalance.train import distributed as dist
+from mmbalance.train import runtime
+from mmbalance.train.data import SplitData, index_batches, make_batch
+from mmbalance.train.stream import StreamLoader, StreamSplit
 
 
 class NonFiniteError(RuntimeError):
@@ -52,13 +59,44 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: dict):
     return None
 
 
-class Trainer:
-    """State of one run, handed to the epoch hooks: model, optimizer, data and evaluation."""
+class _Step(torch.nn.Module):
+    """The method's training forward as a module, so DistributedDataParallel wraps it: DDP then
+    sees every parameter the method's forward uses, whichever submodules it calls."""
 
-    def __init__(self, model: MultimodalModel, method: Method, splits: dict[str, SplitData], cfg: dict, seed: int, name: str) -> None:
-        self.model, self.method, self.splits, self.cfg, self.name = model, method, splits, cfg, name
-        self.gen = torch.Generator().manual_seed(seed)
+    def __init__(self, model: MultimodalModel, method: Method) -> None:
+        super().__init__()
+        self.model, self.method = model, method
+
+    def forward(self, inputs: dict, labels: torch.Tensor):
+        return self.method.forward(self.model, inputs, labels)
+
+
+class Trainer:
+    """State of one run, handed to the epoch hooks: model, optimizer, data and evaluation.
+
+    ``model`` is always the plain model (methods read its submodules); under DDP the training
+    step goes through ``self.step`` (DistributedDataParallel over ``_Step``).
+    """
+
+    def __init__(self, model: MultimodalModel, method: Method, splits: dict, cfg: dict, seed: int, name: str) -> None:
+        self.rt = runtime.resolve(cfg)
+        self.model = self.rt.prepare_model(model)
+        self.method, self.splits, self.cfg, self.name = method, splits, cfg, name
+        self.rank, self.world = dist.rank(), dist.world_size()
+        # single process: one generator orders batches and samples frames (unchanged behaviour);
+        # DDP: the order generator is the same on every rank, frame sampling differs per rank
+        self.gen = torch.Generator().manual_seed(seed + self.rank)
+        self.order_gen = self.gen if self.world == 1 else torch.Generator().manual_seed(seed)
+        self.loaders = {k: StreamLoader(v, cfg, seed, self.rt.cuda and bool(cfg.get("pin_memory", True))) for k, v in splits.items() if isinstance(v, StreamSplit)}
+        self.step = self._wrap() if self.world > 1 else None
+        self.eval_counts: dict[str, int] = {}
         self.reset_optimizer(**method.optimizer_overrides())
+
+    def _wrap(self) -> torch.nn.Module:
+        """DDP over the method's forward; unused parameters allowed (unimodal steps, dropped
+        modalities, method heads used only in some epochs)."""
+        ids = [self.rt.device.index] if self.rt.cuda else None
+        return torch.nn.parallel.DistributedDataParallel(_Step(self.model, self.method), device_ids=ids, find_unused_parameters=True)
 
     def reset_optimizer(self, **overrides) -> None:
         """A fresh optimizer (and schedule) over the method's parameter groups; ``overrides``
@@ -76,7 +114,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "method": self.method.state_dict(),
             "ctx_step": self.method.ctx.step,
-            "rng": {"loader": self.gen.get_state(), "torch": torch.get_rng_state(),
+            "rng": {"loader": self.gen.get_state(), "order": self.order_gen.get_state(), "torch": torch.get_rng_state(),
                     "numpy": np.random.get_state(), "python": random.getstate()},
         }
 
@@ -90,53 +128,116 @@ class Trainer:
         self.method.ctx.step = state["ctx_step"]
         rng = state["rng"]
         self.gen.set_state(rng["loader"])
+        if "order" in rng:
+            self.order_gen.set_state(rng["order"])
         torch.set_rng_state(rng["torch"])
         np.random.set_state(rng["numpy"])
         random.setstate(rng["python"])
 
-    def batches(self, split: str, train: bool = False):
-        """(inputs, labels) over a split; ``train=True`` shuffles and samples training frames."""
-        gen = self.gen if train else torch.Generator().manual_seed(0)
-        return batches(self.splits[split], int(self.cfg["batch_size"]), train, gen)
+    def batches(self, split: str, train: bool = False, shard: bool = False):
+        """(inputs, labels) over a split, on the run's device; ``train=True`` shuffles and samples
+        training frames. For a method's scans (refits, probes) every DDP rank reads the whole
+        split, so statistics computed from it are identical on every rank; ``shard=True`` gives
+        this rank's share only (combine the results with ``distributed.all_gather_cat``)."""
+        for inputs, y, _ in self._keyed(split, train, shard):
+            yield inputs, y
+
+    def _keyed(self, split: str, train: bool, shard: bool):
+        """(inputs, labels, sample keys) batches; ``shard`` splits them across DDP ranks."""
+        rank, world = (self.rank, self.world) if shard else (0, 1)
+        data, size = self.splits[split], int(self.cfg["batch_size"])
+        if isinstance(data, StreamSplit):
+            per_rank = max(1, size // world)  # batch_size is the global batch
+            batches = self.loaders[split].batches(per_rank, train, shard and self.world > 1, self.method.ctx.epoch)
+        else:
+            gen = self.gen if train else torch.Generator().manual_seed(0)
+            order = self.order_gen if train else gen
+            batches = ((*make_batch(data, idx, train, gen), [data.keys[i] for i in idx.tolist()])
+                       for idx in index_batches(len(data), size, train, order, rank, world, pad=train))
+        for inputs, y, keys in batches:
+            yield (*self.rt.to_device(inputs, y), keys)
 
     @torch.no_grad()
     def evaluate(self, split: str) -> dict:
-        """Metrics of the method's test-time prediction plus each modality's probe accuracy."""
+        """Metrics of the method's test-time prediction plus each modality's probe accuracy.
+
+        Under DDP each rank predicts its share; the predictions are gathered so the metrics are
+        computed once over the whole split (each sample exactly once; checked by key)."""
         self.model.eval()
-        logits, uni, labels = [], {m: [] for m in self.model.modalities}, []
-        for inputs, y in self.batches(split):
-            out = self.model(inputs)
-            logits.append(self.method.predict(out).float())
+        logits, uni, labels, keys = [], {m: [] for m in self.model.modalities}, [], []
+        for inputs, y, k in self._keyed(split, False, shard=True):
+            with self.rt.autocast():
+                out = self.model(inputs)
+            logits.append(self.method.predict(out).float().cpu())
             for m in uni:
-                uni[m].append(out.unimodal_logits[m].float())
-            labels.append(y)
-        all_logits, y_t = torch.cat(logits), torch.cat(labels)
+                uni[m].append(out.unimodal_logits[m].float().cpu())
+            labels.append(y.cpu())
+            keys += k
+        all_logits, y_t, uni = self._gathered(split, torch.cat(logits), uni, torch.cat(labels), keys)
         metrics = classification_metrics(all_logits.numpy(), y_t.numpy(), self.method.ctx.num_classes)
         metrics["loss"] = float(F.cross_entropy(all_logits, y_t))
-        uni_np = {m: torch.cat(v).numpy() for m, v in uni.items()}
+        uni_np = {m: v.numpy() for m, v in uni.items()}
         metrics["probe_acc"] = probe_accuracy(uni_np, y_t.numpy())
         classes = self.splits[split].info.get("classes") or list(range(self.method.ctx.num_classes))
         metrics["per_class_acc"] = per_class_accuracy({"fused": all_logits.numpy(), **uni_np}, y_t.numpy(), classes)
         return metrics
+
+    def _gathered(self, split: str, logits: torch.Tensor, uni: dict, labels: torch.Tensor, keys: list[str]):
+        """Every rank's predictions ([N, C] logits, per-modality [N, C], [N] labels), sorted by
+        sample key under DDP; raises unless each sample of the split appears exactly once."""
+        uni = {m: torch.cat(v) for m, v in uni.items()}
+        if self.world > 1:
+            parts = dist.all_gather_objects((logits, uni, labels, keys))
+            keys = [k for p in parts for k in p[3]]
+            order = torch.tensor(sorted(range(len(keys)), key=keys.__getitem__))
+            logits, labels = torch.cat([p[0] for p in parts])[order], torch.cat([p[2] for p in parts])[order]
+            uni = {m: torch.cat([p[1][m] for p in parts])[order] for m in uni}
+        if len(set(keys)) != len(keys) or len(keys) != len(self.splits[split]):
+            raise RuntimeError(f"evaluation of split {split!r} saw {len(keys)} predictions for {len(set(keys))} distinct "
+                               f"samples; the split has {len(self.splits[split])}")
+        self.eval_counts[split] = len(keys)
+        return logits, labels, uni
 
     def train_epoch(self) -> float:
         """One pass over the training split; returns the mean loss."""
         model, method, ctx = self.model, self.method, self.method.ctx
         model.train()
         total, n = 0.0, 0
-        for inputs, y in self.batches("train", train=True):
+        for inputs, y in self._train_batches():
             self.optimizer.zero_grad(set_to_none=True)
-            out = method.forward(model, inputs, y)
-            loss = method.loss(out, y)
+            with self.rt.autocast():
+                out = self.step(inputs, y) if self.step is not None else method.forward(model, inputs, y)
+                loss = method.loss(out, y)
             loss.backward()
-            # gradients are unscaled here (no loss scaling on this path), as the hooks require
+            # gradients are unscaled here (fp32, or bf16 autocast which needs no loss scaling), as
+            # the hooks require; under DDP they are already averaged over ranks
             method.after_backward(model, out, y)
+            if self.step is not None and _modifies_gradients(method):
+                dist.average_gradients(model.parameters())  # the same step on every replica
             _check_finite(model, loss, f"method {self.name}, epoch {ctx.epoch}, step {ctx.step}")
             self.optimizer.step()
             ctx.step += 1
             total += float(loss.detach()) * len(y)
             n += len(y)
         return total / max(n, 1)
+
+    def _train_batches(self):
+        """This rank's training batches; streamed DDP epochs end for all ranks together when the
+        first rank runs out (shards need not split evenly)."""
+        batches = (b[:2] for b in self._keyed("train", True, shard=True))
+        if self.world == 1 or not isinstance(self.splits["train"], StreamSplit):
+            yield from batches
+            return
+        while True:
+            batch = next(batches, None)
+            if not dist.all_true(batch is not None, self.rt.device):
+                return
+            yield batch
+
+
+def _modifies_gradients(method: Method) -> bool:
+    """True when the method overrides ``after_backward`` (its gradient changes are per rank)."""
+    return type(method).after_backward is not Method.after_backward
 
 
 def _check_finite(model: torch.nn.Module, loss: torch.Tensor, where: str) -> None:
@@ -168,13 +269,13 @@ def fit(model: MultimodalModel, method: Method, splits: dict[str, SplitData], cf
     select = "val" if "val" in splits else "test"
     best, history, best_state, first = None, [], None, 0
     if checkpoint is not None and checkpoint.exists():
-        saved = torch.load(checkpoint, weights_only=False)
+        saved = torch.load(checkpoint, weights_only=False, map_location="cpu")
         trainer.load_state_dict(saved["trainer"])
         history, best, best_state, first = saved["history"], saved["best"], saved["best_state"], saved["epoch"] + 1
         if live is not None:
             for row in history:
                 _log_epoch(live, row)
-    for epoch in tqdm(range(first, int(cfg["epochs"])), desc=f"{name} seed {seed}", mininterval=2.0):
+    for epoch in tqdm(range(first, int(cfg["epochs"])), desc=f"{name} seed {seed}", mininterval=2.0, disable=not dist.is_main()):
         method.ctx.epoch, method.ctx.logs = epoch, {}
         method.on_epoch_start(epoch, trainer)
         loss = trainer.train_epoch()
@@ -189,8 +290,8 @@ def fit(model: MultimodalModel, method: Method, splits: dict[str, SplitData], cf
         if live is not None:
             _log_epoch(live, row)
         if best is None or _selection_key(row[select]) > _selection_key(best[select]):
-            best, best_state = row, {"model": copy.deepcopy(model.state_dict()), "method": copy.deepcopy(method.state_dict())}
-        if checkpoint is not None:
+            best, best_state = row, _snapshot(trainer)
+        if checkpoint is not None and dist.is_main():
             _save_checkpoint(checkpoint, trainer, epoch, history, best, best_state)
     return {
         "test": best["test"],
@@ -202,7 +303,16 @@ def fit(model: MultimodalModel, method: Method, splits: dict[str, SplitData], cf
         "history": history,
         "best_state": best_state,
         "diagnostics": method.diagnostics(),
+        "eval_samples": dict(trainer.eval_counts),  # per split: samples scored (each once, also under DDP)
     }
+
+
+def _snapshot(trainer: Trainer) -> dict:
+    """Copies of the model's and the method's state (model tensors on the CPU)."""
+    state = trainer.model.state_dict()
+    if trainer.rt.cuda:
+        state = {k: v.detach().cpu() for k, v in state.items()}
+    return {"model": copy.deepcopy(state), "method": copy.deepcopy(trainer.method.state_dict())}
 
 
 def _selection_key(metrics: dict) -> tuple[float, float]:

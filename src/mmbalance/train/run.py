@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
@@ -17,8 +18,14 @@ from mmbalance.system import device_name
 from mmbalance.models import build_model
 from mmbalance.models.model import encoder_config
 from mmbalance.shards import read_index as dataset_info
+from mmbalance.profiles import deep_merge
+from mmbalance.train import distributed as dist
+from mmbalance.train import runtime
 from mmbalance.train.data import load_split
 from mmbalance.train.loop import fit
+from mmbalance.train.stream import StreamSplit, stream_split
+
+LOADERS = ("memory", "stream")
 
 
 def seed_everything(seed: int) -> None:
@@ -67,17 +74,41 @@ def train_seed(info: dict, splits, method_name: str, method_cfg: dict, model_cfg
     return fit(model, method, data, train_cfg, seed, method_name, live, checkpoint)
 
 
+def for_dataset(block: dict, dataset: str) -> dict:
+    """A params block (``train`` or ``model``) with its ``by_dataset.<dataset>`` overrides deep-merged
+    in and the ``by_dataset`` table removed: one profile holds every dataset's paper settings."""
+    block = dict(block)
+    per = block.pop("by_dataset", None) or {}
+    return deep_merge(block, per.get(dataset) or {})
+
+
+def load_splits(shard_dir: Path, info: dict, model_cfg: dict, train_cfg: dict) -> dict:
+    """The dataset's splits: in memory (``train.loader: memory``, the default) or streamed from
+    the shards by DataLoader workers (``stream``)."""
+    loader = str(train_cfg.get("loader", "memory"))
+    if loader not in LOADERS:
+        raise ValueError(f"train.loader {loader!r} unknown; choices: {', '.join(LOADERS)}")
+    read = load_split if loader == "memory" else stream_split
+    mods, sizes = list(info["modalities"]), pool_sizes(info, model_cfg)
+    return {s: read(shard_dir, s, mods, sizes) for s in ("train", "val", "test") if s in info["splits"]}
+
+
 def _select(split, mods):
     """A view of a split holding only the model's modalities."""
+    if isinstance(split, StreamSplit):
+        return split.select(mods)
     return replace(split, arrays={m: split.arrays[m] for m in mods}, lengths={m: c for m, c in split.lengths.items() if m in mods})
 
 
-def _checkpoint_path(folder: Path | None, seed: int, key: str) -> Path | None:
-    """``<folder>/seed<k>-<config hash>.pt``; checkpoints of other configurations are removed."""
+def _checkpoint_path(folder: Path | None, seed: int, key: str, prune: bool = True) -> Path | None:
+    """``<folder>/seed<k>-<config hash>.pt``; checkpoints of other configurations are removed
+    (by rank 0 alone: ``prune``)."""
     if folder is None:
         return None
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"seed{seed}-{key}.pt"
+    if not prune:
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob(f"seed{seed}-*.pt"):
         if old != path:
             old.unlink()
@@ -88,27 +119,50 @@ def run(shard_dir: Path, out_dir: Path, dataset: str, method_name: str, method_c
         seeds: list[int], profile: str, checkpoints: Path | None = None, models: Path | None = None,
         run_name: str | None = None) -> dict:
     """Train every seed; DVCLive curves under ``out_dir/live/seed<k>``; results.json and metrics.json
-    in ``out_dir``; per-epoch checkpoints in ``checkpoints``; selected weights in ``models/seed<k>.pt``."""
+    in ``out_dir``; per-epoch checkpoints in ``checkpoints``; selected weights in ``models/seed<k>.pt``.
+
+    Under ``torchrun`` every process runs this; rank 0 alone writes files."""
     torch.set_num_threads(int(train_cfg.get("num_threads", 2)))
+    dist.init(runtime.resolve(train_cfg).device)
+    try:
+        return _run(shard_dir, out_dir, dataset, method_name, method_cfg, model_cfg, train_cfg, seeds, profile,
+                    checkpoints, models, run_name)
+    finally:
+        dist.shutdown()
+
+
+def _run(shard_dir, out_dir, dataset, method_name, method_cfg, model_cfg, train_cfg, seeds, profile, checkpoints, models,
+         run_name) -> dict:
     info = dataset_info(shard_dir)
     mods = list(info["modalities"])
-    sizes = pool_sizes(info, model_cfg)
-    splits = {s: load_split(shard_dir, s, mods, sizes) for s in ("train", "val", "test") if s in info["splits"]}
+    splits = load_splits(shard_dir, info, model_cfg, train_cfg)
+    main, rt = dist.is_main(), runtime.resolve(train_cfg)
     results = {"dataset": dataset, "run": run_name or method_name, "method": method_name, "fusion": model_cfg.get("fusion", "concat"), "profile": profile,
-               "device": device_name(), "modalities": mods, "selection": "best validation accuracy" if "val" in splits else "last-best test accuracy", "seeds": {}}
+               "device": device_name(), "modalities": mods,
+               "runtime": {"device": rt.device.type, "bf16": rt.bf16, "processes": dist.world_size(), "loader": train_cfg.get("loader", "memory")},
+               "selection": "best validation accuracy" if "val" in splits else "last-best test accuracy", "seeds": {}}
     key = fingerprint(info, method_name, method_cfg, model_cfg, train_cfg)  # stale checkpoints are not resumed
     for seed in seeds:
-        with Live(dir=str(out_dir / "live" / f"seed{seed}"), save_dvc_exp=False, dvcyaml=None, report=None, resume=False) as live:
+        with _live(out_dir / "live" / f"seed{seed}", main) as live:
             res = train_seed(info, splits, method_name, method_cfg, model_cfg, train_cfg, seed, live,
-                             _checkpoint_path(checkpoints, seed, key))
-            live.summary = {"test": res["test"], "best_epoch": res["best_epoch"], "best_test_acc": res["best_test_acc"]}
-        if models is not None:
+                             _checkpoint_path(checkpoints, seed, key, prune=main))
+            if live is not None:
+                live.summary = {"test": res["test"], "best_epoch": res["best_epoch"], "best_test_acc": res["best_test_acc"]}
+        if models is not None and main:
             models.mkdir(parents=True, exist_ok=True)
             torch.save({"state": res["best_state"]["model"], "method_state": res["best_state"]["method"], "method": method_name, "method_cfg": method_cfg, "model_cfg": model_cfg,
                         "epochs": int(train_cfg["epochs"]), "seed": seed}, models / f"seed{seed}.pt")
         results["seeds"][str(seed)] = {k: v for k, v in res.items() if k not in ("history", "best_state")}
-    write_results(out_dir, results)
+    if main:
+        write_results(out_dir, results)
     return results
+
+
+def _live(folder: Path, main: bool):
+    """DVCLive on rank 0; the other ranks log nothing."""
+    if not main:
+        return contextlib.nullcontext()
+    return Live(dir=str(folder), save_dvc_exp=False, dvcyaml=None, report=None, resume=False)
 
 
 def write_results(out_dir: Path, results: dict) -> None:
