@@ -27,6 +27,7 @@ from mmbalance.report import (
     render_summary,
     write_report,
 )
+from mmbalance.report.diagnostics import diagnostics_section
 from mmbalance.report.render import mini_note
 from mmbalance.report.tables import leaderboard_order, ordered_datasets
 
@@ -75,6 +76,20 @@ def draw_plots(out_dir: Path, runs, robustness, methods) -> dict[str, list[tuple
     return links
 
 
+def draw_diagnostics(out_dir: Path, runs) -> list:
+    """The seed methods' diagnostics figures of every dataset under ``out_dir/plots`` (after
+    ``draw_plots`` cleared it); each figure with its link or the reason it is missing."""
+    from mmbalance.report.diagnostics import render_diagnostics
+    from mmbalance.report.plots import load_curves
+
+    drawn = []
+    for ds in ordered_datasets(runs, []):
+        by_run = {r.run: r for r in runs if r.dataset == ds}
+        curves = {r.run: load_curves(Path(r.source).parent) for r in by_run.values() if r.source}
+        drawn += render_diagnostics(ds, by_run, curves, out_dir / "plots", out_dir)
+    return drawn
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--results", nargs="*", default=[], help="results.json, one per (dataset, run)")
@@ -99,11 +114,13 @@ def main(argv: list[str] | None = None) -> None:
     index = PaperIndex(load_paper_numbers(args.paper_numbers), config)
 
     plots = {} if args.no_plots else draw_plots(out.parent, runs, robustness, methods)
+    diagnostics = [] if args.no_plots else draw_diagnostics(out.parent, runs)
     pages = [(config.papers[p]["short"], page_name(p)) for p in config.papers]
     write_report(render_summary(runs, index, methods, prov, robustness, plots, pages), out)
     mini = any(r.profile == "mini" for r in runs)
     for paper in config.papers:
-        text = render_paper_page(paper, index, runs, config, out.name, mini, mini_note())
+        section = diagnostics_section(paper, diagnostics)
+        text = render_paper_page(paper, index, runs, config, out.name, mini, mini_note(), [section] if section else [])
         write_report(text, out.parent / page_name(paper))
 
 

@@ -124,8 +124,10 @@ def render_paper_page(
     summary_link: str = "README.md",
     mini: bool = False,
     mini_text: str = "",
+    sections: Sequence[str] = (),
 ) -> str:
-    """The page of one seed paper as markdown ending in a newline."""
+    """The page of one seed paper as markdown ending in a newline; ``sections`` (markdown, e.g.
+    the diagnostics figures) follow the tables."""
     figures = numbers.numbers if isinstance(numbers, PaperIndex) else list(numbers)
     meta = config.papers[paper]
     by_key = {(r.dataset, r.run): r for r in runs}
@@ -149,4 +151,5 @@ def render_paper_page(
         parts.append(markdown_table(t))
         if t.notes:
             parts.append("\n".join(f"- {n}" for n in t.notes))
+    parts += list(sections)
     return "\n\n".join(parts) + "\n"

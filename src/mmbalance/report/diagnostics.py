@@ -1,0 +1,391 @@
+"""Imbalance diagnostics of the seed methods as PNG figures, after the papers' analysis figures.
+
+Drawn per dataset into ``<plots>/<dataset>/`` from the runs' DVCLive curves (mean over seeds)
+and, for GMM-AL's histogram, the end-of-run ``diagnostics`` that ``fit`` stores per seed in
+``results.json``:
+
+- ``gmm_gap.png`` (GMM-AL Fig. 2/3): histogram of the training-set gaps g = s^a_y − s^v_y at
+  the first and the last adaptive fit with the fitted components π_k·N(μ_k, σ_k²), and the
+  mixture's means and imbalanced weight at every fit (first seed with diagnostics);
+- ``gmm_probes.png`` (GMM-AL Fig. 4): each modality's probe accuracy and the fused accuracy per
+  epoch (validation, as the paper), concat beside GMM-AL, the warm-up end marked;
+- ``rho.png`` (OPM/OGM Fig. 5): discrepancy ratio ρ^m per epoch of concat and the OPM/OGM runs;
+- ``opm_q.png`` (OPM/OGM Fig. 7): OPM's drop probability q^m in effect and the fraction of
+  samples actually dropped per epoch;
+- ``arl.png`` (ARL Fig. 3): dependency ratio d^m/d^r against inverse-variance ratio q^m/q^r,
+  and the coefficients a^m per epoch;
+- ``iprm.png``: IPRM's EMA weight λ and probe ω per epoch (one panel per modality pair).
+
+A figure whose runs have no results is not drawn; the paper page then says "not run" (or "no
+data" when the results predate the logged quantity). Figures are deterministic, as in
+:mod:`.plots`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .papers import dataset_label, run_label
+from .plots import STYLE, Curves, _integer_epochs, _new_figure, mean_curve, save_figure
+from .tables import MODALITY_NAMES, RunSummary
+
+# Runs each figure draws, in legend order (the main run of the family first).
+GMM_RUNS = ("gmm_al",)
+RHO_RUNS = ("concat", "ogm_ge", "ogm", "ogm_code", "ogm_star", "opm", "opm_code", "opm_ogm")
+OPM_RUNS = ("opm", "opm_code", "opm_ogm")
+ARL_RUNS = ("arl", "arl_code", "arl_ur", "arl_al", "arl_al_gr", "arl_ur_al")
+IPRM_RUNS = ("iprm", "iprm__linear_mixup", "iprm__no_ema", "iprm__one_pass")
+
+# A run's per-seed end-of-run diagnostics: seed → dict (``results.json`` seeds.<k>.diagnostics).
+SeedDiagnostics = dict[str, dict]
+
+
+@dataclass(frozen=True)
+class RunData:
+    """What a figure may read of one run: its results, curves and per-seed diagnostics."""
+
+    summary: RunSummary
+    curves: Curves
+    diagnostics: SeedDiagnostics
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """One diagnostics figure of one dataset: its link (relative to the pages) or why it is missing."""
+
+    paper: str
+    name: str
+    label: str
+    dataset: str
+    path: str | None = None
+    reason: str = ""
+
+
+def load_diagnostics(results_path: str | Path | None) -> SeedDiagnostics:
+    """Per-seed ``diagnostics`` dicts of a ``results.json`` (seeds without any are left out)."""
+    if results_path is None:
+        return {}
+    path = Path(results_path)
+    try:
+        seeds = json.loads(path.read_text(encoding="utf-8")).get("seeds") or {}
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot read the run's diagnostics ({e})") from None
+    return {k: v["diagnostics"] for k, v in seeds.items() if isinstance(v, dict) and v.get("diagnostics")}
+
+
+def _modalities(curves: Curves, prefix: str) -> list[str]:
+    """Suffixes of the series ``prefix<suffix>`` in ``curves``, sorted."""
+    return sorted(s.removeprefix(prefix) for s in curves if s.startswith(prefix))
+
+
+def _with_series(data: Mapping[str, RunData], names: Sequence[str], prefix: str) -> list[str]:
+    """Runs among ``names`` (in that order) that logged a series starting with ``prefix``."""
+    return [r for r in names if r in data and _modalities(data[r].curves, prefix)]
+
+
+def _legend(fig, entries: dict[str, object], height: float) -> None:
+    fig.legend(list(entries.values()), list(entries), loc="lower center", ncols=min(len(entries), 5),
+               frameon=False, bbox_to_anchor=(0.5, 0.02 / height))
+
+
+def _finish(fig, axes, title: str, entries: dict[str, object], width: float, height: float) -> None:
+    """Epoch axes, one legend below the panels, the title above, fixed margins."""
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(True, alpha=0.3)
+        _integer_epochs(ax)
+    rows = math.ceil(len(entries) / 5)
+    _legend(fig, entries, height)
+    fig.subplots_adjust(bottom=(0.55 + 0.18 * rows) / height, top=1 - 0.5 / height,
+                        left=0.6 / width, right=1 - 0.15 / width, wspace=0.28)
+    fig.suptitle(title)
+
+
+# A panel: (title, y label, [(series, line style, what the style means)]).
+Panel = tuple[str, str, list[tuple[str, str, str]]]
+
+
+def plot_series(title: str, panels: Sequence[Panel], runs: Sequence[str], data: Mapping[str, RunData], path: Path,
+                hline: float | None = None) -> bool:
+    """Curves (mean over seeds) of several runs, one colour per run and one line style per
+    series of a panel; False if no run has any of the series."""
+    if not runs:
+        return False
+    width, height = max(4.2 * len(panels), 6.5), 3.6 + 0.18 * math.ceil((len(runs) + 3) / 5)
+    fig = _new_figure(width, height)
+    axes = fig.subplots(1, len(panels), squeeze=False).ravel()
+    entries: dict[str, object] = {}
+    for ax, (panel_title, ylabel, series) in zip(axes, panels):
+        for i, r in enumerate(runs):
+            for key, style, meaning in series:
+                if key in data[r].curves:
+                    x, y = mean_curve(data[r].curves[key])
+                    line = ax.plot(x, y, color=f"C{i % 10}", linestyle=style)[0]
+                    entries.setdefault(run_label(r), line)
+                    if meaning:
+                        entries.setdefault(meaning, ax.plot([], [], color="grey", linestyle=style)[0])
+        if hline is not None:
+            ax.axhline(hline, color="black", linewidth=0.6, alpha=0.6)
+        ax.set_title(panel_title)
+        ax.set_ylabel(ylabel)
+    _finish(fig, axes, title, entries, width, height)
+    save_figure(fig, path)
+    return True
+
+
+def _name(m: str) -> str:
+    return MODALITY_NAMES.get(m, m)
+
+
+def plot_rho(dataset: str, data: Mapping[str, RunData], path: Path) -> bool:
+    """ρ^m per epoch, one panel per modality (OPM/OGM Fig. 5); needs an OPM/OGM run."""
+    runs = _with_series(data, RHO_RUNS, "train/rho_")
+    if not [r for r in runs if r != "concat"]:
+        return False
+    mods = list(dict.fromkeys(m for r in runs for m in _modalities(data[r].curves, "train/rho_")))
+    panels = [(f"ρ of {_name(m)}", "discrepancy ratio ρ", [(f"train/rho_{m}", "-", "")]) for m in mods]
+    return plot_series(f"{dataset_label(dataset)}: discrepancy ratio per epoch (mean over seeds)", panels, runs, data, path,
+                       hline=1.0)
+
+
+def plot_opm_q(dataset: str, data: Mapping[str, RunData], path: Path) -> bool:
+    """OPM's drop probability q^m in effect and the dropped fraction per epoch (OPM/OGM Fig. 7)."""
+    runs = _with_series(data, OPM_RUNS, "train/q_")
+    mods = list(dict.fromkeys(m for r in runs for m in _modalities(data[r].curves, "train/q_")))
+    panels = [(f"{_name(m)} dropped", "probability", [(f"train/q_{m}", "-", "drop probability q"),
+                                                        (f"train/dropped_{m}", ":", "fraction dropped")]) for m in mods]
+    return plot_series(f"{dataset_label(dataset)}: OPM drop probability per epoch (mean over seeds)", panels, runs, data, path)
+
+
+def plot_arl(dataset: str, data: Mapping[str, RunData], path: Path) -> bool:
+    """d^m/d^r against q^m/q^r per non-reference modality, and the coefficients a^m (ARL Fig. 3)."""
+    runs = _with_series(data, ARL_RUNS, "train/arl_d_ratio_")
+    if not runs:
+        return False
+    ratio_mods = list(dict.fromkeys(m for r in runs for m in _modalities(data[r].curves, "train/arl_d_ratio_")))
+    coef_mods = list(dict.fromkeys(m for r in runs for m in _modalities(data[r].curves, "train/arl_a_")))
+    styles = ("-", "--", ":", "-.")
+    # the reference modality r is the one without ratios of its own (ARL Eq. 18: m1)
+    refs = [m for m in coef_mods if m not in ratio_mods]
+    ref = _name(refs[0]) if len(refs) == 1 else "reference"
+    panels: list[Panel] = [(f"{_name(m)} / {ref}", "ratio", [(f"train/arl_d_ratio_{m}", "-", "dependency ratio d"),
+                                                                 (f"train/arl_q_ratio_{m}", "--", "inverse-variance ratio q")])
+                           for m in ratio_mods]
+    panels.append(("coefficients a", "a", [(f"train/arl_a_{m}", styles[k % 4], f"a of {_name(m)}")
+                                           for k, m in enumerate(coef_mods)]))
+    return plot_series(f"{dataset_label(dataset)}: ARL dependency vs variance ratio and coefficients (mean over seeds)",
+                       panels, runs, data, path)
+
+
+def plot_iprm(dataset: str, data: Mapping[str, RunData], path: Path) -> bool:
+    """IPRM's λ (EMA mixing weight) and ω (probe) per epoch, one panel per modality pair."""
+    runs = _with_series(data, IPRM_RUNS, "train/lambda_")
+    pairs = list(dict.fromkeys(p for r in runs for p in _modalities(data[r].curves, "train/lambda_")))
+    panels = [(" vs ".join(_name(m) for m in p.split("_vs_")), "weight of the first modality",
+               [(f"train/lambda_{p}", "-", "λ (mixing)"), (f"train/omega_{p}", "--", "ω (probe)")]) for p in pairs]
+    return plot_series(f"{dataset_label(dataset)}: IPRM λ and ω per epoch (mean over seeds)", panels, runs, data, path,
+                       hline=0.5)
+
+
+def plot_gmm_probes(dataset: str, data: Mapping[str, RunData], path: Path) -> bool:
+    """Probe accuracy per modality and fused accuracy per epoch, concat beside GMM-AL (Fig. 4)."""
+    if not _with_series(data, GMM_RUNS, "test/probe_acc_"):
+        return False
+    split = "val" if "val/acc" in data["gmm_al"].curves else "test"
+    runs = [r for r in ("concat", "gmm_al") if r in data and _modalities(data[r].curves, f"{split}/probe_acc_")]
+    mods = list(dict.fromkeys(m for r in runs for m in _modalities(data[r].curves, f"{split}/probe_acc_")))
+    width, height = 4.2 * len(runs) + 0.8, 3.8
+    fig = _new_figure(width, height)
+    axes = fig.subplots(1, len(runs), sharey=True, squeeze=False).ravel()
+    entries: dict[str, object] = {}
+    for ax, r in zip(axes, runs):
+        curves = data[r].curves
+        for k, m in enumerate(mods):
+            if f"{split}/probe_acc_{m}" in curves:
+                x, y = mean_curve(curves[f"{split}/probe_acc_{m}"])
+                entries[f"{_name(m)} probe"] = ax.plot(x, [100 * v for v in y], color=f"C{k}")[0]
+        if f"{split}/acc" in curves:
+            x, y = mean_curve(curves[f"{split}/acc"])
+            entries["Fused"] = ax.plot(x, [100 * v for v in y], color="black", linewidth=0.9)[0]
+        warmup = _warmup_end(data[r])
+        if warmup is not None:
+            entries["adaptive phase starts"] = ax.axvline(warmup - 0.5, color="grey", linestyle=":")
+        ax.set_title(run_label(r))
+    axes[0].set_ylabel(f"{'validation' if split == 'val' else 'test'} accuracy (%)")
+    _finish(fig, axes, f"{dataset_label(dataset)}: unimodal and fused accuracy per epoch (mean over seeds)",
+            entries, width, height)
+    save_figure(fig, path)
+    return True
+
+
+def _warmup_end(run: RunData) -> int | None:
+    """First adaptive epoch of a GMM-AL run (from its diagnostics, else its first GMM fit)."""
+    for diag in run.diagnostics.values():
+        if "warmup_epochs" in diag:
+            return int(diag["warmup_epochs"])
+    fit = run.curves.get("train/gmm_mu0")
+    return min(min(steps) for steps, _ in fit.values() if steps) if fit else None
+
+
+def gaussian_density(x: Sequence[float], weight: float, mean: float, var: float) -> list[float]:
+    """weight·N(x; mean, var) at each x."""
+    var = max(float(var), 1e-12)
+    return [weight * math.exp(-0.5 * (v - mean) ** 2 / var) / math.sqrt(2 * math.pi * var) for v in x]
+
+
+def _gmm_seed(run: RunData) -> tuple[str, dict] | None:
+    """(seed, diagnostics) of the first seed that recorded a gap histogram."""
+    for seed in sorted(run.diagnostics, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s)):
+        if run.diagnostics[seed].get("histograms", {}).get("first"):
+            return seed, run.diagnostics[seed]
+    return None
+
+
+def _fit_at(diag: dict, epoch: int) -> dict | None:
+    return next((f for f in diag.get("fits", []) if f["epoch"] == epoch), None)
+
+
+def _draw_histogram(ax, hist: dict, fit: dict | None) -> None:
+    """Gap histogram as a density, the two weighted components and their sum."""
+    edges, counts = hist["edges"], hist["counts"]
+    n = max(sum(counts), 1)
+    widths = [b - a for a, b in zip(edges, edges[1:])]
+    ax.bar(edges[:-1], [c / (n * w) for c, w in zip(counts, widths)], width=widths, align="edge",
+           color="C0", alpha=0.45, edgecolor="C0", linewidth=0.3, label="gaps (density)")
+    if fit is not None:
+        x = [edges[0] + (edges[-1] - edges[0]) * i / 400 for i in range(401)]
+        parts = [gaussian_density(x, w, mu, var) for w, mu, var in zip(fit["weights"], fit["means"], fit["vars"])]
+        for k, (ys, colour, name) in enumerate(zip(parts, ("C3", "C2"), ("balanced", "imbalanced"))):
+            ax.plot(x, ys, color=colour, linestyle="--",
+                    label=f"{name}: π={fit['weights'][k]:.3f}, μ={fit['means'][k]:.3f}")
+        ax.plot(x, [a + b for a, b in zip(*parts)], color="black", linewidth=0.9, label="mixture")
+    ax.set_title(f"gaps at the fit of epoch {hist['epoch']}")
+    ax.set_xlabel("modality gap g")
+    ax.set_ylabel("density")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left")
+
+
+def plot_gmm_gap(dataset: str, data: Mapping[str, RunData], path: Path) -> bool:
+    """Gap histograms with the fitted mixture (first and last fit) and the mixture at every fit."""
+    run = data.get("gmm_al")
+    picked = _gmm_seed(run) if run is not None else None
+    if picked is None:
+        return False
+    seed, diag = picked
+    hists = [diag["histograms"]["first"]]
+    last = diag["histograms"].get("last")
+    if last and last["epoch"] != hists[0]["epoch"]:
+        hists.append(last)
+    width, height = 4.6 * (len(hists) + 1), 3.8
+    fig = _new_figure(width, height)
+    axes = fig.subplots(1, len(hists) + 1, squeeze=False).ravel()
+    for ax, hist in zip(axes, hists):
+        _draw_histogram(ax, hist, _fit_at(diag, hist["epoch"]))
+    ax = axes[-1]
+    fits = diag.get("fits", [])
+    epochs = [f["epoch"] for f in fits]
+    for values, colour, label in (([f["means"][0] for f in fits], "C3", "μ balanced"),
+                                  ([f["means"][1] for f in fits], "C2", "μ imbalanced"),
+                                  ([f["weights"][1] for f in fits], "C1", "π imbalanced")):
+        ax.plot(epochs, values, color=colour, marker="o", markersize=3, label=label)
+    ax.set_title("mixture at every fit")
+    ax.set_xlabel("epoch")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper right")
+    _integer_epochs(ax)
+    first, second = (diag.get("order") or ["first", "second"])[:2]
+    fig.suptitle(f"{dataset_label(dataset)}: GMM-AL gap g = s_y({_name(first)}) − s_y({_name(second)}) "
+                 f"on the training set, seed {seed}")
+    fig.subplots_adjust(bottom=0.5 / height, top=1 - 0.55 / height, left=0.5 / width, right=1 - 0.15 / width, wspace=0.25)
+    save_figure(fig, path)
+    return True
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A diagnostics figure: the paper page it belongs to, file stem, caption, the runs it can
+    draw, the main ones among them (named when none ran) and its drawing function."""
+
+    paper: str
+    name: str
+    label: str
+    runs: tuple[str, ...]
+    main: tuple[str, ...]
+    draw: Callable[[str, Mapping[str, RunData], Path], bool]
+
+
+FIGURES: tuple[Figure, ...] = (
+    Figure("gmm_adaptive_loss", "gmm_gap", "Modality-gap histogram with the fitted GMM (paper Fig. 2/3)",
+           GMM_RUNS, GMM_RUNS, plot_gmm_gap),
+    Figure("gmm_adaptive_loss", "gmm_probes", "Unimodal accuracy per epoch, GMM-AL beside concat (paper Fig. 4)",
+           GMM_RUNS, GMM_RUNS, plot_gmm_probes),
+    Figure("opm_ogm", "rho", "Discrepancy ratio ρ per epoch (paper Fig. 5)", RHO_RUNS[1:], ("opm", "ogm", "opm_ogm"),
+           plot_rho),
+    Figure("opm_ogm", "opm_q", "OPM drop probability per epoch (paper Fig. 7)", OPM_RUNS, ("opm",), plot_opm_q),
+    Figure("arl", "arl", "Dependency ratio against inverse-variance ratio, and coefficients (paper Fig. 3)",
+           ARL_RUNS, ("arl",), plot_arl),
+    Figure("iprm", "iprm", "λ (EMA mixing weight) and ω (probe) per epoch", IPRM_RUNS, ("iprm",), plot_iprm),
+)
+
+
+def _missing_reason(figure: Figure, data: Mapping[str, RunData]) -> str:
+    """Why ``figure`` was not drawn: none of its runs ran, or their results lack the data."""
+    present = [r for r in figure.runs if r in data]
+    names = ", ".join(f"`{r}`" for r in (present or figure.main))
+    if not present:
+        return f"not run (no {names} results)"
+    return f"no data in the {names} results (logged by newer code: re-run the stage)"
+
+
+def render_diagnostics(dataset: str, runs: Mapping[str, RunSummary], curves: Mapping[str, Curves], out_dir: Path,
+                       link_root: Path) -> list[Drawn]:
+    """Draw every diagnostics figure of one dataset under ``out_dir/<dataset>/`` (runs by name,
+    their curves from :func:`.plots.load_curves`); returns each figure with its link relative
+    to ``link_root`` or the reason it is missing, in :data:`FIGURES` order."""
+    import matplotlib
+
+    data = {r: RunData(s, curves.get(r, {}), load_diagnostics(s.source)) for r, s in runs.items()}
+    out = []
+    with matplotlib.rc_context():
+        matplotlib.rcdefaults()  # same pixels whatever the user's matplotlibrc
+        matplotlib.rcParams.update(STYLE)
+        for fig in FIGURES:
+            path = out_dir / dataset / f"{fig.name}.png"
+            if fig.draw(dataset, data, path):
+                out.append(Drawn(fig.paper, fig.name, fig.label, dataset, path.relative_to(link_root).as_posix()))
+            else:
+                out.append(Drawn(fig.paper, fig.name, fig.label, dataset, reason=_missing_reason(fig, data)))
+    return out
+
+
+def diagnostics_section(paper: str, drawn: Sequence[Drawn]) -> str | None:
+    """The "Diagnostics" section of a paper page (markdown), or None if it has no figures."""
+    mine = [d for d in drawn if d.paper == paper]
+    if not mine:
+        return None
+    intro = ("Quantities the methods log per step, averaged per epoch and over seeds (the DVCLive "
+             "curves under `results/<dataset>/<run>/live/`)")
+    if any(d.name == "gmm_gap" for d in mine):
+        intro += "; the gap histograms are the first seed's end-of-run diagnostics in `results.json`"
+    parts = ["## Diagnostics", intro + "."]
+    quiet = []  # datasets where nothing was drawn: one line each at the end
+    for dataset in dict.fromkeys(d.dataset for d in mine):
+        items = [d for d in mine if d.dataset == dataset]
+        missing = [d for d in items if not d.path]
+        if len(missing) == len(items):
+            reasons = list(dict.fromkeys(d.reason for d in missing))
+            quiet.append(f"- {dataset_label(dataset)}: " + ("; ".join(f"{d.label}: {d.reason}" for d in missing)
+                                                            if len(reasons) > 1 else reasons[0]) + ".")
+            continue
+        parts.append(f"### {dataset_label(dataset)}")
+        parts += [f"**{d.label}**\n\n![{d.label}]({d.path})" for d in items if d.path]
+        if missing:
+            parts.append("\n".join(f"- {d.label}: {d.reason}." for d in missing))
+    if quiet:
+        parts += ["### Not drawn", "\n".join(quiet)]
+    return "\n\n".join(parts)
