@@ -278,3 +278,19 @@ def test_prepare_writes_sequence_shards(runs, tmp_path):
     assert {s["reason"] for s in index["skipped"]} == {NEUTRAL_REASON}
     sample = next(iter_samples(shard_urls(tmp_path, "test")))
     assert sample["vision"].dtype == np.float32 and sample["vision"].shape[1] == 20
+
+
+@pytest.mark.parametrize("run_name", ["text_only", "vision_only"])
+def test_unimodal_runs_train_on_prepared_shards(runs, tmp_path, run_name):
+    """MOSI's text-only and vision-only runs train end to end on sequence shards."""
+    from mmbalance.params import load_params, resolve_run
+    from mmbalance.train.run import run
+
+    split = {"split_csv": None, "pickle": "mosi_data.pkl", "zero_label": "drop"}
+    prepare("mosi", runs["a"], tmp_path / "shards", {}, split, workers=1, shard_max_count=100)
+    params = load_params(Path(__file__).parents[1] / "params.yaml")
+    method, cfg, model = resolve_run(params, run_name)
+    train = {**params["train"], "epochs": 1, "batch_size": 32}
+    res = run(tmp_path / "shards", tmp_path / "out", "mosi", method, cfg, model, train, [0], "mini", run_name=run_name)
+    assert set(res["seeds"]["0"]["test"]["probe_acc"]) == {run_name.removesuffix("_only")}
+    assert np.isfinite(res["seeds"]["0"]["test"]["loss"])
