@@ -118,7 +118,8 @@ def plot_series(title: str, panels: Sequence[Panel], runs: Sequence[str], data: 
     width, height = max(4.2 * len(panels), 6.5), 3.6 + 0.18 * math.ceil((len(runs) + 3) / 5)
     fig = _new_figure(width, height)
     axes = fig.subplots(1, len(panels), squeeze=False).ravel()
-    entries: dict[str, object] = {}
+    entries: dict[str, object] = {}  # runs (colours), then what each line style means
+    styles: dict[str, object] = {}
     for ax, (panel_title, ylabel, series) in zip(axes, panels):
         for i, r in enumerate(runs):
             for key, style, meaning in series:
@@ -127,12 +128,12 @@ def plot_series(title: str, panels: Sequence[Panel], runs: Sequence[str], data: 
                     line = ax.plot(x, y, color=f"C{i % 10}", linestyle=style)[0]
                     entries.setdefault(run_label(r), line)
                     if meaning:
-                        entries.setdefault(meaning, ax.plot([], [], color="grey", linestyle=style)[0])
+                        styles.setdefault(meaning, ax.plot([], [], color="grey", linestyle=style)[0])
         if hline is not None:
             ax.axhline(hline, color="black", linewidth=0.6, alpha=0.6)
         ax.set_title(panel_title)
         ax.set_ylabel(ylabel)
-    _finish(fig, axes, title, entries, width, height)
+    _finish(fig, axes, title, {**entries, **styles}, width, height)
     save_figure(fig, path)
     return True
 
@@ -156,7 +157,7 @@ def plot_opm_q(dataset: str, data: Mapping[str, RunData], path: Path) -> bool:
     """OPM's drop probability q^m in effect and the dropped fraction per epoch (OPM/OGM Fig. 7)."""
     runs = _with_series(data, OPM_RUNS, "train/q_")
     mods = list(dict.fromkeys(m for r in runs for m in _modalities(data[r].curves, "train/q_")))
-    panels = [(f"{_name(m)} dropped", "probability", [(f"train/q_{m}", "-", "drop probability q"),
+    panels = [(_name(m), "probability", [(f"train/q_{m}", "-", "drop probability q"),
                                                         (f"train/dropped_{m}", ":", "fraction dropped")]) for m in mods]
     return plot_series(f"{dataset_label(dataset)}: OPM drop probability per epoch (mean over seeds)", panels, runs, data, path)
 
@@ -267,7 +268,7 @@ def _draw_histogram(ax, hist: dict, fit: dict | None) -> None:
     ax.set_xlabel("modality gap g")
     ax.set_ylabel("density")
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left")
+    ax.legend(loc="best")
 
 
 def plot_gmm_gap(dataset: str, data: Mapping[str, RunData], path: Path) -> bool:
