@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: repro test install clean-venv profile
+.PHONY: repro test install clean-venv profile bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,3 +27,7 @@ clean-venv:
 # Switch params.yaml to another profile, e.g. `make profile PROFILE=paper` (see profiles/).
 profile: $(STAMP)
 	$(BIN)/python -m mmbalance.profiles --base params.yaml --overrides profiles/$(PROFILE).yaml --out params.yaml
+
+# Throughput benchmarks P1-P3 on synthetic full-size CREMA-D (≤ 10 min on 2 cores) → reports/performance.md
+bench: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/run.py --work build/bench --out reports/performance.md

@@ -16,7 +16,6 @@ from tqdm import tqdm
 from mmbalance.datasets import Clip, DatasetAdapter, get_dataset
 from mmbalance.datasets.base import SPLITS
 from mmbalance.media import MediaError
-from mmbalance.shards import encode_sample, write_index, write_shards
 from mmbalance.validate import format_skip
 
 
@@ -38,6 +37,9 @@ def _extracted(dataset: str, clips: list[Clip], recipe: dict, pool, desc: str):
 
 def prepare(dataset: str, root: Path, out_dir: Path, recipe: dict, split_options: dict, workers: int, shard_max_count: int) -> dict:
     """Scan ``root`` with the dataset's adapter, extract every clip, write shards and the index."""
+    # imported here, not at module level: spawned extraction workers import this module for
+    # _extract_one, and the shard package pulls in webdataset → torch (~1.4 s per worker)
+    from mmbalance.shards import write_index
     adapter = get_dataset(dataset)
     clips, skips = adapter.scan(root, **split_options)
     # the layout check comes first: every problem is listed before any long decoding starts
@@ -66,6 +68,8 @@ def prepare(dataset: str, root: Path, out_dir: Path, recipe: dict, split_options
 def _write_split(adapter: DatasetAdapter, split: str, members: list[Clip], recipe: dict, pool, out_dir: Path,
                  shard_max_count: int, index: dict, skipped: list) -> dict:
     """Shards of one split, sorted by clip id; returns its index entry and extends ``skipped``."""
+    from mmbalance.shards import encode_sample, write_shards  # see prepare()
+
     per_class = {name: 0 for name in adapter.classes}
 
     def samples():

@@ -1,0 +1,153 @@
+"""P1: raw clips → training inputs, clips/s, three ways side by side on the same clips.
+
+- **project**: ``mmbalance.prepare.prepare`` (scan, parallel extraction with ``prepare.workers``
+  processes, deterministic shards + index), exactly what the `prepare` stage runs;
+- **per-file** (reference style, written for this comparison): the papers' repositories'
+  preprocessing scripts (OGM-GE ``video_preprocessing.py``, PMR ``audio_preprocessing.py``):
+  one process looping over the clips; every video frame decoded and converted to a BGR image (as
+  ``cv2.VideoCapture.read`` does), the first frame of each second written as a full-size jpg
+  ``Image-01-FPS/<clip>/<index:05d>.jpg``; the audio tiled to 3 s, the same scipy spectrogram,
+  one pickle per clip ``Audio-299/<clip>.pkl``. Decoding uses the project's decoders (PyAV for
+  the video, soundfile for the wav) so that the comparison is about the pipeline, not the codec;
+- **decode-only**: the same clips decoded (every video frame, the wav) and nothing else, with
+  the project's worker count: the floor any extraction pipeline has to pay.
+
+Usage: python benchmarks/p1_prepare.py --raw build/bench/raw --work build/bench/p1
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+from multiprocessing import get_context
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import soundfile as sf
+from scipy import signal
+
+from common import (DATASET, Measurement, bench_params, clean_dir, interleaved, median, paired_ratio,
+                    prepare_recipe, scan_options)
+
+
+def _clips(raw: Path, params: dict) -> list:
+    from mmbalance.datasets import get_dataset
+
+    clips, _ = get_dataset(DATASET).scan(raw, **scan_options(params))
+    return clips
+
+
+# ---- reference-style per-file extractor ----------------------------------------------------
+
+def reference_video(path: Path, out_dir: Path) -> int:
+    """Decode every frame to BGR (cv2.VideoCapture.read's work), write the first of each second
+    as a full-size jpg; returns the number written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        per_second = max(1, round(float(stream.average_rate or 30)))
+        for index, frame in enumerate(container.decode(stream)):
+            image = frame.to_ndarray(format="bgr24")  # [H, W, 3], every frame as cv2 returns it
+            if index % per_second == 0:
+                cv2.imwrite(str(out_dir / f"{index:05d}.jpg"), image)
+                written += 1
+    return written
+
+
+def reference_audio(path: Path, out_file: Path, recipe: dict) -> None:
+    """PMR-style: wav → tile/crop to clip_seconds → clip ±1 → scipy spectrogram → log → z-score
+    → one pickle per clip."""
+    wave, rate = sf.read(str(path), dtype="float32")  # 16 kHz mono in CREMA-D
+    n = int(round(float(recipe["clip_seconds"]) * rate))
+    wave = np.clip(np.tile(wave, -(-n // wave.size))[:n], -1, 1)
+    _, _, spec = signal.spectrogram(wave, rate, nperseg=recipe["win_length"],
+                                    noverlap=recipe["win_length"] - recipe["hop_length"])
+    spec = np.log(spec + 1e-7)
+    spec = (spec - spec.mean()) / (spec.std() + 1e-9)
+    with open(out_file, "wb") as fh:
+        pickle.dump(spec, fh)
+
+
+def reference_extract(clips: list, out: Path, recipe: dict) -> None:
+    """The per-file extractor over all clips, one process (as the repositories' scripts run)."""
+    (out / "Audio-299").mkdir(parents=True, exist_ok=True)
+    for clip in clips:
+        reference_video(clip.paths["video"], out / "Image-01-FPS" / clip.clip_id)
+        reference_audio(clip.paths["audio"], out / "Audio-299" / f"{clip.clip_id}.pkl", recipe)
+
+
+# ---- decode-only -------------------------------------------------------------------------
+
+def decode_only(paths: tuple[str, str]) -> int:
+    """Decode every video frame and the wav, keep nothing; returns the frames decoded."""
+    video, audio = paths
+    sf.read(audio, dtype="float32")
+    with av.open(video) as container:
+        return sum(1 for _ in container.decode(container.streams.video[0]))
+
+
+def decode_all(clips: list, workers: int) -> None:
+    """decode_only over the clips with the project's pool set-up (spawned processes, ordered
+    imap in chunks of 8), so the two differ only in the per-clip work."""
+    jobs = [(str(c.paths["video"]), str(c.paths["audio"])) for c in clips]
+    if workers <= 1:
+        list(map(decode_only, jobs))
+        return
+    with get_context("spawn").Pool(workers) as pool:
+        list(pool.imap(decode_only, jobs, chunksize=8))
+
+
+# ---- the benchmark -----------------------------------------------------------------------
+
+def run(raw: Path, work: Path, params: dict, repeats: int) -> list[Measurement]:
+    """Time the three pipelines (and the project with one worker) side by side."""
+    from mmbalance.prepare import prepare
+
+    clips = _clips(raw, params)
+    recipe, opts = prepare_recipe(params), scan_options(params)
+    workers, shard_max = int(params["prepare"]["workers"]), int(params["prepare"]["shard_max_count"])
+    runners = {
+        "project": lambda: prepare(DATASET, raw, clean_dir(work / "shards"), recipe, opts, workers, shard_max),
+        "project_1worker": lambda: prepare(DATASET, raw, clean_dir(work / "shards1"), recipe, opts, 1, shard_max),
+        "per_file": lambda: reference_extract(clips, clean_dir(work / "per_file"), recipe),
+        "decode_only": lambda: decode_all(clips, workers),
+        "decode_only_1worker": lambda: decode_all(clips, 1),
+    }
+    decode_all(clips, 1)  # warm the page cache: every runner then reads from memory
+    t = interleaved(runners, repeats)
+    n = len(clips)
+    rate = {k: n / median(v) for k, v in t.items()}
+    return [
+        Measurement("P1", f"project prepare ({workers} workers) vs per-file extractor (1 process)",
+                    rate["project"], "clips/s", paired_ratio(t["per_file"], t["project"]),
+                    "speed-up", (">=", 3.0), f"per-file: {rate['per_file']:.1f} clips/s"),
+        Measurement("P1", f"project prepare ({workers} workers) vs decode-only ({workers} workers)",
+                    rate["project"], "clips/s", paired_ratio(t["project"], t["decode_only"]),
+                    "time / decode-only time", ("<=", 1.5), f"decode-only: {rate['decode_only']:.1f} clips/s"),
+        Measurement("P1", "project prepare, 1 worker vs per-file extractor (1 process)",
+                    rate["project_1worker"], "clips/s", paired_ratio(t["per_file"], t["project_1worker"]),
+                    "speed-up", None, "same core count on both sides"),
+        Measurement("P1", "project prepare, 1 worker vs decode-only, 1 worker",
+                    rate["project_1worker"], "clips/s", paired_ratio(t["project_1worker"], t["decode_only_1worker"]),
+                    "time / decode-only time", None, f"decode-only: {rate['decode_only_1worker']:.1f} clips/s; "
+                    f"{n} clips, median of {repeats}"),
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--raw", type=Path, required=True, help="CREMA-D-layout folder (from run.py or generate)")
+    ap.add_argument("--work", type=Path, required=True, help="scratch folder for the outputs")
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--profile", type=Path, default=Path("profiles/fullsize.yaml"))
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    for m in run(args.raw, args.work, bench_params(args.params, args.profile), args.repeats):
+        print(m.as_dict())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""P2: training-time loading, samples/s: the project's shards vs the reference per-file folders.
+
+Both sides produce the same batches for one epoch over the training split, in one process:
+spectrogram [B, 1, 257, 299] float and ``frames_per_clip`` frames [B, n, 3, S, S] float,
+ImageNet-normalised, S = ``datasets.cremad.frame_size``.
+
+- **project**: ``mmbalance.train.data.load_split`` (read the split's shards into memory) and
+  one epoch of ``batches`` (random frame pick per clip, normalisation), as a training run does;
+- **per-file** (the repositories' ``Dataset.__getitem__``): one ``Audio-299/<clip>.pkl`` unpickled
+  per sample, the clip's frame folder listed (sorted), random frames opened with PIL, resized to
+  S x S, ``ToTensor`` + ``Normalize``; a ``DataLoader`` (no worker processes, as the project
+  side has none) batches them. The folders are the P1 per-file extractor's output.
+
+Usage: python benchmarks/p2_loading.py --raw build/bench/raw --work build/bench/p1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import random
+from pathlib import Path
+
+import numpy as np
+
+from common import DATASET, Measurement, bench_params, interleaved, median, paired_ratio, prepare_recipe, scan_options
+
+
+class PerFileDataset:
+    """The reference repositories' CREMA-D dataset over per-file folders (see module docstring)."""
+
+    def __init__(self, root: Path, clips: list, frame_size: int, frames_per_clip: int) -> None:
+        from torchvision import transforms
+
+        self.root, self.clips, self.n = root, clips, frames_per_clip
+        self.transform = transforms.Compose([
+            transforms.Resize((frame_size, frame_size)),
+            transforms.ToTensor(),
+            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ])
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int):
+        import torch
+        from PIL import Image
+
+        clip = self.clips[i]
+        with open(self.root / "Audio-299" / f"{clip.clip_id}.pkl", "rb") as fh:
+            spec = torch.from_numpy(np.asarray(pickle.load(fh), dtype=np.float32))[None]  # [1, F, T]
+        folder = self.root / "Image-01-FPS" / clip.clip_id
+        names = sorted(os.listdir(folder))
+        picks = sorted(random.sample(range(len(names)), min(self.n, len(names))))
+        frames = [self.transform(Image.open(folder / names[k]).convert("RGB")) for k in picks]
+        return spec, torch.stack(frames), clip.label  # [1, F, T], [n, 3, S, S], int
+
+
+def project_epoch(shards: Path, batch_size: int, seed: int) -> int:
+    """load_split + one training epoch of batches; returns the samples seen."""
+    import torch
+
+    from mmbalance.train.data import batches, load_split
+
+    data = load_split(shards, "train", ["audio", "visual"])
+    seen = 0
+    for inputs, labels in batches(data, batch_size, True, torch.Generator().manual_seed(seed)):
+        seen += len(labels)
+    return seen
+
+
+def per_file_epoch(dataset: PerFileDataset, batch_size: int, seed: int) -> int:
+    """One shuffled epoch through a DataLoader over the per-file dataset; returns samples seen."""
+    import torch
+
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0,
+                                         generator=torch.Generator().manual_seed(seed))
+    return sum(len(labels) for _, _, labels in loader)
+
+
+def ensure_inputs(raw: Path, work: Path, params: dict) -> None:
+    """Shards and per-file folders of P1 under ``work`` (made here when P2 runs on its own)."""
+    from p1_prepare import reference_extract
+
+    from mmbalance.datasets import get_dataset
+    from mmbalance.prepare import prepare
+
+    recipe = prepare_recipe(params)
+    if not (work / "shards" / "index.json").is_file():
+        prepare(DATASET, raw, work / "shards", recipe, scan_options(params), 1, int(params["prepare"]["shard_max_count"]))
+    if not (work / "per_file" / "Audio-299").is_dir():
+        clips, _ = get_dataset(DATASET).scan(raw, **scan_options(params))
+        reference_extract(clips, work / "per_file", recipe)
+
+
+def run(raw: Path, work: Path, params: dict, repeats: int) -> list[Measurement]:
+    """Time both loaders over the same training clips, interleaved."""
+    import torch
+
+    from mmbalance.datasets import get_dataset
+
+    ensure_inputs(raw, work, params)
+    torch.set_num_threads(int(params["train"].get("num_threads", 1)))
+    clips, _ = get_dataset(DATASET).scan(raw, **scan_options(params))
+    train = [c for c in clips if c.split == "train"]
+    recipe, batch = prepare_recipe(params), int(params["train"]["batch_size"])
+    per_file = PerFileDataset(work / "per_file", train, int(recipe["frame_size"]), get_dataset(DATASET).frames_per_clip)
+    runners = {"project": lambda: project_epoch(work / "shards", batch, 0),
+               "per_file": lambda: per_file_epoch(per_file, batch, 0)}
+    t = interleaved(runners, repeats)
+    rate = {k: len(train) / median(v) for k, v in t.items()}
+    return [Measurement("P2", "one training epoch from shards (load_split + batches) vs per-file folders (DataLoader)",
+                        rate["project"], "samples/s", paired_ratio(t["per_file"], t["project"]), "speed-up",
+                        (">=", 5.0), f"per-file: {rate['per_file']:.0f} samples/s; {len(train)} training clips, "
+                        f"batch {batch}, frames {recipe['frame_size']}², median of {repeats}")]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--raw", type=Path, required=True, help="CREMA-D-layout folder (from run.py or generate)")
+    ap.add_argument("--work", type=Path, required=True, help="P1's scratch folder (shards/, per_file/)")
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--profile", type=Path, default=Path("profiles/fullsize.yaml"))
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    for m in run(args.raw, args.work, bench_params(args.params, args.profile), args.repeats):
+        print(m.as_dict())
+
+
+if __name__ == "__main__":
+    main()
