@@ -1,0 +1,89 @@
+"""Determinism and the non-finite guard: the same seed gives identical metrics on CPU, every
+adapter's shards are byte-identical whatever the worker count, and a NaN/inf loss or gradient
+stops the run with an error naming method, epoch and step.
+
+CREMA-D's shard bytes across worker counts are covered in test_prepare.py; training resumed from
+a checkpoint in test_resume.py and test_interrupt.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import pytest
+import torch
+
+from mmbalance.prepare import prepare
+from mmbalance.train.loop import NonFiniteError, fit
+from mmbalance.train.run import seed_everything
+
+from test_bad_inputs import BUILD, RECIPE, SPLITS
+from test_methods import TRAIN, make, splits_for
+
+
+def _fit(name: str, seed: int = 0, method_hook=None) -> dict:
+    seed_everything(seed)
+    method, model, mods = make(name)
+    if method_hook is not None:
+        method_hook(method)
+    return fit(model, method, splits_for(mods), {**TRAIN, "epochs": 3}, seed=seed, name=name)
+
+
+@pytest.mark.parametrize("name", ["concat", "ogm_ge"])  # ogm_ge draws Gaussian gradient noise
+def test_same_seed_same_metrics(name):
+    first, second = _fit(name), _fit(name)
+    assert first["test"] == second["test"] and first["best_epoch"] == second["best_epoch"]
+    assert [r["train_loss"] for r in first["history"]] == [r["train_loss"] for r in second["history"]]
+    for key, value in first["best_state"]["model"].items():
+        assert torch.equal(value, second["best_state"]["model"][key]), key
+
+
+def _digests(folder) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("ds", ["ave", "kinetics_sounds", "ucf101", "mosi"])
+def test_shards_byte_identical_across_worker_counts(ds, tmp_path):
+    root = tmp_path / "raw"
+    BUILD[ds](root)
+    prepare(ds, root, tmp_path / "one", RECIPE, SPLITS[ds], workers=1, shard_max_count=3)
+    prepare(ds, root, tmp_path / "two", RECIPE, SPLITS[ds], workers=2, shard_max_count=3)
+    one = _digests(tmp_path / "one")
+    assert len(one) > 2 and one == _digests(tmp_path / "two")
+
+
+def _poison_loss(at_step: int):
+    """Make the method's loss NaN from step ``at_step`` on."""
+    def hook(method):
+        real = method.loss
+
+        def loss(out, y):
+            value = real(out, y)
+            return value * math.nan if method.ctx.step >= at_step else value
+        method.loss = loss
+    return hook
+
+
+def _poison_grad(at_step: int):
+    """Put an inf into one gradient after backward from step ``at_step`` on."""
+    def hook(method):
+        real = method.after_backward
+
+        def after_backward(model, out, y):
+            real(model, out, y)
+            if method.ctx.step >= at_step:
+                next(p for p in model.parameters() if p.grad is not None).grad.view(-1)[0] = math.inf
+        method.after_backward = after_backward
+    return hook
+
+
+def test_non_finite_loss_stops_the_run_naming_method_epoch_and_step():
+    # 12 training clips in batches of 6: two steps per epoch, so step 3 is in epoch 1
+    with pytest.raises(NonFiniteError, match=r"non-finite loss nan at method ogm_ge, epoch 1, step 3"):
+        _fit("ogm_ge", method_hook=_poison_loss(3))
+
+
+def test_non_finite_gradient_stops_the_run_naming_the_parameter():
+    with pytest.raises(NonFiniteError, match=r"non-finite gradient in \S+ at method concat, epoch 0, step 1"):
+        _fit("concat", method_hook=_poison_grad(1))
