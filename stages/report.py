@@ -1,6 +1,8 @@
 """Stage `report`: render reports/README.md, one page per seed paper and the PNG plots from the
 training stages' results.json files, their DVCLive curves and the robustness.json files.
 
+Also lists each dataset's clip counts and skipped clips from its shard index.json (--indexes).
+
 Reads params: profile, benchmark (and hashes the whole params file for provenance).
 Writes next to --out: <paper>.md for each seed paper and plots/<dataset>/*.png.
 """
@@ -27,6 +29,7 @@ from mmbalance.report import (
     render_summary,
     write_report,
 )
+from mmbalance.report.data_summary import load_data_summaries
 from mmbalance.report.diagnostics import diagnostics_section
 from mmbalance.report.render import mini_note
 from mmbalance.report.tables import leaderboard_order, ordered_datasets
@@ -94,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--results", nargs="*", default=[], help="results.json, one per (dataset, run)")
     ap.add_argument("--robustness", nargs="*", default=[], help="robustness.json, one per dataset (stages/evaluate.py)")
+    ap.add_argument("--indexes", nargs="*", default=[], help="shard index.json files: clip counts and skipped clips per dataset")
     ap.add_argument("--paper-numbers", required=True, help="reference/paper_numbers.csv")
     ap.add_argument("--params", required=True, help="params.yaml (hashed for provenance)")
     ap.add_argument("--methods", nargs="+", default=None,
@@ -110,13 +114,14 @@ def main(argv: list[str] | None = None) -> None:
     methods = expected_runs(Path(args.params), args.methods)
     runs = load_results(existing(args.results, "results"))
     robustness = load_robustness(existing(args.robustness, "robustness"))
+    data = load_data_summaries(existing(args.indexes, "shard index"))
     config = load_config()
     index = PaperIndex(load_paper_numbers(args.paper_numbers), config)
 
     plots = {} if args.no_plots else draw_plots(out.parent, runs, robustness, methods)
     diagnostics = [] if args.no_plots else draw_diagnostics(out.parent, runs)
     pages = [(config.papers[p]["short"], page_name(p)) for p in config.papers]
-    write_report(render_summary(runs, index, methods, prov, robustness, plots, pages), out)
+    write_report(render_summary(runs, index, methods, prov, robustness, plots, pages, data), out)
     mini = any(r.profile == "mini" for r in runs)
     for paper in config.papers:
         section = diagnostics_section(paper, diagnostics)

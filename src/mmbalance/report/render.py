@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from .data_summary import DataSummary, data_section
 from .papers import DATASET_NAMES, PAPERS, PaperIndex, PaperNumber, dataset_label, load_config
 from .provenance import UNKNOWN, Provenance, git_revision, params_hash
 from .tables import (
@@ -116,8 +117,9 @@ def dataset_section(
     paper_numbers: Sequence[PaperNumber] | PaperIndex,
     robustness: RobustnessSummary | None = None,
     plots: Sequence[tuple[str, str]] = (),
+    data: DataSummary | None = None,
 ) -> str:
-    """Heading, leaderboard, notes, plot links and robustness for one dataset."""
+    """Heading, leaderboard, notes, data counts and skips, plot links and robustness for one dataset."""
     index = paper_numbers if isinstance(paper_numbers, PaperIndex) else PaperIndex(paper_numbers)
     ds_runs = [r for r in runs if r.dataset == dataset]
     parts = [
@@ -128,6 +130,8 @@ def dataset_section(
     note = baseline_note(dataset, index)
     if note:
         parts.append(note)
+    if data is not None:
+        parts.append(data_section(data))
     curves = [(label, path) for label, path in plots if label != ROBUSTNESS_PLOT]
     if curves:
         parts.append("Plots: " + " · ".join(f"[{label}]({path})" for label, path in curves))
@@ -191,6 +195,7 @@ def render_summary(
     robustness: Mapping[str, RobustnessSummary] | None = None,
     plots: PlotLinks | None = None,
     pages: Sequence[tuple[str, str]] = (),
+    data: Mapping[str, DataSummary] | None = None,
 ) -> str:
     """The summary page (``reports/README.md``) as a markdown string ending in a newline.
 
@@ -219,7 +224,7 @@ def render_summary(
     for d in datasets:
         ms = _methods_for(methods, d)
         all_methods += [m for m in ms if m not in all_methods]
-        parts.append(dataset_section(d, runs, ms, index, robustness.get(d), plots.get(d, ())))
+        parts.append(dataset_section(d, runs, ms, index, robustness.get(d), plots.get(d, ()), (data or {}).get(d)))
     parts.append(provenance_section(runs, all_methods, provenance, robustness))
     return "\n\n".join(parts) + "\n"
 
