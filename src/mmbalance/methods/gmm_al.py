@@ -34,6 +34,7 @@ import torch
 from torch.nn import functional as F
 
 from mmbalance.methods.base import METHODS, Method
+from mmbalance.train.distributed import all_gather_cat
 
 # Gap histogram of the report (GMM-AL Fig. 2/3): fixed bins over the whole range of g ∈ [−1, 1],
 # so that histograms of different fits and seeds share their edges.
@@ -156,15 +157,16 @@ class GMMAdaptiveLoss(Method):
 
     @torch.no_grad()
     def collect_gaps(self, trainer) -> np.ndarray:
-        """Gaps of every training sample, evaluation mode (fixed frames), [N]."""
+        """Gaps of every training sample, evaluation mode (fixed frames), [N]. Under DDP each rank
+        scores its share and the gaps are all-gathered, so every rank fits the same mixture."""
         model = trainer.model
         was_training = model.training
         model.eval()
         try:
-            gaps = [modality_gap(model(x).unimodal_logits, y, self.order) for x, y in trainer.batches("train", train=False)]
+            gaps = [modality_gap(model(x).unimodal_logits, y, self.order) for x, y in trainer.batches("train", train=False, shard=True)]
         finally:
             model.train(was_training)
-        return torch.cat(gaps).cpu().numpy()
+        return all_gather_cat(torch.cat(gaps) if gaps else torch.empty(0)).cpu().numpy()
 
     # ---- loss ----------------------------------------------------------------------------
 
