@@ -1,0 +1,84 @@
+"""Queued experiments: `dvc exp run --queue` twice, `dvc queue start -j 2`, both appear in `dvc exp show`.
+
+A copy of the real pipeline cut to generate → prepare → experiment on tiny CREMA-D data.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).parents[1]
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("dvc", path=str(Path(sys.executable).parent)) is None,
+                                                   reason="dvc is not installed in this environment")]
+METHODS = ("concat", "audio_only")
+
+
+def _run(cmd: list[str], cwd: Path, env: dict) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout + proc.stderr
+
+
+def _shrink(dst: Path) -> None:
+    """Only CREMA-D, tiny data, one seed, two epochs; only the stages an experiment needs."""
+    p = yaml.safe_load((dst / "params.yaml").read_text())
+    p["generate"] = {"cremad": {**p["generate"]["cremad"], "clips_per_class": 8, "show_progress": False, "workers": 1}}
+    p["datasets"] = {"cremad": p["datasets"]["cremad"]}
+    p.update(seeds=[0], dataset="cremad", method="concat")
+    p["train"].update(epochs=2)
+    p["prepare"]["workers"] = 1
+    (dst / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    pipeline = yaml.safe_load((dst / "dvc.yaml").read_text())
+    stages = {k: v for k, v in pipeline["stages"].items() if k in ("generate", "prepare", "experiment")}
+    (dst / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+
+
+def _wait_for_queue(path: Path, env: dict, deadline: float) -> str:
+    """Poll `dvc queue status` until no experiment is queued or running."""
+    while time.time() < deadline:
+        status = _run(["dvc", "queue", "status"], path, env)
+        if "Queued" not in status and "Running" not in status:
+            return status
+        time.sleep(2)
+    raise AssertionError(f"queued experiments still running after the deadline:\n{status}")
+
+
+def test_queue_runs_two_experiments_in_parallel(tmp_path):
+    for name in ("dvc.yaml", "params.yaml", "stages", "src"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    _shrink(tmp_path)
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", OMP_NUM_THREADS="1",
+               PYTHONPATH=str(tmp_path / "src"), DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"],
+                ["dvc", "repro", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "base"]):
+        _run(cmd, tmp_path, env)
+    for method in METHODS:
+        _run(["dvc", "exp", "run", "--queue", "-S", f"method={method}"], tmp_path, env)
+    try:
+        _run(["dvc", "queue", "start", "-j", "2"], tmp_path, env)
+        status = _wait_for_queue(tmp_path, env, time.time() + 240)
+    finally:
+        subprocess.run(["dvc", "queue", "stop"], cwd=tmp_path, env=env, capture_output=True, timeout=60)
+    assert "Failed" not in status, status
+    shown = json.loads(_run(["dvc", "exp", "show", "--json"], tmp_path, env))
+    ran = {}
+    for exp in _experiments(shown):
+        data = exp.get("data") or {}
+        method = ((data.get("params") or {}).get("params.yaml", {}).get("data") or {}).get("method")
+        ran[method] = (data.get("metrics") or {}).get("experiment/metrics.json", {}).get("data", {}).get("acc")
+    for method in METHODS:
+        assert ran.get(method) is not None, f"no experiment with method={method} and metrics in dvc exp show: {ran}"
+
+
+def _experiments(rows: list) -> list[dict]:
+    """The experiment revisions (not the baseline commit) of `dvc exp show --json`."""
+    return [rev for row in rows for exp in (row.get("experiments") or []) for rev in (exp.get("revs") or [])]
