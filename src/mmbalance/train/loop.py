@@ -248,9 +248,11 @@ def _modifies_gradients(method: Method) -> bool:
 def _check_finite(model: torch.nn.Module, loss: torch.Tensor, where: str) -> None:
     if not torch.isfinite(loss):
         raise NonFiniteError(f"non-finite loss {loss.item()} at {where}")
-    for name, p in model.named_parameters():
-        if p.grad is not None and not torch.isfinite(p.grad).all():
-            raise NonFiniteError(f"non-finite gradient in {name} at {where}")
+    named = [(name, p.grad) for name, p in model.named_parameters() if p.grad is not None]
+    # one reduction (one device sync on a GPU), then the culprit's name only when it fails
+    if named and not bool(torch.stack([torch.isfinite(g).all() for _, g in named]).all()):
+        bad = next(name for name, g in named if not torch.isfinite(g).all())
+        raise NonFiniteError(f"non-finite gradient in {bad} at {where}")
 
 
 def _save_checkpoint(path: Path, trainer: Trainer, epoch: int, history: list, best: dict, best_state: dict) -> None:
