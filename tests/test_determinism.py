@@ -87,3 +87,28 @@ def test_non_finite_loss_stops_the_run_naming_method_epoch_and_step():
 def test_non_finite_gradient_stops_the_run_naming_the_parameter():
     with pytest.raises(NonFiniteError, match=r"non-finite gradient in \S+ at method concat, epoch 0, step 1"):
         _fit("concat", method_hook=_poison_grad(1))
+
+
+def test_seeds_trained_side_by_side_equal_sequential_seeds(tmp_path):
+    """``train.seed_workers: 2`` trains the seeds in forked processes: same numbers, same files."""
+    from pathlib import Path
+
+    from mmbalance.params import load_params, resolve_run
+    from mmbalance.train.run import run
+
+    root = tmp_path / "raw"
+    BUILD["ucf101"](root)
+    prepare("ucf101", root, tmp_path / "shards", RECIPE, SPLITS["ucf101"], workers=1, shard_max_count=50)
+    params = load_params(Path(__file__).parents[1] / "params.yaml")
+    method, cfg, model = resolve_run(params, "ogm_ge")
+    out = {}
+    for workers in (1, 2):
+        train = {**params["train"], "epochs": 2, "batch_size": 8, "seed_workers": workers}
+        res = run(tmp_path / "shards", tmp_path / f"out{workers}", "ucf101", method, cfg, model, train, [0, 1], "mini",
+                  models=tmp_path / f"models{workers}", run_name="ogm_ge")
+        out[workers] = {s: {k: v for k, v in r.items() if k != "wall_s"} for s, r in res["seeds"].items()}
+        assert sorted(p.name for p in (tmp_path / f"models{workers}").iterdir()) == ["seed0.pt", "seed1.pt"]
+    assert out[1] == out[2]
+    for seed in ("seed0", "seed1"):
+        live = "live/{}/metrics.json".format(seed)
+        assert (tmp_path / "out1" / live).read_text() == (tmp_path / "out2" / live).read_text()

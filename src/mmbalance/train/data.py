@@ -111,22 +111,49 @@ def frame_indices(counts: torch.Tensor, n: int, train: bool, gen: torch.Generato
 
 
 def _frames_input(data: SplitData, m: str, idx: torch.Tensor, train: bool, gen: torch.Generator) -> torch.Tensor:
-    """Picked frames as [B, n, C, H, W] float."""
+    """Picked frames as stored: [B, n, H, W, C] uint8 (``finish_batch`` makes them float)."""
     n = int(data.info.get("frames_per_clip", 1))
     pick = frame_indices(data.lengths[m][idx], n, train, gen)  # [B, n]
-    x = data.arrays[m][idx[:, None], pick]  # [B, n, H, W, C]
+    return data.arrays[m][idx[:, None], pick]  # [B, n, H, W, C]
+
+
+def _finish_frames(x: torch.Tensor, entry: dict) -> torch.Tensor:
+    """[B, n, H, W, C] uint8 → [B, n, C, H, W] float: ImageNet-normalised RGB, or de-quantised
+    with the index's ``dequantize`` offset/scale (e.g. optical flow)."""
     x = x.permute(0, 1, 4, 2, 3).float()  # [B, n, C, H, W]
-    deq = data.info["modalities"][m].get("dequantize")
+    deq = entry.get("dequantize")
     if deq is not None:
         return (x - float(deq["offset"])) * float(deq["scale"])
     x = x.div_(255.0)
     if x.shape[2] == 3:
-        x = (x - MEAN[:, None, None]) / STD[:, None, None]
+        mean, std = MEAN.to(x.device), STD.to(x.device)
+        x = (x - mean[:, None, None]) / std[:, None, None]
     return x
 
 
-def make_batch(data: SplitData, idx: torch.Tensor, train: bool, gen: torch.Generator) -> tuple[dict, torch.Tensor]:
-    """Model inputs for the samples ``idx``: ({modality: input}, labels [B])."""
+def finish_batch(inputs: dict, info: dict) -> dict:
+    """Model inputs from ``make_batch(..., raw=True)`` output, on whatever device it now sits:
+    frames converted and normalised, spectrograms to float. Converting after the move sends
+    uint8 frames / fp16 spectrograms to a GPU (2-4x fewer bytes) and normalises them there."""
+    out = {}
+    for m, x in inputs.items():
+        kind = info["modalities"][m]["kind"]
+        if kind == "frames":
+            out[m] = _finish_frames(x, info["modalities"][m])
+        elif kind == "spectrogram":
+            out[m] = x.float()
+        else:
+            out[m] = x
+    return out
+
+
+def make_batch(data: SplitData, idx: torch.Tensor, train: bool, gen: torch.Generator,
+               raw: bool = False) -> tuple[dict, torch.Tensor]:
+    """Model inputs for the samples ``idx``: ({modality: input}, labels [B]).
+
+    ``raw=True`` leaves frames uint8 [B, n, H, W, C] and spectrograms in their stored dtype, for
+    ``finish_batch`` to convert after the batch has moved to its device.
+    """
     inputs = {}
     for m, arr in data.arrays.items():
         kind = data.info["modalities"][m]["kind"]
@@ -137,8 +164,8 @@ def make_batch(data: SplitData, idx: torch.Tensor, train: bool, gen: torch.Gener
             x = arr[idx, : int(lengths.max())].float()
             inputs[m] = SequenceBatch(x, torch.arange(x.shape[1])[None, :] < lengths[:, None])
         else:
-            inputs[m] = arr[idx].float()
-    return inputs, data.labels[idx]
+            inputs[m] = arr[idx]
+    return (inputs if raw else finish_batch(inputs, data.info)), data.labels[idx]
 
 
 def batches(data: SplitData, batch_size: int, train: bool, gen: torch.Generator):

@@ -28,7 +28,7 @@ from mmbalance.methods import Method
 from mmbalance.models import MultimodalModel
 from mmbalance.train import distributed as dist
 from mmbalance.train import runtime
-from mmbalance.train.data import SplitData, index_batches, make_batch
+from mmbalance.train.data import SplitData, finish_batch, index_batches, make_batch
 from mmbalance.train.stream import StreamLoader, StreamSplit
 
 
@@ -154,10 +154,11 @@ class Trainer:
         else:
             gen = self.gen if train else torch.Generator().manual_seed(0)
             order = self.order_gen if train else gen
-            batches = ((*make_batch(data, idx, train, gen), [data.keys[i] for i in idx.tolist()])
+            batches = ((*make_batch(data, idx, train, gen, raw=True), [data.keys[i] for i in idx.tolist()])
                        for idx in index_batches(len(data), size, train, order, rank, world, pad=train))
         for inputs, y, keys in batches:
-            yield (*self.rt.to_device(inputs, y), keys)
+            inputs, y = self.rt.to_device(inputs, y)  # raw batches: uint8 frames, stored-dtype spectrograms
+            yield self.rt.channels_last(finish_batch(inputs, data.info)), y, keys
 
     @torch.no_grad()
     def evaluate(self, split: str) -> dict:

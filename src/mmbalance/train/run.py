@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import multiprocessing
 import random
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from dvclive import Live
 
 from mmbalance.methods import MethodContext, build_method
 from mmbalance.system import device_name
@@ -142,26 +142,78 @@ def _run(shard_dir, out_dir, dataset, method_name, method_cfg, model_cfg, train_
                "runtime": {"device": rt.device.type, "bf16": rt.bf16, "processes": dist.world_size(), "loader": train_cfg.get("loader", "memory")},
                "selection": "best validation accuracy" if "val" in splits else "last-best test accuracy", "seeds": {}}
     key = fingerprint(info, method_name, method_cfg, model_cfg, train_cfg)  # stale checkpoints are not resumed
-    for seed in seeds:
-        with _live(out_dir / "live" / f"seed{seed}", main) as live:
-            res = train_seed(info, splits, method_name, method_cfg, model_cfg, train_cfg, seed, live,
-                             _checkpoint_path(checkpoints, seed, key, prune=main))
-            if live is not None:
-                live.summary = {"test": res["test"], "best_epoch": res["best_epoch"], "best_test_acc": res["best_test_acc"]}
-        if models is not None and main:
-            models.mkdir(parents=True, exist_ok=True)
-            torch.save({"state": res["best_state"]["model"], "method_state": res["best_state"]["method"], "method": method_name, "method_cfg": method_cfg, "model_cfg": model_cfg,
-                        "epochs": int(train_cfg["epochs"]), "seed": seed}, models / f"seed{seed}.pt")
-        results["seeds"][str(seed)] = {k: v for k, v in res.items() if k not in ("history", "best_state")}
+    job = _SeedJob(info, splits, method_name, method_cfg, model_cfg, train_cfg, out_dir, checkpoints, models, key, main)
+    workers = seed_workers(train_cfg, rt, len(seeds))
+    if workers > 1:
+        # Seeds are independent runs: train them in forked processes that share the loaded splits
+        # (copy-on-write). Each seeds its own RNGs, so the numbers equal a sequential run's.
+        global _JOB
+        _JOB = job
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            per_seed = pool.map(_run_job_seed, seeds)
+        _JOB = None
+    else:
+        per_seed = [job.run_seed(seed) for seed in seeds]
+    results["seeds"] = {str(seed): res for seed, res in zip(seeds, per_seed)}
     if main:
         write_results(out_dir, results)
     return results
+
+
+def seed_workers(train_cfg: dict, rt, n_seeds: int) -> int:
+    """Processes training seeds side by side (``train.seed_workers``, default 1): only for a
+    single-process CPU run with the in-memory loader (a GPU or DDP run uses its devices instead)."""
+    n = min(int(train_cfg.get("seed_workers", 1)), n_seeds)
+    if n > 1 and (rt.cuda or dist.world_size() > 1 or str(train_cfg.get("loader", "memory")) != "memory"):
+        return 1
+    return max(n, 1)
+
+
+@dataclass
+class _SeedJob:
+    """Everything one seed's training needs; ``run_seed`` trains it and writes its files."""
+
+    info: dict
+    splits: dict
+    method_name: str
+    method_cfg: dict
+    model_cfg: dict
+    train_cfg: dict
+    out_dir: Path
+    checkpoints: Path | None
+    models: Path | None
+    key: str
+    main: bool
+
+    def run_seed(self, seed: int) -> dict:
+        """Train one seed (DVCLive curves, checkpoint, selected weights); its results entry."""
+        with _live(self.out_dir / "live" / f"seed{seed}", self.main) as live:
+            res = train_seed(self.info, self.splits, self.method_name, self.method_cfg, self.model_cfg, self.train_cfg,
+                             seed, live, _checkpoint_path(self.checkpoints, seed, self.key, prune=self.main))
+            if live is not None:
+                live.summary = {"test": res["test"], "best_epoch": res["best_epoch"], "best_test_acc": res["best_test_acc"]}
+        if self.models is not None and self.main:
+            self.models.mkdir(parents=True, exist_ok=True)
+            torch.save({"state": res["best_state"]["model"], "method_state": res["best_state"]["method"], "method": self.method_name,
+                        "method_cfg": self.method_cfg, "model_cfg": self.model_cfg, "epochs": int(self.train_cfg["epochs"]), "seed": seed},
+                       self.models / f"seed{seed}.pt")
+        return {k: v for k, v in res.items() if k not in ("history", "best_state")}
+
+
+_JOB: _SeedJob | None = None  # the job forked seed workers run (set only around the pool)
+
+
+def _run_job_seed(seed: int) -> dict:
+    torch.set_num_threads(int(_JOB.train_cfg.get("num_threads", 2)))
+    return _JOB.run_seed(seed)
 
 
 def _live(folder: Path, main: bool):
     """DVCLive on rank 0; the other ranks log nothing."""
     if not main:
         return contextlib.nullcontext()
+    from dvclive import Live  # imported here: building a model or a run needs no logger
+
     return Live(dir=str(folder), save_dvc_exp=False, dvcyaml=None, report=None, resume=False)
 
 

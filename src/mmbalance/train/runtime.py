@@ -40,16 +40,22 @@ class Runtime:
         return contextlib.nullcontext()
 
     def to_device(self, inputs: dict, labels: torch.Tensor) -> tuple[dict, torch.Tensor]:
-        """Move a batch; on CUDA 4-D images/spectrograms [B, C, H, W] go channels-last."""
+        """Move a batch to the device (nothing to do on the CPU)."""
         if not self.cuda:
             return inputs, labels
         return {m: self._move(x) for m, x in inputs.items()}, labels.to(self.device, non_blocking=True)
 
+    def channels_last(self, inputs: dict) -> dict:
+        """On CUDA, 4-D images/spectrograms [B, C, H, W] go channels-last (the CNNs' format)."""
+        if not self.cuda:
+            return inputs
+        return {m: x.contiguous(memory_format=torch.channels_last) if isinstance(x, torch.Tensor) and x.dim() == 4 else x
+                for m, x in inputs.items()}
+
     def _move(self, x):
         if isinstance(x, SequenceBatch):
             return SequenceBatch(x.x.to(self.device, non_blocking=True), x.mask.to(self.device, non_blocking=True))
-        x = x.to(self.device, non_blocking=True)
-        return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+        return x.to(self.device, non_blocking=True)
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model on the device; channels-last weights for the 2-D CNN encoders on CUDA."""

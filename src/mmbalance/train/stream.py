@@ -91,7 +91,7 @@ class _Batches(IterableDataset):
 
     def _batch(self, samples: list[dict], gen: torch.Generator):
         part = split_from_samples(samples, self.data.modalities, self.data.info, self.data.pool_sizes)
-        inputs, labels = make_batch(part, torch.arange(len(part)), self.train, gen)
+        inputs, labels = make_batch(part, torch.arange(len(part)), self.train, gen, raw=True)  # converted on the device
         return inputs, labels, part.keys
 
 
