@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="markdown report to write")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--profile", type=Path, default=Path("profiles/fullsize.yaml"))
-    ap.add_argument("--clips-per-class", type=int, default=8)
+    ap.add_argument("--clips-per-class", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steps", type=int, default=8, help="P3 training steps per epoch")
     args = ap.parse_args()
