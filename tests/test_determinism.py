@@ -112,3 +112,21 @@ def test_seeds_trained_side_by_side_equal_sequential_seeds(tmp_path):
     for seed in ("seed0", "seed1"):
         live = "live/{}/metrics.json".format(seed)
         assert (tmp_path / "out1" / live).read_text() == (tmp_path / "out2" / live).read_text()
+
+
+def _huge_grad(at_step: int):
+    """Make one gradient finite but so large that its norm overflows float32."""
+    def hook(method):
+        real = method.after_backward
+
+        def after_backward(model, out, y):
+            real(model, out, y)
+            if method.ctx.step >= at_step:
+                next(p for p in model.parameters() if p.grad is not None).grad.fill_(1e30)
+        method.after_backward = after_backward
+    return hook
+
+
+def test_overflowing_gradient_norm_stops_the_run_naming_the_parameter():
+    with pytest.raises(NonFiniteError, match=r"gradient norm of \S+ overflows at method concat, epoch 0, step 1"):
+        _fit("concat", method_hook=_huge_grad(1))
