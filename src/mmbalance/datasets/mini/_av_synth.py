@@ -40,7 +40,7 @@ __all__ = [
     "youtube_ids",
 ]
 
-_PEAK = 0.9  # waveform peak, headroom for the AAC encoder
+PEAK = 0.9  # waveform peak, headroom for the AAC encoder and 16-bit PCM
 _YT_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"))
 VIDEO_CODECS = ("libx264", "mpeg4")
 
@@ -227,19 +227,23 @@ def synth_audio(rng: np.random.Generator, recipe: SynthRecipe, spec: ClipSpec) -
     sr = recipe.sample_rate
     n = round(recipe.duration_s * sr)
     a, b = round(spec.start_s * sr), min(n, round(spec.end_s * sr))
-    event = _tone(rng, recipe, spec.tone_class, b - a)
+    event = tone(rng, recipe, spec.tone_class, b - a)
     wave = np.zeros(n)
     wave[a:b] = event
     if spec.distractor >= 0:  # each clip has its own generator: a conditional draw is safe
-        outside = _tone(rng, recipe, spec.distractor, n)
+        outside = tone(rng, recipe, spec.distractor, n)
         wave[:a], wave[b:] = outside[:a], outside[b:]
     noise_std = np.sqrt(np.mean(event**2) / 10 ** (recipe.audio_snr_db / 10))
     wave += rng.normal(0.0, noise_std, n)
-    return (_PEAK * wave / np.abs(wave).max()).astype(np.float32)
+    return (PEAK * wave / np.abs(wave).max()).astype(np.float32)
 
 
-def _tone(rng: np.random.Generator, recipe: SynthRecipe, cls: int, n: int) -> np.ndarray:
-    """Harmonic tone at class ``cls``'s pitch (+/- jitter) under an on/off envelope; float [n]."""
+def tone(rng: np.random.Generator, recipe, cls: int, n: int) -> np.ndarray:
+    """Harmonic tone at class ``cls``'s pitch (+/- jitter) under an on/off envelope; float [n].
+
+    ``recipe``: any recipe with ``sample_rate``, ``pitches_hz``, ``pitch_jitter``,
+    ``harmonic_amplitudes``, ``envelope_block_s`` and ``envelope_on_prob`` (the mini CREMA-D's too).
+    """
     t = np.arange(n) / recipe.sample_rate
     f0 = recipe.pitches_hz[cls] * (1 + rng.uniform(-recipe.pitch_jitter, recipe.pitch_jitter))
     phases = rng.uniform(0, 2 * np.pi, len(recipe.harmonic_amplitudes))
@@ -247,10 +251,10 @@ def _tone(rng: np.random.Generator, recipe: SynthRecipe, cls: int, n: int) -> np
         amp * np.sin(2 * np.pi * (k + 1) * f0 * t + p)
         for k, (amp, p) in enumerate(zip(recipe.harmonic_amplitudes, phases, strict=True))
     )
-    return tone * _envelope(rng, recipe, n)
+    return tone * envelope(rng, recipe, n)
 
 
-def _envelope(rng: np.random.Generator, recipe: SynthRecipe, n: int) -> np.ndarray:
+def envelope(rng: np.random.Generator, recipe, n: int) -> np.ndarray:
     """Random on/off blocks (at least one on), edges ramped over 5 ms; float [n] in [0, 1]."""
     block = max(1, round(recipe.envelope_block_s * recipe.sample_rate))
     on = rng.random(-(-n // block)) < recipe.envelope_on_prob

@@ -31,12 +31,12 @@ from mmbalance.datasets.cremad import (
     VIDEO_EXT,
 )
 from mmbalance.datasets.mini import register_generator
+from mmbalance.datasets.mini._av_synth import PEAK, tone
 
 __all__ = ["TRUTH_FILE", "generate_cremad"]
 
 TRUTH_FILE = "mini_truth.csv"
 _ACTORS = tuple(range(1001, 1092))  # 91 actors, as in CREMA-D
-_PEAK = 0.9  # waveform peak before 16-bit PCM, leaves headroom against clipping
 
 
 @dataclass(frozen=True)
@@ -237,32 +237,10 @@ def _write_clip(job: tuple[Path, _Recipe, _ClipSpec]) -> None:
 def _synth_audio(rng: np.random.Generator, recipe: _Recipe, tone_class: int) -> np.ndarray:
     """Noisy harmonic tone with an on/off envelope; float32 [duration * rate], peak 0.9."""
     n = round(recipe.duration_s * recipe.sample_rate)
-    t = np.arange(n) / recipe.sample_rate
-    jitter = rng.uniform(-recipe.pitch_jitter, recipe.pitch_jitter)
-    f0 = recipe.pitches_hz[tone_class] * (1 + jitter)
-    phases = rng.uniform(0, 2 * np.pi, len(recipe.harmonic_amplitudes))
-    tone = sum(
-        a * np.sin(2 * np.pi * (k + 1) * f0 * t + p)
-        for k, (a, p) in enumerate(zip(recipe.harmonic_amplitudes, phases, strict=True))
-    )
-    tone = tone * _envelope(rng, recipe, n)
-    noise_std = np.sqrt(np.mean(tone**2) / 10 ** (recipe.audio_snr_db / 10))
-    wave = tone + rng.normal(0.0, noise_std, n)
-    return (_PEAK * wave / np.abs(wave).max()).astype(np.float32)
-
-
-def _envelope(rng: np.random.Generator, recipe: _Recipe, n: int) -> np.ndarray:
-    """Random on/off blocks (at least one on), edges smoothed over 5 ms; float [n] in [0, 1]."""
-    block = max(1, round(recipe.envelope_block_s * recipe.sample_rate))
-    on = rng.random(-(-n // block)) < recipe.envelope_on_prob
-    if not on.any():
-        on[rng.integers(on.size)] = True
-    env = np.repeat(on.astype(float), block)[:n]
-    # 5-ms moving average = linear ramps at block edges (no clicks); cumsum is O(n)
-    k = max(1, recipe.sample_rate // 200)
-    padded = np.concatenate([np.full(k // 2, env[0]), env, np.full(k - k // 2, env[-1])])
-    csum = np.concatenate([[0.0], np.cumsum(padded)])
-    return (csum[k:] - csum[:-k])[:n] / k
+    wave = tone(rng, recipe, tone_class, n)
+    noise_std = np.sqrt(np.mean(wave**2) / 10 ** (recipe.audio_snr_db / 10))
+    wave = wave + rng.normal(0.0, noise_std, n)
+    return (PEAK * wave / np.abs(wave).max()).astype(np.float32)
 
 
 def _synth_frames(
