@@ -27,14 +27,16 @@ def resolve_run(params: dict, run: str) -> tuple[str, dict, dict]:
     """A run name → (registered method, its params, model params).
 
     ``methods.<run>`` is either a method's own block (run name = method name) or a variant block
-    naming its method (``method: gmm_al``) and optionally a fusion (``fusion: sum``): ablation and
-    fusion rows of the papers are such variants, e.g. ``gmm_al__alpha0`` or ``opm__sum``.
+    naming its method (``method: gmm_al``) and optionally a fusion (``fusion: sum``) or a backbone
+    (``backbone: mmtm``): ablation, fusion and backbone rows of the papers are such variants, e.g.
+    ``gmm_al__alpha0``, ``opm__sum`` or ``arl__mmtm``.
     """
     cfg = dict(lookup(params, f"methods.{run}") or {})
     method = cfg.pop("method", run)
     model = dict(lookup(params, "model"))
-    if "fusion" in cfg:
-        model["fusion"] = cfg.pop("fusion")
+    for key in ("fusion", "backbone"):
+        if key in cfg:
+            model[key] = cfg.pop(key)
     return method, cfg, model
 
 

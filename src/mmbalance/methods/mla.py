@@ -119,6 +119,10 @@ class MLA(Method):
     def forward(self, model, inputs, labels) -> MLAOutput:
         if self.head is None:
             raise RuntimeError("mla: modules() was not called; add its modules to model.method_modules")
+        if model.backbone.intermediate:
+            # each step trains one modality's encoder alone: encoders that exchange maps cannot be split
+            raise ValueError("mla encodes each modality on its own and needs model.backbone 'late'; "
+                             f"got {type(model.backbone).__name__}")
         active = self._active(model.modalities)
         feats = {}
         for m, enc in model.encoders.items():

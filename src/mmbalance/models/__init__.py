@@ -1,11 +1,12 @@
 """Encoders, fusions and the multimodal model."""
 
+from mmbalance.models.backbones import BACKBONES, build_backbone
 from mmbalance.models.encoders import ENCODERS, build_encoder
 from mmbalance.models.fusions import FUSIONS
 from mmbalance.models.model import MultimodalModel, build_model
 from mmbalance.models.output import Output, SequenceBatch
 
-__all__ = ["ENCODERS", "FUSIONS", "MultimodalModel", "Output", "SequenceBatch", "build_encoder", "build_model"]
+__all__ = ["BACKBONES", "ENCODERS", "FUSIONS", "MultimodalModel", "Output", "SequenceBatch", "build_backbone", "build_encoder", "build_model"]
 
 # Sequence encoders (transformer, LSTM) register themselves into ENCODERS.
 from mmbalance.models import sequence_encoders  # noqa: E402, F401

@@ -3,11 +3,17 @@
 Inputs are [B, C, H, W] (a spectrogram, C = 1) or [B, T, C, H, W] (T frames); frames are encoded
 one by one and their features averaged, as the papers' ResNet-18 pipelines do (per-frame 2-D
 convolutions, then average pooling over time).
+
+The convolutional encoders also expose their stages (``FrameAveraging.stages``), so that an
+intermediate-fusion backbone (``models/backbones.py``: MMTM, mmFormer) can run two encoders side
+by side and exchange information between their feature maps.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torchvision
@@ -19,8 +25,27 @@ from mmbalance.registry import Registry
 ENCODERS: Registry = Registry("encoder")
 
 
+@dataclass(frozen=True)
+class Stages:
+    """A 2-D encoder cut at its stage boundaries (the body's own modules, not copies).
+
+    ``entry``: input [N, C, H, W] → the first block's input (e.g. ResNet's stem);
+    ``blocks``: block i maps [N, C_{i-1}, H, W] → [N, channels[i], H', W'];
+    ``exit``: the last block's maps → features [N, D] (global average pooling).
+    """
+
+    entry: Callable[[torch.Tensor], torch.Tensor]
+    blocks: tuple[nn.Module, ...]
+    channels: tuple[int, ...]
+    exit: Callable[[torch.Tensor], torch.Tensor]
+
+
 class FrameAveraging(nn.Module):
-    """Applies a 2-D encoder to each frame of [B, T, C, H, W] and averages over T."""
+    """Applies a 2-D encoder to each frame of [B, T, C, H, W] and averages over T.
+
+    ``stages`` is the body cut at its stage boundaries; ``enter`` / ``leave`` run its entry and
+    exit with the frame handling of ``forward``, for backbones that fuse between stages.
+    """
 
     def __init__(self, body: nn.Module, out_dim: int) -> None:
         super().__init__()
@@ -33,6 +58,28 @@ class FrameAveraging(nn.Module):
         b, t = x.shape[:2]
         feats = self.body(x.flatten(0, 1))  # [B*T, D]
         return feats.view(b, t, -1).mean(dim=1)
+
+    @property
+    def stages(self) -> Stages | None:
+        """The body's stages, or None for a body that cannot be cut. Cut on each call, from the
+        body's current modules (a copied or moved model cuts its own)."""
+        if isinstance(self.body, TinyCNN):
+            return self.body.stages()
+        if isinstance(self.body, torchvision.models.ResNet):
+            return _resnet_stages(self.body, None)
+        if isinstance(self.body, nn.Sequential) and isinstance(self.body[-1], torchvision.models.ResNet):
+            return _resnet_stages(self.body[-1], self.body[0])
+        return None
+
+    def enter(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Input [B, C, H, W] or [B, T, C, H, W] → (entry maps [B·T, C', H', W'], T); T = 1 for 4-D input."""
+        t = 1 if x.dim() == 4 else x.shape[1]
+        return self.stages.entry(x if x.dim() == 4 else x.flatten(0, 1)), t
+
+    def leave(self, maps: torch.Tensor, t: int) -> torch.Tensor:
+        """Last maps [B·T, C, H, W] → features [B, D] (pooled, then averaged over the T frames)."""
+        feats = self.stages.exit(maps)  # [B*T, D]
+        return feats if t == 1 else feats.view(-1, t, feats.shape[1]).mean(dim=1)
 
 
 class TinyCNN(nn.Module):
@@ -54,9 +101,19 @@ class TinyCNN(nn.Module):
         self.out_dim = prev
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(self.shrink(x)).mean(dim=(2, 3))  # [B, channels[-1]]
+
+    def shrink(self, x: torch.Tensor) -> torch.Tensor:
+        """The input average-pooled to ``input_size`` (unchanged if none is set or it already fits)."""
         if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size:
             x = F.adaptive_avg_pool2d(x, self.input_size)
-        return self.features(x).mean(dim=(2, 3))  # [B, channels[-1]]
+        return x
+
+    def stages(self) -> Stages:
+        """One stage per conv block (``features`` holds conv, BN, ReLU per block)."""
+        blocks = tuple(self.features[i : i + 3] for i in range(0, len(self.features), 3))
+        channels = tuple(block[0].out_channels for block in blocks)
+        return Stages(self.shrink, blocks, channels, _spatial_mean)
 
 
 @ENCODERS.register("tiny_cnn")
@@ -84,6 +141,18 @@ def resnet18(in_channels: int, input_size: list[int] | None = None, pretrained: 
     if input_size:
         body = nn.Sequential(nn.AdaptiveAvgPool2d(tuple(input_size)), net)
     return FrameAveraging(body, 512)
+
+
+def _resnet_stages(net: torchvision.models.ResNet, pool: nn.Module | None) -> Stages:
+    """ResNet-18 cut after its stem and after each of layer1 … layer4 (64, 128, 256, 512 channels)."""
+    stem = nn.Sequential(*([pool] if pool is not None else []), net.conv1, net.bn1, net.relu, net.maxpool)
+    blocks = (net.layer1, net.layer2, net.layer3, net.layer4)
+    return Stages(stem, blocks, (64, 128, 256, 512), nn.Sequential(net.avgpool, nn.Flatten(1)))
+
+
+def _spatial_mean(maps: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] → [N, C], TinyCNN's global average pooling."""
+    return maps.mean(dim=(2, 3))
 
 
 def imagenet_weights(path: Path, in_channels: int) -> dict:

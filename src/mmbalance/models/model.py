@@ -5,27 +5,30 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mmbalance.models.backbones import Backbone, LateBackbone, build_backbone
 from mmbalance.models.encoders import build_encoder
 from mmbalance.models.fusions import FUSIONS
 from mmbalance.models.output import Output
 
 
 class MultimodalModel(nn.Module):
-    """Encoders (``ModuleDict`` keyed by modality) → optional feature masks → fusion.
+    """Encoders (``ModuleDict`` keyed by modality), run by a backbone → optional feature masks → fusion.
 
-    Any number of modalities ≥ 1 (a unimodal baseline is the same model with one encoder).
+    Any number of modalities ≥ 1 (a unimodal baseline is the same model with one encoder). The
+    backbone is ``late`` (independent encoders) unless an intermediate-fusion one is given.
     """
 
-    def __init__(self, encoders: dict[str, nn.Module], fusion: nn.Module) -> None:
+    def __init__(self, encoders: dict[str, nn.Module], fusion: nn.Module, backbone: Backbone | None = None) -> None:
         super().__init__()
         self.encoders = nn.ModuleDict(encoders)
         self.fusion = fusion
+        self.backbone = backbone if backbone is not None else LateBackbone(self.encoders)
         self.modalities = list(encoders)
         self.method_modules = nn.ModuleDict()  # filled by the method's ``modules`` hook
 
     def encode(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Features per modality, each [B, D_m]."""
-        return {m: enc(inputs[m]) for m, enc in self.encoders.items()}
+        """Features per modality, each [B, D_m] (through the backbone)."""
+        return self.backbone(self.encoders, inputs)
 
     def fuse(self, features: dict[str, torch.Tensor]) -> Output:
         """Fused and per-modality logits from (possibly masked) features."""
@@ -63,9 +66,13 @@ def encoder_config(model_cfg: dict, modality: str, kind: str) -> dict:
 
 def build_model(model_cfg: dict, modalities: list[str], in_channels: dict[str, int], num_classes: int, fusion: str,
                 kinds: dict[str, str] | None = None) -> MultimodalModel:
-    """Build the model from the ``model`` params block for the given modalities."""
+    """Build the model from the ``model`` params block for the given modalities (backbone from
+    ``model.backbone``, default ``late``, with ``model.backbone_options.<name>``)."""
     kinds = kinds or {}
-    encoders = {m: build_encoder(encoder_config(model_cfg, m, kinds.get(m, "")), in_channels[m]) for m in modalities}
+    encoders = nn.ModuleDict({m: build_encoder(encoder_config(model_cfg, m, kinds.get(m, "")), in_channels[m]) for m in modalities})
     dims = {m: enc.out_dim for m, enc in encoders.items()}
     options = (model_cfg.get("fusion_options") or {}).get(fusion) or {}  # e.g. FiLM's conditioning modality
-    return MultimodalModel(encoders, FUSIONS.get(fusion)(dims, num_classes, **options))
+    head = FUSIONS.get(fusion)(dims, num_classes, **options)
+    name = model_cfg.get("backbone") or "late"
+    backbone = build_backbone(name, encoders, (model_cfg.get("backbone_options") or {}).get(name))
+    return MultimodalModel(dict(encoders), head, backbone)

@@ -8,7 +8,8 @@ like (``data/papers.yaml``).  Adding a run, a variant or a paper means editing t
 
 A *run* is a results folder name, ``results/<dataset>/<run>/``: a registry method (``concat``,
 ``ogm_ge``), a fusion variant ``<method>__<fusion>`` (``opm__sum``; ``concat__sum`` is plain sum
-fusion) or an ablation variant ``<method>__<variant>`` (``gmm_al__alpha0``).
+fusion), a backbone variant ``<method>__<backbone>`` (``arl__mmtm``; ``concat__mmtm`` is MMTM with
+a concat head) or an ablation variant ``<method>__<variant>`` (``gmm_al__alpha0``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ FUSION_NAMES: dict[str, str] = {
     "film": "FiLM",
     "weight": "Weight",
     "gated": "Gated",
+}
+
+# Registry backbone name -> the papers' spelling (labels of ``<method>__<backbone>`` runs).
+BACKBONE_NAMES: dict[str, str] = {
+    "mmtm": "MMTM",
+    "mmformer": "mmFormer",
 }
 
 # Registry method name -> the name the papers use; also the row label in the report.
@@ -305,14 +312,14 @@ def method_label(method: str) -> str:
 
 def run_label(run: str) -> str:
     """Display name of a run: ``ogm_ge`` → "OGM-GE", ``opm__sum`` → "OPM (Sum fusion)",
-    ``concat__sum`` → "Sum", ``gmm_al__alpha0`` → "GMM-AL (α=0)"."""
+    ``concat__sum`` → "Sum", ``arl__mmtm`` → "ARL (MMTM backbone)", ``concat__mmtm`` → "MMTM",
+    ``gmm_al__alpha0`` → "GMM-AL (α=0)"."""
     if "__" not in run:
         return method_label(run)
     base, variant = run.split("__", 1)
-    if variant in FUSION_NAMES:
-        if base == "concat":
-            return FUSION_NAMES[variant]
-        return f"{method_label(base)} ({FUSION_NAMES[variant]} fusion)"
+    for names, kind in ((FUSION_NAMES, "fusion"), (BACKBONE_NAMES, "backbone")):
+        if variant in names:
+            return names[variant] if base == "concat" else f"{method_label(base)} ({names[variant]} {kind})"
     return f"{method_label(base)} ({VARIANT_LABELS.get(variant, variant)})"
 
 
