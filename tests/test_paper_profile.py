@@ -56,3 +56,16 @@ def test_pretrained_weights_load_and_adapt_the_stem(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="junk.pth"):
         resnet18(3, pretrained=str(tmp_path / "junk.pth"))
+
+
+@pytest.mark.parametrize("backbone, modules", [("mmtm", 3), ("mmformer", 1)])
+def test_paper_profile_intermediate_backbones_on_resnet18(paper, backbone, modules):
+    """ARL Tab. 3 on the paper profile: MMTM after layer2-4, mmFormer (8 heads, 512 channels)
+    after layer4; full-size CREMA-D inputs (one frame) give one 512-d feature per modality."""
+    cfg = {**for_dataset(paper["model"], "cremad"), "backbone": backbone}
+    model = build_model(cfg, *AV).eval()
+    assert len(model.backbone.after) == modules and max(model.backbone.after) == 4
+    x = {"audio": torch.randn(1, 1, 257, 299), "visual": torch.randn(1, 1, 3, 224, 224)}
+    with torch.no_grad():
+        feats = model.encode(x)
+    assert all(f.shape == (1, 512) for f in feats.values())

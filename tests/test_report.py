@@ -8,6 +8,7 @@ the diff.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -33,6 +34,7 @@ from mmbalance.report import (
     run_label,
     summarize_run,
 )
+from mmbalance.report.render import backbone_note
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "report"
@@ -239,6 +241,19 @@ def test_run_labels():
     assert run_label("opm__film") == "OPM (FiLM fusion)"
     assert run_label("gmm_al__alpha0") == "GMM-AL (α=0)"
     assert run_label("new_method__x") == "new_method (x)"
+    assert run_label("concat__mmtm") == "MMTM"
+    assert run_label("arl__mmformer") == "ARL (mmFormer backbone)"
+
+
+def test_intermediate_backbone_runs_get_a_probe_note(tmp_path):
+    result = json.loads((FIXTURES / "results" / "cremad" / "concat" / "results.json").read_text())
+    for name, backbone in (("concat", None), ("arl__mmtm", "mmtm")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({**result, **({"backbone": backbone} if backbone else {})}))
+    runs = load_results(sorted(tmp_path.glob("*/results.json")))
+    assert backbone_note(runs[:1] if runs[0].run == "concat" else runs[1:]) is None
+    note = backbone_note(runs)
+    assert note.startswith("Intermediate-fusion runs (`arl__mmtm`)") and "probe columns" in note
 
 
 def test_paper_lookup_spellings():

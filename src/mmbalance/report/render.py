@@ -60,6 +60,19 @@ def protocol_note(runs: Sequence[RunSummary]) -> str:
     )
 
 
+def backbone_note(runs: Sequence[RunSummary]) -> str | None:
+    """A note when some runs fuse inside the encoders (MMTM, mmFormer): their probes are not unimodal."""
+    fused = sorted(r.run for r in runs if r.backbone and r.backbone != "late")
+    if not fused:
+        return None
+    listed = ", ".join(f"`{run}`" for run in fused)
+    return (
+        f"Intermediate-fusion runs ({listed}) exchange information between the encoders, so each "
+        "modality's features already carry the other modality: their probe columns measure those "
+        "mixed features, not what the modality learned on its own."
+    )
+
+
 def baseline_note(dataset: str, index: PaperIndex) -> str | None:
     """A note when the seed papers' own Concat baselines disagree on ``dataset``, else None."""
     figs = []
@@ -127,9 +140,9 @@ def dataset_section(
         _table_with_notes(dataset_table(dataset, ds_runs, methods, index)),
         protocol_note(ds_runs),
     ]
-    note = baseline_note(dataset, index)
-    if note:
-        parts.append(note)
+    for note in (backbone_note(ds_runs), baseline_note(dataset, index)):
+        if note:
+            parts.append(note)
     if data is not None:
         parts.append(data_section(data))
     curves = [(label, path) for label, path in plots if label != ROBUSTNESS_PLOT]

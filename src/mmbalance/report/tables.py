@@ -63,6 +63,7 @@ class RunSummary:
     per_class: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     device: str | None = None
     source: str | None = None
+    backbone: str | None = None  # an intermediate-fusion backbone (mmtm, mmformer); None = late
 
     def __post_init__(self) -> None:
         if not self.run:
@@ -151,6 +152,7 @@ def summarize_run(result: Mapping, run: str | None = None, source: str | None = 
         dataset=str(result["dataset"]),
         method=str(result["method"]),
         fusion=result.get("fusion"),
+        backbone=result.get("backbone"),
         profile=result.get("profile"),
         selection=result.get("selection"),
         modalities=modalities,
