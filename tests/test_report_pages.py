@@ -63,7 +63,7 @@ def test_gmm_page_cells(runs, config):
     assert cells(page, "1", "Concat") == ["Concat", "`concat`", "68.00 ± 2.83 (paper 67.47, +0.53)",
                                           "not run (paper 64.56)"]
     # the paper prints "-" for G-Blending on AVE: no figure, and no run
-    assert cells(page, "1", "G-Blending")[3] == "not run"
+    assert cells(page, "1", "G-Blending")[3] == "—"
     # AVE OGM-GE 0.655 / 0.6612 -> 65.81; 65.81 - 66.14 = -0.33
     assert cells(page, "1", "OGM-GE")[3] == "65.81 ± 0.44 (paper 66.14, -0.33)"
     # ablation row -> its own run: 0.63 / 0.67 -> 65.00 ± 2.83; 65.00 - 76.88 = -11.88
@@ -113,7 +113,7 @@ def test_derived_metrics(runs, config):
 
 def test_paper_cell_forms():
     assert paper_cell(None, 0, "61.4") == ("not run (paper 61.4)", None)
-    assert paper_cell(None, 0, None) == ("not run", None)
+    assert paper_cell(None, 0, None) == ("—", None)  # neither the paper nor we have the cell
     assert paper_cell([], 2, "61.4") == ("— (paper 61.4)", None)
     assert paper_cell([60.0, 62.0], 2, None)[0] == "61.00 ± 1.41 (paper —)"
     text, mean = paper_cell([60.0], 2, "61.4")

@@ -109,7 +109,7 @@ def intro() -> str:
         "Each table is the paper's, with the same rows and columns. A cell reads **ours** "
         "mean ± sample std over the seeds that ran (paper value as printed, Δ = our mean − "
         "paper value); the best of our means in each column is in bold; *not run* = no "
-        "results for the run the row maps to. Figures are percentages unless the column says "
+        "results for the run the row maps to; — alone = neither the paper nor we have that cell. Figures are percentages unless the column says "
         "otherwise. Our metrics are taken at the epoch chosen on validation; the papers pick "
         "the best epoch on test (see the summary's protocol notes). Rows map to runs (the "
         f"folders `results/<dataset>/<run>/`) through `{ROWS_FILE}`."

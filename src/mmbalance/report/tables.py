@@ -408,12 +408,13 @@ def our_values(run: RunSummary, metric: str, reference: RunSummary | None = None
 def paper_cell(ours: Sequence[float] | None, n_expected: int, paper_value: str | None) -> tuple[str, float | None]:
     """A paper-page cell "ours mean ± std (paper value, Δ)" and our mean (None if not run).
 
-    ``ours`` None: the run has no results → "not run (paper v)"; an empty list: the run has
+    ``ours`` None: the run has no results → "not run (paper v)", or "—" where the paper has no
+    figure either (e.g. an RGB-only row on an audio-visual dataset); an empty list: the run has
     no such value → "— (paper v)".  Δ = our mean − the paper's value, signed, 2 decimals.
     """
     paper = f"paper {paper_value}" if paper_value is not None else f"paper {MISSING}"
     if ours is None:
-        return (f"{NOT_RUN} ({paper})" if paper_value is not None else NOT_RUN), None
+        return (f"{NOT_RUN} ({paper})" if paper_value is not None else MISSING), None
     if not ours:
         return f"{MISSING} ({paper})", None
     mean, _ = mean_std_raw(ours)
