@@ -150,10 +150,35 @@ def test_mmformer_needs_equal_channels():
 
 
 def test_backbone_variants_resolve_from_params():
-    for run, method, backbone in [("concat__mmtm", "concat", "mmtm"), ("arl__mmformer", "arl", "mmformer"), ("arl", "arl", "late")]:
+    # ARL Tab. 3's runs read one frame per video, as the paper's
+    for run, method, backbone, frames in [("concat__mmtm", "concat", "mmtm", 1), ("arl__mmformer", "arl", "mmformer", 1),
+                                          ("arl", "arl", "late", None)]:
         got_method, cfg, model_cfg = resolve_run(PARAMS, run)
-        assert (got_method, model_cfg["backbone"]) == (method, backbone) and "backbone" not in cfg
+        assert (got_method, model_cfg["backbone"], model_cfg["frames"]) == (method, backbone, frames)
+        assert "backbone" not in cfg and "frames" not in cfg
     assert set(PARAMS["model"]["backbone_options"]) == set(INTERMEDIATE)
+
+
+@pytest.mark.parametrize("k, t, picked", [(1, 3, [1]), (1, 4, [2]), (2, 4, [1, 3]), (3, 3, [0, 1, 2]), (4, 3, [0, 1, 2])])
+def test_model_frames_picks_evenly_spaced_frames(k, t, picked):
+    x = torch.arange(2 * t, dtype=torch.float32).view(2, t, 1, 1, 1).expand(2, t, 3, 4, 4)
+    enc = build_encoder({"name": "tiny_cnn", "channels": [4]}, 3)
+    enc.frames = k
+    assert torch.equal(enc.select(x), x[:, picked])
+    spectrogram = torch.randn(2, 1, 8, 8)
+    assert enc.select(spectrogram) is spectrogram
+
+
+@pytest.mark.parametrize("name", BACKBONES.names())
+def test_model_frames_feeds_the_chosen_frames_to_every_backbone(name):
+    torch.manual_seed(0)
+    cfg = {**MODEL_CFG, "backbone": name, "backbone_options": OPTIONS, "frames": 1}
+    model = build_model(cfg, ["audio", "visual"], IN_CHANNELS, 6, "concat").eval()
+    x = inputs(frames=3)
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode(x)["visual"], model.encode({**x, "visual": x["visual"][:, [1]]})["visual"])
+    with pytest.raises(ValueError, match="model.frames must be a positive number"):
+        build_model({**cfg, "frames": 0}, ["audio", "visual"], IN_CHANNELS, 6, "concat")
 
 
 @pytest.mark.parametrize("backbone", INTERMEDIATE)

@@ -27,14 +27,15 @@ def resolve_run(params: dict, run: str) -> tuple[str, dict, dict]:
     """A run name → (registered method, its params, model params).
 
     ``methods.<run>`` is either a method's own block (run name = method name) or a variant block
-    naming its method (``method: gmm_al``) and optionally a fusion (``fusion: sum``) or a backbone
-    (``backbone: mmtm``): ablation, fusion and backbone rows of the papers are such variants, e.g.
+    naming its method (``method: gmm_al``) and optionally a fusion (``fusion: sum``), a backbone
+    (``backbone: mmtm``) or the frames per video its model reads (``frames: 1``): ablation, fusion
+    and backbone rows of the papers are such variants, e.g.
     ``gmm_al__alpha0``, ``opm__sum`` or ``arl__mmtm``.
     """
     cfg = dict(lookup(params, f"methods.{run}") or {})
     method = cfg.pop("method", run)
     model = dict(lookup(params, "model"))
-    for key in ("fusion", "backbone"):
+    for key in ("fusion", "backbone", "frames"):
         if key in cfg:
             model[key] = cfg.pop(key)
     return method, cfg, model

@@ -45,14 +45,27 @@ class FrameAveraging(nn.Module):
 
     ``stages`` is the body cut at its stage boundaries; ``enter`` / ``leave`` run its entry and
     exit with the frame handling of ``forward``, for backbones that fuse between stages.
+    ``frames`` (None = all) reads only that many of a clip's T stored frames, evenly spaced
+    (``model.frames``; e.g. 1 = the middle frame, as the ARL paper fed its MMTM / mmFormer runs).
     """
 
     def __init__(self, body: nn.Module, out_dim: int) -> None:
         super().__init__()
         self.body = body
         self.out_dim = out_dim
+        self.frames: int | None = None
+
+    def select(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, C, H, W] → [B, k, C, H, W]: frames ⌊(2i+1)·T / 2k⌋, i < k (the centres of k equal
+        segments); spectrograms and clips with ≤ k frames pass unchanged."""
+        t = x.shape[1] if x.dim() == 5 else 0
+        if not self.frames or t <= self.frames:
+            return x
+        k = int(self.frames)
+        return x[:, [(2 * i + 1) * t // (2 * k) for i in range(k)]]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.select(x)
         if x.dim() == 4:
             return self.body(x)
         b, t = x.shape[:2]
@@ -73,6 +86,7 @@ class FrameAveraging(nn.Module):
 
     def enter(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Input [B, C, H, W] or [B, T, C, H, W] → (entry maps [B·T, C', H', W'], T); T = 1 for 4-D input."""
+        x = self.select(x)
         t = 1 if x.dim() == 4 else x.shape[1]
         return self.stages.entry(x if x.dim() == 4 else x.flatten(0, 1)), t
 

@@ -67,12 +67,24 @@ def encoder_config(model_cfg: dict, modality: str, kind: str) -> dict:
 def build_model(model_cfg: dict, modalities: list[str], in_channels: dict[str, int], num_classes: int, fusion: str,
                 kinds: dict[str, str] | None = None) -> MultimodalModel:
     """Build the model from the ``model`` params block for the given modalities (backbone from
-    ``model.backbone``, default ``late``, with ``model.backbone_options.<name>``)."""
+    ``model.backbone``, default ``late``, with ``model.backbone_options.<name>``; ``model.frames``
+    frames per video, default all stored)."""
     kinds = kinds or {}
     encoders = nn.ModuleDict({m: build_encoder(encoder_config(model_cfg, m, kinds.get(m, "")), in_channels[m]) for m in modalities})
+    if model_cfg.get("frames") is not None:
+        _read_frames(encoders, int(model_cfg["frames"]))
     dims = {m: enc.out_dim for m, enc in encoders.items()}
     options = (model_cfg.get("fusion_options") or {}).get(fusion) or {}  # e.g. FiLM's conditioning modality
     head = FUSIONS.get(fusion)(dims, num_classes, **options)
     name = model_cfg.get("backbone") or "late"
     backbone = build_backbone(name, encoders, (model_cfg.get("backbone_options") or {}).get(name))
     return MultimodalModel(dict(encoders), head, backbone)
+
+
+def _read_frames(encoders: nn.ModuleDict, frames: int) -> None:
+    """Let every frame encoder read ``frames`` of a clip's stored frames (``model.frames``)."""
+    if frames < 1:
+        raise ValueError(f"params model.frames must be a positive number of frames or null (all); got {frames}")
+    for enc in encoders.values():
+        if hasattr(enc, "select"):
+            enc.frames = frames

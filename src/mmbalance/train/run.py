@@ -140,6 +140,7 @@ def _run(shard_dir, out_dir, dataset, method_name, method_cfg, model_cfg, train_
     results = {"dataset": dataset, "run": run_name or method_name, "method": method_name, "fusion": model_cfg.get("fusion", "concat"), "profile": profile,
                "device": device_name(), "modalities": mods,
                **({"backbone": model_cfg["backbone"]} if model_cfg.get("backbone", "late") != "late" else {}),
+               **({"frames": int(model_cfg["frames"])} if model_cfg.get("frames") else {}),
                "runtime": {"device": rt.device.type, "bf16": rt.bf16, "processes": dist.world_size(), "loader": train_cfg.get("loader", "memory")},
                "selection": "best validation accuracy" if "val" in splits else "last-best test accuracy", "seeds": {}}
     key = fingerprint(info, method_name, method_cfg, model_cfg, train_cfg)  # stale checkpoints are not resumed
