@@ -14,10 +14,9 @@ from mmbalance.models import BACKBONES, build_model
 from mmbalance.models.backbones import MMTM, sincos_2d
 from mmbalance.models.encoders import build_encoder
 from mmbalance.params import load_params, resolve_run
-from mmbalance.train.loop import Trainer
 
 from conftest import IN_CHANNELS, MODEL_CFG
-from test_methods import TRAIN, make, splits_for
+from test_methods import assert_finite_gradients, make, splits_for, train_step
 
 PARAMS = load_params(Path(__file__).parents[1] / "params.yaml")
 INTERMEDIATE = [n for n in BACKBONES.names() if n != "late"]
@@ -190,18 +189,9 @@ def test_every_method_steps_on_every_intermediate_backbone(name, backbone, monke
 
     monkeypatch.setattr(test_methods, "MODEL_CFG", {**MODEL_CFG, "backbone": backbone, "backbone_options": OPTIONS})
     method, model, mods = make(name)
-    trainer = Trainer(model, method, splits_for(mods), TRAIN, seed=0, name=name)
-    method.on_epoch_start(0, trainer)
-    model.train()
-    batch, labels = next(trainer.batches("train", train=True))
     if name == "mla":
         with pytest.raises(ValueError, match="needs model.backbone 'late'"):
-            method.forward(model, batch, labels)
+            train_step(name, method, model, splits_for(mods))
         return
-    out = method.forward(model, batch, labels)
-    loss = method.loss(out, labels)
-    assert torch.isfinite(loss)
-    loss.backward()
-    method.after_backward(model, out, labels)
-    for pname, p in model.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), f"{name} on {backbone}: no gradient for {pname}"
+    train_step(name, method, model, splits_for(mods))
+    assert_finite_gradients(model, f"{name} on {backbone}")

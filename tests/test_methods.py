@@ -38,23 +38,35 @@ def splits_for(mods):
     return out
 
 
-@pytest.mark.parametrize("name", METHODS.names())
-def test_one_step_every_parameter_gets_a_finite_gradient(name):
-    method, model, mods = make(name)
-    trainer = Trainer(model, method, splits_for(mods), TRAIN, seed=0, name=name)
+def train_step(name: str, method, model, splits):
+    """One training step through the loop's hooks (epoch start, forward, loss, backward,
+    after-backward); asserts a finite scalar loss. Returns (trainer, output, batch inputs)."""
+    trainer = Trainer(model, method, splits, TRAIN, seed=0, name=name)
     method.on_epoch_start(0, trainer)
     model.train()
     inputs, labels = next(trainer.batches("train", train=True))
     out = method.forward(model, inputs, labels)
-    assert out.logits.shape == (6, 6)
-    assert set(out.unimodal_logits) == set(mods)
     loss = method.loss(out, labels)
     assert loss.dim() == 0 and torch.isfinite(loss)
     loss.backward()
     method.after_backward(model, out, labels)
+    return trainer, out, inputs
+
+
+def assert_finite_gradients(model, what: str) -> None:
+    """Every parameter of ``model`` received a finite gradient."""
     for pname, p in model.named_parameters():
-        assert p.grad is not None, f"{name}: no gradient for {pname}"
-        assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient for {pname}"
+        assert p.grad is not None, f"{what}: no gradient for {pname}"
+        assert torch.isfinite(p.grad).all(), f"{what}: non-finite gradient for {pname}"
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_one_step_every_parameter_gets_a_finite_gradient(name):
+    method, model, mods = make(name)
+    trainer, out, _ = train_step(name, method, model, splits_for(mods))
+    assert out.logits.shape == (6, 6)
+    assert set(out.unimodal_logits) == set(mods)
+    assert_finite_gradients(model, name)
     before = [p.detach().clone() for p in model.parameters()]
     trainer.optimizer.step()
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))

@@ -14,7 +14,9 @@ from mmbalance.models.encoders import build_encoder
 from mmbalance.models.sequence_encoders import SequenceLSTM, SequenceTransformer, masked_mean, sinusoidal_positions
 from mmbalance.params import load_params
 from mmbalance.train.data import SplitData
-from mmbalance.train.loop import Trainer, fit
+from mmbalance.train.loop import fit
+
+from test_methods import assert_finite_gradients, train_step
 
 DIMS = {"text": 12, "audio": 3, "vision": 5}
 SMALL = {"transformer": {"d_model": 8, "layers": 1, "heads": 2, "ff_dim": 16, "dropout": 0.0},
@@ -152,18 +154,9 @@ def _make(name: str, encoder: str):
 @pytest.mark.parametrize("name", METHODS.names())
 def test_every_method_trains_three_sequence_modalities(name, encoder):
     method, model, mods, splits = _make(name, encoder)
-    trainer = Trainer(model, method, splits, TRAIN, seed=0, name=name)
-    method.on_epoch_start(0, trainer)
-    model.train()
-    inputs, labels = next(trainer.batches("train", train=True))
+    _, _, inputs = train_step(name, method, model, splits)
     assert all(isinstance(inputs[m], SequenceBatch) for m in mods)
-    out = method.forward(model, inputs, labels)
-    loss = method.loss(out, labels)
-    assert torch.isfinite(loss)
-    loss.backward()
-    method.after_backward(model, out, labels)
-    for pname, p in model.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), f"{name}/{encoder}: bad gradient for {pname}"
+    assert_finite_gradients(model, f"{name}/{encoder}")
     method, model, mods, splits = _make(name, encoder)
     res = fit(model, method, splits, TRAIN, seed=0, name=name)
     assert set(res["test"]["probe_acc"]) == set(mods) and 0.0 <= res["test"]["acc"] <= 1.0

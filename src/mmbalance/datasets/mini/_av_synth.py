@@ -88,13 +88,44 @@ class ClipSpec:
     has_audio: bool = True
 
 
-def build_recipe(*, num_classes: int, pitch_min_hz: float, pitch_max_hz: float, **knobs) -> SynthRecipe:
-    """A checked SynthRecipe; class pitches are geomspace(pitch_min_hz, pitch_max_hz, num_classes)."""
+def build_recipe(
+    *,
+    seed: int,
+    num_classes: int,
+    duration_s: float,
+    sample_rate: int = 16000,
+    video_fps: int = 4,
+    frame_size: int = 32,
+    audio_snr_db: float = -10.0,
+    visual_grating_amplitude: float = 0.4,
+    pitch_min_hz: float = 180.0,
+    pitch_max_hz: float = 1400.0,
+    pitch_jitter: float = 0.05,
+    harmonic_amplitudes: tuple[float, ...] = (1.0, 0.5, 0.25),
+    envelope_block_s: float = 0.1,
+    envelope_on_prob: float = 0.6,
+    grating_cycles: tuple[float, ...] = (2.5, 3.5, 4.5),
+    colour_cast_std: float = 0.5,
+    pixel_scale: float = 40.0,
+    video_codec: str = "libx264",
+    video_crf: int = 18,
+    audio_bit_rate: int = 32000,
+) -> SynthRecipe:
+    """A checked SynthRecipe: the signal knobs of the mini AVE and Kinetics-Sounds generators (their
+    ``generate.<dataset>`` params; these are the defaults). Class pitches are
+    geomspace(pitch_min_hz, pitch_max_hz, num_classes)."""
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    pitches = tuple(np.geomspace(pitch_min_hz, pitch_max_hz, num_classes).tolist())
-    tuples = {k: tuple(v) for k, v in knobs.items() if k in ("harmonic_amplitudes", "grating_cycles")}
-    recipe = SynthRecipe(num_classes=num_classes, pitches_hz=pitches, **{**knobs, **tuples})
+    recipe = SynthRecipe(
+        seed=seed, num_classes=num_classes, duration_s=float(duration_s), sample_rate=sample_rate,
+        video_fps=video_fps, frame_size=frame_size, audio_snr_db=audio_snr_db,
+        pitches_hz=tuple(np.geomspace(pitch_min_hz, pitch_max_hz, num_classes).tolist()),
+        pitch_jitter=pitch_jitter, harmonic_amplitudes=tuple(harmonic_amplitudes),
+        envelope_block_s=envelope_block_s, envelope_on_prob=envelope_on_prob,
+        visual_grating_amplitude=visual_grating_amplitude, grating_cycles=tuple(grating_cycles),
+        colour_cast_std=colour_cast_std, pixel_scale=pixel_scale, video_codec=video_codec,
+        video_crf=video_crf, audio_bit_rate=audio_bit_rate,
+    )  # fmt: skip
     check_recipe(recipe)
     return recipe
 
@@ -195,14 +226,14 @@ def prepare_root(root: Path, truth_file: str, media: Iterable[str]) -> None:
     root.mkdir(parents=True, exist_ok=True)
 
 
-def run_jobs(fn: Callable, jobs: list, workers: int, desc: str, show_progress: bool) -> None:
+def run_jobs(fn: Callable, jobs: list, workers: int, desc: str, show_progress: bool, chunksize: int = 16) -> None:
     """Run ``fn`` over ``jobs``, in ``workers`` spawned processes when > 1 (no fork: the caller
-    may hold threads)."""
+    may hold threads). Every mini generator writes its clips through this."""
     with tqdm(total=len(jobs), desc=desc, unit="clip", disable=not show_progress) as bar:
         if workers > 1:
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-                for _ in pool.map(fn, jobs, chunksize=16):
+                for _ in pool.map(fn, jobs, chunksize=chunksize):
                     bar.update()
         else:
             for job in jobs:

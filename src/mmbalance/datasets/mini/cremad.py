@@ -10,16 +10,13 @@ visual encoder as on the real data. Files: ``AudioWAV/<id>.wav`` (16-bit PCM mon
 from __future__ import annotations
 
 import csv
-import multiprocessing
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import av
 import numpy as np
 import soundfile as sf
-from tqdm import tqdm
 
 from mmbalance.datasets.cremad import (
     AUDIO_DIR,
@@ -31,7 +28,7 @@ from mmbalance.datasets.cremad import (
     VIDEO_EXT,
 )
 from mmbalance.datasets.mini import register_generator
-from mmbalance.datasets.mini._av_synth import PEAK, tone
+from mmbalance.datasets.mini._av_synth import PEAK, run_jobs, tone
 
 __all__ = ["TRUTH_FILE", "generate_cremad"]
 
@@ -150,18 +147,7 @@ def generate_cremad(
         clips_per_class, seed, audio_ambiguous_fraction, visual_uninformative_fraction
     )
     _prepare_root(root)
-    jobs = [(root, recipe, spec) for spec in specs]
-    bar = tqdm(total=len(jobs), desc="mini cremad", unit="clip", disable=not show_progress)
-    with bar:
-        if workers > 1:
-            ctx = multiprocessing.get_context("spawn")  # no fork: the caller may hold threads
-            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-                for _ in pool.map(_write_clip, jobs, chunksize=32):
-                    bar.update()
-        else:
-            for job in jobs:
-                _write_clip(job)
-                bar.update()
+    run_jobs(_write_clip, [(root, recipe, spec) for spec in specs], workers, "mini cremad", show_progress, chunksize=32)
     _write_truth(root / TRUTH_FILE, specs)
     return _summary(root, recipe, specs, clips_per_class)
 

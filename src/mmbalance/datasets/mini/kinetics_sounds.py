@@ -47,29 +47,15 @@ def generate_kinetics_sounds(
     test_fraction: float = 0.15,
     no_audio_clips: int = 2,
     duration_s: int = 10,
-    sample_rate: int = 16000,
-    video_fps: int = 4,
-    frame_size: int = 32,
-    audio_snr_db: float = -10.0,
     audio_ambiguous_fraction: float = 0.06,
-    visual_grating_amplitude: float = 0.4,
     visual_uninformative_fraction: float = 0.2,
-    pitch_min_hz: float = 180.0,
-    pitch_max_hz: float = 1400.0,
-    pitch_jitter: float = 0.05,
-    harmonic_amplitudes: tuple[float, ...] = (1.0, 0.5, 0.25),
-    envelope_block_s: float = 0.1,
-    envelope_on_prob: float = 0.6,
-    grating_cycles: tuple[float, ...] = (2.5, 3.5, 4.5),
-    colour_cast_std: float = 0.5,
-    pixel_scale: float = 40.0,
-    video_codec: str = "libx264",
-    video_crf: int = 18,
-    audio_bit_rate: int = 32000,
     workers: int = 1,
     show_progress: bool = True,
+    **signal,
 ) -> dict:
     """Write a mini Kinetics-Sounds under ``root``; return a summary dict.
+
+    ``**signal``: the signal knobs of ``_av_synth.build_recipe`` (its defaults apply).
 
     Per class: round(test_fraction * clips_per_class) test and round(val_fraction * ...) val
     clips, the rest train. Signal as in the mini AVE (``_av_synth``) with the class present for
@@ -85,15 +71,7 @@ def generate_kinetics_sounds(
         raise ValueError(f"num_classes must be in [2, {len(classes)}] for class_list {class_list!r}, got {num_classes}")
     if clips_per_class < 1:
         raise ValueError(f"clips_per_class must be >= 1, got {clips_per_class}")
-    recipe = build_recipe(
-        seed=seed, num_classes=num_classes, duration_s=float(duration_s), sample_rate=sample_rate,
-        video_fps=video_fps, frame_size=frame_size, audio_snr_db=audio_snr_db,
-        pitch_min_hz=pitch_min_hz, pitch_max_hz=pitch_max_hz, pitch_jitter=pitch_jitter,
-        harmonic_amplitudes=harmonic_amplitudes, envelope_block_s=envelope_block_s,
-        envelope_on_prob=envelope_on_prob, visual_grating_amplitude=visual_grating_amplitude,
-        grating_cycles=grating_cycles, colour_cast_std=colour_cast_std, pixel_scale=pixel_scale,
-        video_codec=video_codec, video_crf=video_crf, audio_bit_rate=audio_bit_rate,
-    )  # fmt: skip
+    recipe = build_recipe(seed=seed, num_classes=num_classes, duration_s=duration_s, **signal)
     rng = np.random.default_rng(seed)
     plans = plan_labels(rng, num_classes, clips_per_class, val_fraction, test_fraction,
                         audio_ambiguous_fraction, visual_uninformative_fraction)

@@ -20,17 +20,15 @@ so the grey frames and the flow do not see it). Files:
 from __future__ import annotations
 
 import csv
-import multiprocessing
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from mmbalance.datasets.mini import register_generator
+from mmbalance.datasets.mini._av_synth import run_jobs
 from mmbalance.datasets.ucf101 import CLASS_INDEX, LIST_DIR, VIDEO_DIR, VIDEO_EXT, official_split_groups
 
 __all__ = ["DEFAULT_CLASSES", "TRUTH_FILE", "generate_ucf101"]
@@ -152,17 +150,7 @@ def generate_ucf101(
     _check(recipe, classes, clips_per_class, groups)
     specs = _plan_clips(classes, clips_per_class, groups, seed, rgb_ambiguous_fraction, flow_uninformative_fraction)
     _prepare_root(root, classes)
-    jobs = [(root, recipe, spec) for spec in specs]
-    with tqdm(total=len(jobs), desc="mini ucf101", unit="clip", disable=not show_progress) as bar:
-        if workers > 1:
-            ctx = multiprocessing.get_context("spawn")  # no fork: the caller may hold threads
-            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-                for _ in pool.map(_write_clip, jobs, chunksize=32):
-                    bar.update()
-        else:
-            for job in jobs:
-                _write_clip(job)
-                bar.update()
+    run_jobs(_write_clip, [(root, recipe, spec) for spec in specs], workers, "mini ucf101", show_progress, chunksize=32)
     _write_lists(root / LIST_DIR, classes, specs)
     _write_truth(root / TRUTH_FILE, specs)
     return _summary(root, recipe, classes, specs, clips_per_class)
