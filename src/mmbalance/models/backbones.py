@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mmbalance.models.encoders import average_frames
 from mmbalance.registry import Registry
 
 BACKBONES: Registry = Registry("backbone")
@@ -50,9 +51,6 @@ class IntermediateBackbone(Backbone):
     Frames: a video's T frames travel through the blocks as T images ([B·T, C, H, W]); the
     exchange modules see which rows belong to which clip, so any number of frames works (the
     ARL paper used one frame per video for these backbones).
-
-    With one modality (a unimodal baseline) there is nothing to exchange: the encoder runs alone,
-    as the FiLM and gated heads fall back to a linear layer.
     """
 
     intermediate = True
@@ -60,10 +58,6 @@ class IntermediateBackbone(Backbone):
     def __init__(self, name: str, encoders: nn.ModuleDict, after: list[int]) -> None:
         super().__init__()
         self.name = name
-        self.after: tuple[int, ...] = ()
-        self.channels_at: dict[int, dict[str, int]] = {}
-        if len(encoders) < 2:
-            return
         channels = _stage_channels(name, encoders)
         n_blocks = len(next(iter(channels.values())))
         self.after = _fusion_points(name, after, n_blocks)
@@ -71,8 +65,6 @@ class IntermediateBackbone(Backbone):
         self.channels_at = {i: {m: ch[i - 1] for m, ch in channels.items()} for i in self.after}
 
     def forward(self, encoders: nn.ModuleDict, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if not self.after:  # one modality
-            return {m: enc(inputs[m]) for m, enc in encoders.items()}
         cut = {m: enc.stages for m, enc in encoders.items()}
         maps, frames = {}, {}
         for m, enc in encoders.items():
@@ -118,8 +110,7 @@ def _fusion_points(name: str, after: list[int], n_blocks: int) -> tuple[int, ...
 
 def clip_means(maps: torch.Tensor, t: int) -> torch.Tensor:
     """[B·T, C, H, W] → [B, C]: each clip's channel means over its frames and positions."""
-    per_frame = maps.mean(dim=(2, 3))  # [B*T, C]
-    return per_frame if t == 1 else per_frame.view(-1, t, per_frame.shape[1]).mean(dim=1)
+    return average_frames(maps.mean(dim=(2, 3)), t)
 
 
 class MMTM(nn.Module):
@@ -243,6 +234,13 @@ class MMFormerBackbone(IntermediateBackbone):
 
 
 def build_backbone(name: str, encoders: nn.ModuleDict, options: dict | None = None) -> Backbone:
-    """The backbone ``name`` over ``encoders``, with its params options as keyword arguments."""
-    return BACKBONES.get(name)(encoders, **(options or {}))
+    """The backbone ``name`` over ``encoders``, with its params options as keyword arguments.
+
+    With one modality (a unimodal baseline) there is nothing to exchange: any backbone is ``late``,
+    as the FiLM and gated heads fall back to a linear layer.
+    """
+    factory = BACKBONES.get(name)  # an unknown name raises, listing the choices
+    if len(encoders) < 2:
+        return LateBackbone(encoders)
+    return factory(encoders, **(options or {}))
 

@@ -40,6 +40,11 @@ class Stages:
     exit: Callable[[torch.Tensor], torch.Tensor]
 
 
+def average_frames(feats: torch.Tensor, t: int) -> torch.Tensor:
+    """[B·T, ...] rows of T consecutive frames per clip → [B, ...], the mean over each clip's frames."""
+    return feats if t == 1 else feats.view(-1, t, *feats.shape[1:]).mean(dim=1)
+
+
 class FrameAveraging(nn.Module):
     """Applies a 2-D encoder to each frame of [B, T, C, H, W] and averages over T.
 
@@ -68,9 +73,7 @@ class FrameAveraging(nn.Module):
         x = self.select(x)
         if x.dim() == 4:
             return self.body(x)
-        b, t = x.shape[:2]
-        feats = self.body(x.flatten(0, 1))  # [B*T, D]
-        return feats.view(b, t, -1).mean(dim=1)
+        return average_frames(self.body(x.flatten(0, 1)), x.shape[1])  # [B*T, D] → [B, D]
 
     @property
     def stages(self) -> Stages | None:
@@ -92,8 +95,7 @@ class FrameAveraging(nn.Module):
 
     def leave(self, maps: torch.Tensor, t: int) -> torch.Tensor:
         """Last maps [B·T, C, H, W] → features [B, D] (pooled, then averaged over the T frames)."""
-        feats = self.stages.exit(maps)  # [B*T, D]
-        return feats if t == 1 else feats.view(-1, t, feats.shape[1]).mean(dim=1)
+        return average_frames(self.stages.exit(maps), t)  # [B*T, D] → [B, D]
 
 
 class TinyCNN(nn.Module):
