@@ -1,5 +1,8 @@
 """Kill-and-resume: the prepare and train stages, killed with SIGKILL in a subprocess and rerun,
-end exactly as an uninterrupted run (byte-identical shards; equal test metrics on CPU)."""
+end exactly as an uninterrupted run (byte-identical shards; equal test metrics on CPU).
+
+The subprocess kills itself right after a chosen call (tests/_kill_at.py), so the kill lands at
+the same point on a loaded machine as on an idle one."""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ from mmbalance.params import load_params, lookup, resolve_run
 from mmbalance.train.run import run
 
 ROOT = Path(__file__).parents[1]
-POLL_S, LIMIT_S = 0.005, 120.0
+LIMIT_S = 120.0
 
 
 @pytest.fixture(scope="module")
@@ -48,21 +50,11 @@ def _run(cmd: list[str]) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def _kill_when(cmd: list[str], ready) -> None:
-    """Start ``cmd``, SIGKILL it as soon as ``ready()`` is true; fail if it finished first."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + LIMIT_S
-    try:
-        while not ready():
-            assert proc.poll() is None, f"finished before the kill point: {proc.stderr.read()[-2000:]!r}"
-            assert time.monotonic() < deadline, "kill point not reached in time"
-            time.sleep(POLL_S)
-        assert proc.poll() is None, "finished before it could be killed"
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+def _kill_after(target: str, n: int, cmd: list[str]) -> None:
+    """Run ``cmd`` (a stage: python script args...) so that it is SIGKILLed right after the n-th call of ``target``."""
+    killer = [cmd[0], str(ROOT / "tests" / "_kill_at.py"), target, str(n), *cmd[1:]]
+    proc = subprocess.run(killer, capture_output=True, text=True, timeout=LIMIT_S)
+    assert proc.returncode == -signal.SIGKILL, f"not killed at {target} call {n}: {proc.stderr[-2000:]}"
 
 
 def _digests(folder: Path) -> dict[str, str]:
@@ -80,10 +72,12 @@ def shards(setup) -> Path:
 def test_prepare_killed_mid_shard_then_rerun_is_byte_identical(setup, shards):
     out = setup / "shards_killed"
     cmd = _cmd("prepare", setup, "--root", str(setup / "raw"), "--out", str(out))
-    # first shard being written (temporary name) or already renamed: the run is mid-way
-    _kill_when(cmd, lambda: out.is_dir() and any(p.suffix in (".tar", ".tmp") for p in out.iterdir()))
+    # 2 clips a shard: the 3rd sample written is the first of shard 1, so shard 0 is complete and
+    # shard 1 is a partly written temporary file
+    _kill_after("webdataset:TarWriter.write", 3, cmd)
     assert not (out / "index.json").exists()
     finished = [p for p in out.iterdir() if p.suffix == ".tar"]
+    assert [p.name for p in finished] and any(p.suffix == ".tmp" for p in out.iterdir())
     assert all(_digests(shards)[p.name] == _digests(out)[p.name] for p in finished)  # no truncated shard under a final name
     _run(cmd)
     assert _digests(out) == _digests(shards)
@@ -107,7 +101,7 @@ def test_train_killed_after_an_epoch_resumes_to_the_same_metrics(setup, shards):
     _train_in_process(setup, shards, full)
     out, ckpts = setup / "train_killed", setup / "ckpt"
     cmd = _cmd("train", setup, "--method", "ogm_ge", "--shards", str(shards), "--out", str(out), "--checkpoints", str(ckpts))
-    _kill_when(cmd, lambda: ckpts.is_dir() and any(ckpts.glob("seed0-*.pt")))
+    _kill_after("mmbalance.train.loop:_save_checkpoint", 1, cmd)  # right after the first epoch's checkpoint
     assert not (out / "results.json").exists()
     (ckpt,) = ckpts.glob("seed0-*.pt")
     assert torch.load(ckpt, weights_only=False)["epoch"] < 3  # killed before the last epoch
