@@ -7,6 +7,7 @@ ratios, which stay meaningful on a busy machine where absolute numbers do not.
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import statistics
@@ -139,3 +140,16 @@ def clean_dir(path: Path) -> Path:
         shutil.rmtree(path)
     path.mkdir(parents=True)
     return path
+
+
+def run_standalone(run, doc: str, work_help: str, repeats: int) -> None:
+    """Command line of a P1/P2 script run on its own: ``run(raw, work, params, repeats)``, one line per measurement."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--raw", type=Path, required=True, help="CREMA-D-layout folder (from run.py or generate)")
+    ap.add_argument("--work", type=Path, required=True, help=work_help)
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--profile", type=Path, default=Path("profiles/fullsize.yaml"))
+    ap.add_argument("--repeats", type=int, default=repeats)
+    args = ap.parse_args()
+    for m in run(args.raw, args.work, bench_params(args.params, args.profile), args.repeats):
+        print(m.as_dict())

@@ -17,7 +17,6 @@ Usage: python benchmarks/p1_prepare.py --raw build/bench/raw --work build/bench/
 
 from __future__ import annotations
 
-import argparse
 import pickle
 from multiprocessing import get_context
 from pathlib import Path
@@ -28,8 +27,8 @@ import numpy as np
 import soundfile as sf
 from scipy import signal
 
-from common import (DATASET, Measurement, bench_params, clean_dir, interleaved, median, paired_ratio,
-                    prepare_recipe, scan_options)
+from common import (DATASET, Measurement, clean_dir, interleaved, median, paired_ratio, prepare_recipe, run_standalone,
+                    scan_options)
 
 
 def _clips(raw: Path, params: dict) -> list:
@@ -137,17 +136,5 @@ def run(raw: Path, work: Path, params: dict, repeats: int) -> list[Measurement]:
     ]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--raw", type=Path, required=True, help="CREMA-D-layout folder (from run.py or generate)")
-    ap.add_argument("--work", type=Path, required=True, help="scratch folder for the outputs")
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
-    ap.add_argument("--profile", type=Path, default=Path("profiles/fullsize.yaml"))
-    ap.add_argument("--repeats", type=int, default=3)
-    args = ap.parse_args()
-    for m in run(args.raw, args.work, bench_params(args.params, args.profile), args.repeats):
-        print(m.as_dict())
-
-
 if __name__ == "__main__":
-    main()
+    run_standalone(run, __doc__, "scratch folder for the outputs", 3)

@@ -18,7 +18,6 @@ Usage: python benchmarks/p2_loading.py --raw build/bench/raw --work build/bench/
 
 from __future__ import annotations
 
-import argparse
 import os
 import pickle
 import random
@@ -26,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common import DATASET, Measurement, bench_params, interleaved, median, paired_ratio, prepare_recipe, scan_options
+from common import (DATASET, Measurement, interleaved, median, paired_ratio, prepare_recipe, run_standalone,
+                    scan_options)
 
 
 class PerFileDataset:
@@ -142,17 +142,5 @@ def run(raw: Path, work: Path, params: dict, repeats: int) -> list[Measurement]:
                         None, "uint8 → float and ImageNet normalisation of 224² frames on the CPU, which the per-file side also does")]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--raw", type=Path, required=True, help="CREMA-D-layout folder (from run.py or generate)")
-    ap.add_argument("--work", type=Path, required=True, help="P1's scratch folder (shards/, per_file/)")
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
-    ap.add_argument("--profile", type=Path, default=Path("profiles/fullsize.yaml"))
-    ap.add_argument("--repeats", type=int, default=5)
-    args = ap.parse_args()
-    for m in run(args.raw, args.work, bench_params(args.params, args.profile), args.repeats):
-        print(m.as_dict())
-
-
 if __name__ == "__main__":
-    main()
+    run_standalone(run, __doc__, "P1's scratch folder (shards/, per_file/)", 5)
