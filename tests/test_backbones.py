@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from mmbalance.methods import METHODS
 from mmbalance.models import BACKBONES, build_model
 from mmbalance.models.backbones import MMTM, sincos_2d
-from mmbalance.models.encoders import build_encoder
+from mmbalance.models.encoders import average_frames, build_encoder
 from mmbalance.params import load_params, resolve_run
 
 from conftest import IN_CHANNELS, MODEL_CFG
@@ -85,12 +85,13 @@ def test_staged_path_equals_the_encoder(cfg, x):
     enc = build_encoder(cfg, x.shape[-3]).eval()
     stages = enc.stages
     assert len(stages.blocks) == len(stages.channels)
-    maps, t = enc.enter(x)
+    rows, t = enc.frame_rows(x)
+    maps = stages.entry(rows)
     for block, channels in zip(stages.blocks, stages.channels):
         maps = block(maps)
         assert maps.shape[1] == channels
     with torch.no_grad():
-        torch.testing.assert_close(enc.leave(maps, t), enc(x), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(average_frames(stages.exit(maps), t), enc(x), rtol=1e-5, atol=1e-6)
 
 
 def test_mmtm_matches_the_hand_computed_gates():

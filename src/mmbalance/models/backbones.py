@@ -65,15 +65,16 @@ class IntermediateBackbone(Backbone):
         self.channels_at = {i: {m: ch[i - 1] for m, ch in channels.items()} for i in self.after}
 
     def forward(self, encoders: nn.ModuleDict, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        cut = {m: enc.stages for m, enc in encoders.items()}
+        cut = {m: enc.stages for m, enc in encoders.items()}  # cut once per step
         maps, frames = {}, {}
         for m, enc in encoders.items():
-            maps[m], frames[m] = enc.enter(inputs[m])  # [B·T_m, C, H, W]
+            rows, frames[m] = enc.frame_rows(inputs[m])
+            maps[m] = cut[m].entry(rows)  # [B·T_m, C, H, W]
         for i in range(1, len(next(iter(cut.values())).blocks) + 1):
             maps = {m: cut[m].blocks[i - 1](x) for m, x in maps.items()}
             if i in self.after:
                 maps = self.exchange(i, maps, frames)
-        return {m: encoders[m].leave(x, frames[m]) for m, x in maps.items()}
+        return {m: average_frames(cut[m].exit(x), frames[m]) for m, x in maps.items()}  # [B, D_m]
 
     def exchange(self, block: int, maps: dict[str, torch.Tensor], frames: dict[str, int]) -> dict[str, torch.Tensor]:  # pragma: no cover
         raise NotImplementedError

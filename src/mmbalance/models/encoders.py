@@ -48,8 +48,8 @@ def average_frames(feats: torch.Tensor, t: int) -> torch.Tensor:
 class FrameAveraging(nn.Module):
     """Applies a 2-D encoder to each frame of [B, T, C, H, W] and averages over T.
 
-    ``stages`` is the body cut at its stage boundaries; ``enter`` / ``leave`` run its entry and
-    exit with the frame handling of ``forward``, for backbones that fuse between stages.
+    ``stages`` is the body cut at its stage boundaries and ``frame_rows`` the frame handling of
+    ``forward``, for backbones that run the stages themselves and fuse between them.
     ``frames`` (None = all) reads only that many of a clip's T stored frames, evenly spaced
     (``model.frames``; e.g. 1 = the middle frame, as the ARL paper fed its MMTM / mmFormer runs).
     """
@@ -69,11 +69,15 @@ class FrameAveraging(nn.Module):
         k = int(self.frames)
         return x[:, [(2 * i + 1) * t // (2 * k) for i in range(k)]]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def frame_rows(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Input [B, C, H, W] or [B, T, C, H, W] → (the selected frames as rows [B·T, C, H, W], T);
+        T = 1 for 4-D input. ``average_frames(features, T)`` takes the rows' features back to clips."""
         x = self.select(x)
-        if x.dim() == 4:
-            return self.body(x)
-        return average_frames(self.body(x.flatten(0, 1)), x.shape[1])  # [B*T, D] → [B, D]
+        return (x, 1) if x.dim() == 4 else (x.flatten(0, 1), x.shape[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows, t = self.frame_rows(x)
+        return average_frames(self.body(rows), t)  # [B*T, D] → [B, D]
 
     @property
     def stages(self) -> Stages | None:
@@ -86,16 +90,6 @@ class FrameAveraging(nn.Module):
         if isinstance(self.body, nn.Sequential) and isinstance(self.body[-1], torchvision.models.ResNet):
             return _resnet_stages(self.body[-1], self.body[0])
         return None
-
-    def enter(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Input [B, C, H, W] or [B, T, C, H, W] → (entry maps [B·T, C', H', W'], T); T = 1 for 4-D input."""
-        x = self.select(x)
-        t = 1 if x.dim() == 4 else x.shape[1]
-        return self.stages.entry(x if x.dim() == 4 else x.flatten(0, 1)), t
-
-    def leave(self, maps: torch.Tensor, t: int) -> torch.Tensor:
-        """Last maps [B·T, C, H, W] → features [B, D] (pooled, then averaged over the T frames)."""
-        return average_frames(self.stages.exit(maps), t)  # [B*T, D] → [B, D]
 
 
 class TinyCNN(nn.Module):
