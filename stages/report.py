@@ -3,7 +3,9 @@ training stages' results.json files, their DVCLive curves and the robustness.jso
 
 Also lists each dataset's clip counts and skipped clips from its shard index.json (--indexes).
 
-Reads params: profile, benchmark (and hashes the whole params file for provenance).
+Reads params: profile, benchmark, stats (and hashes the whole params file for provenance).
+The statistics (intervals, paired tests, ranks) come from each run's predictions/ folder beside
+its results.json.
 Writes next to --out: <paper>.md for each seed paper and plots/<dataset>/*.png.
 """
 
@@ -32,6 +34,7 @@ from mmbalance.report import (
 from mmbalance.report.data_summary import load_data_summaries
 from mmbalance.report.diagnostics import diagnostics_section
 from mmbalance.report.render import mini_note
+from mmbalance.report.stats import StatsConfig, stats_by_dataset
 from mmbalance.report.tables import leaderboard_order, ordered_datasets
 
 
@@ -63,7 +66,18 @@ def expected_runs(params_path: Path, explicit: list[str] | None) -> list[str] | 
     return {ds: list(names or []) for ds, names in bench.items()}
 
 
-def draw_plots(out_dir: Path, runs, robustness, methods) -> dict[str, list[tuple[str, str]]]:
+def load_stats(params_path: Path, runs) -> tuple[dict, StatsConfig]:
+    """Per-dataset statistics from the runs' saved predictions, and the ``stats`` params."""
+    try:
+        block = lookup(load_params(params_path), "stats")
+    except KeyError:
+        block = None
+    cfg = StatsConfig.from_params(block)
+    entries = [(r.dataset, r.run, Path(r.source).parent) for r in runs if r.source]
+    return stats_by_dataset(entries, cfg), cfg
+
+
+def draw_plots(out_dir: Path, runs, robustness, methods, stats=None) -> dict[str, list[tuple[str, str]]]:
     """Every dataset's figures under ``out_dir/plots`` (old PNGs removed first); links by dataset."""
     from mmbalance.report.plots import clear_plots, load_curves, render_dataset_plots
 
@@ -73,7 +87,8 @@ def draw_plots(out_dir: Path, runs, robustness, methods) -> dict[str, list[tuple
     for ds in ordered_datasets([*runs, *robustness.values()], []):
         by_run = {r.run: r for r in runs if r.dataset == ds}
         wanted = methods if isinstance(methods, list) else methods.get(ds, [])
-        order, _ = leaderboard_order(wanted, by_run)
+        ranks = {r: s.rank for r, s in stats[ds].rows.items()} if stats and ds in stats else None
+        order, _ = leaderboard_order(wanted, by_run, ranks)
         curves = {r.run: load_curves(Path(r.source).parent) for r in by_run.values() if r.source}
         links[ds] = render_dataset_plots(ds, order, by_run, curves, robustness.get(ds), plots_dir, out_dir)
     return links
@@ -118,10 +133,11 @@ def main(argv: list[str] | None = None) -> None:
     config = load_config()
     index = PaperIndex(load_paper_numbers(args.paper_numbers), config)
 
-    plots = {} if args.no_plots else draw_plots(out.parent, runs, robustness, methods)
+    stats, stats_cfg = load_stats(Path(args.params), runs)
+    plots = {} if args.no_plots else draw_plots(out.parent, runs, robustness, methods, stats)
     diagnostics = [] if args.no_plots else draw_diagnostics(out.parent, runs)
     pages = [(config.papers[p]["short"], page_name(p)) for p in config.papers]
-    write_report(render_summary(runs, index, methods, prov, robustness, plots, pages, data), out)
+    write_report(render_summary(runs, index, methods, prov, robustness, plots, pages, data, stats, stats_cfg), out)
     mini = any(r.profile == "mini" for r in runs)
     for paper in config.papers:
         section = diagnostics_section(paper, diagnostics)

@@ -39,6 +39,22 @@ def test_same_seed_same_metrics(name):
         assert torch.equal(value, second["best_state"]["model"][key]), key
 
 
+@pytest.mark.parametrize("name", ["concat", "ogm_ge"])
+def test_same_seed_same_predictions(name, tmp_path):
+    """Two runs with the same seed on one machine save byte-identical per-clip predictions."""
+    from mmbalance.evaluate.predictions import from_trainer, load_predictions, save_predictions
+
+    paths = []
+    for i in range(2):
+        res = _fit(name)
+        paths.append(tmp_path / f"run{i}" / "seed0.npz")
+        save_predictions(paths[-1], from_trainer(res["predictions"]))
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    preds = load_predictions(paths[0])
+    assert len(preds.keys) == len(res["predictions"]["keys"]) and list(preds.keys) == sorted(preds.keys)
+    assert preds.correct().mean() == pytest.approx(res["test"]["acc"])
+
+
 def _digests(folder) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 

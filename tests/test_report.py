@@ -104,47 +104,56 @@ def test_plots_written_and_linked(out_dir, rendered):
 
 
 def test_hand_checked_cells(rendered):
-    # CREMA-D concat, acc over seeds 0.66 and 0.70: mean 68.00,
-    # sample std = sqrt((2^2 + 2^2) / 1) = 2.828... -> 2.83; best in column -> bold; rank 1.
+    # CREMA-D concat, acc over seeds 0.66 and 0.70 (200 clips each, from its predictions):
+    # mean 68.00 with a bootstrap interval; the reference of the vs-Concat column.
     concat = table_row(rendered, "CREMA-D", "Concat")
-    assert concat[1:4] == ["2", "1", "**68.00 ± 2.83**"]
-    # Visual probe 0.30 / 0.34 -> 32.00 ± 2.83, below Visual-only's 53.50 (not bold).
-    assert concat[7] == "32.00 ± 2.83"
+    assert concat[1:3] == ["2", "1"]
+    assert concat[3].startswith("68.00 [") and concat[4:7] == ["—", "—", "reference"]
+    # Visual probe 0.30 / 0.34 -> 32.00, sample std = sqrt((2^2 + 2^2) / 1) = 2.83, below
+    # Visual-only's 53.50 (not bold).
+    assert concat[11] == "32.00 ± 2.83"
     # Best-test acc 0.67 / 0.72 -> 69.50, std = 5 / sqrt(2) = 3.5355 -> 3.54.
-    assert concat[8] == "**69.50 ± 3.54**"
+    assert concat[12] == "**69.50 ± 3.54**"
     # Paper columns: GMM-AL, ARL, IPRM, OPM/OGM concat baselines as printed; run name last.
-    assert concat[9:] == ["67.47", "58.83", "63.61", "66.9", "`concat`"]
+    assert concat[13:] == ["67.47", "58.83", "63.61", "66.9", "`concat`"]
 
     # A fusion variant (folder opm__sum, method opm, sum fusion), one seed: Sum+OPM of OPM/OGM.
+    # Against concat it is paired on seed 0 only (64.5 − 66.0 = −1.50); not significant, so
+    # it shares rank 1.
     opm_sum = table_row(rendered, "CREMA-D", "OPM (Sum fusion)")
-    assert opm_sum[1:4] == ["1", "3", "64.50 ± 0.00"]
-    assert opm_sum[9:] == ["—", "—", "—", "63.4", "`opm__sum`"]
+    assert opm_sum[1:3] == ["1", "1"] and opm_sum[3].startswith("64.50 [")
+    assert opm_sum[4].startswith("-1.50 [") and opm_sum[6] == "no sig. diff."
+    assert opm_sum[13:] == ["—", "—", "—", "63.4", "`opm__sum`"]
     # An ablation variant maps to its ablation row (GMM-AL Tab. 2, alpha = 0), not to GMM-AL.
-    assert table_row(rendered, "CREMA-D", "GMM-AL (α=0)")[9] == "76.88"
+    assert table_row(rendered, "CREMA-D", "GMM-AL (α=0)")[13] == "76.88"
+    # Visual-only (52.00) is significantly worse than Concat (68.00) after Holm.
+    visual = table_row(rendered, "CREMA-D", "Visual-only")
+    assert visual[4].startswith("-16.00 [") and visual[6] == "worse" and visual[2] == "3"
 
-    # AVE ogm_ge, acc 0.655 / 0.6612: mean 65.81, std = 0.62 / sqrt(2) = 0.438 -> 0.44.
-    # Only row with values in its table, so nothing is bold.
+    # AVE ogm_ge has no predictions: mean ± std accuracy, marked, no statistics.
     ogm = table_row(rendered, "AVE", "OGM-GE")
-    assert ogm[3] == "65.81 ± 0.44"
-    assert ogm[9:13] == ["66.14", "65.62", "—", "—"]
+    assert ogm[3] == "65.81 ± 0.44 (no per-clip predictions)" and ogm[4:8] == ["—"] * 4
+    assert ogm[13:17] == ["66.14", "65.62", "—", "—"]
 
-    # Unimodal run without a visual probe shows a dash, not zero.
-    assert table_row(rendered, "CREMA-D", "Audio-only")[7] == "—"
+    # Unimodal run without a visual probe shows a dash, not zero; it is the best unimodal run.
+    audio = table_row(rendered, "CREMA-D", "Audio-only")
+    assert audio[11] == "—" and audio[7] == "reference"
 
 
 def test_leaderboard_is_ordered_by_rank(rendered):
     table = rendered.split("## CREMA-D\n\n", 1)[1].split("\n\n", 1)[0]
     labels = [ln.split("|")[1].strip() for ln in table.splitlines()[2:]]
+    # rank 1 (no significant difference among them) by mean accuracy, then Visual-only (rank 3)
     assert labels == ["Concat", "GMM-AL (α=0)", "OPM (Sum fusion)", "Audio-only", "Visual-only", "OGM-GE"]
 
 
 def test_missing_method_is_not_run(rendered):
     row = table_row(rendered, "CREMA-D", "OGM-GE")
     assert row[1] == NOT_RUN and row[2] == "—"
-    assert row[3:9] == [NOT_RUN] * 6
+    assert row[3:13] == [NOT_RUN] * 10
     # The papers' figures are reference data and are still shown (IPRM's "OGM" is OGM-GE).
-    assert row[9:13] == ["68.95", "64.34", "66.12", "—"]
-    assert table_row(rendered, "AVE", "Concat")[3:9] == [NOT_RUN] * 6
+    assert row[13:17] == ["68.95", "64.34", "66.12", "—"]
+    assert table_row(rendered, "AVE", "Concat")[3:13] == [NOT_RUN] * 10
 
 
 def test_robustness_section(rendered):
@@ -221,7 +230,7 @@ def test_unlisted_run_is_ranked_with_listed_ones():
     text = render_summary([run], [], ["concat"], Provenance())
     lines = [ln for ln in text.splitlines() if ln.startswith(("| Concat |", "| Sum |"))]
     assert [ln.split("|")[1].strip() for ln in lines] == ["Sum", "Concat"]
-    assert "60.00 ± 0.00" in text and "`unknown`" in text
+    assert "60.00 ± 0.00 (no per-clip predictions)" in text and "`unknown`" in text
     assert "Mini profile" in text
 
 

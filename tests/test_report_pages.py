@@ -89,8 +89,9 @@ def test_ave_event_localisation_column_is_marked(runs, config):
     assert t.headers[2] == "AVE Acc†"
     assert any("event-localisation" in n for n in t.notes)
     summary = dataset_table("ave", [], ["opm"], PaperIndex(numbers, config))
-    # no runs, so no probe columns: Method, n seeds, Rank, 3 metrics, best-test, 4 papers, Run
-    assert summary.rows[0][10] == "75.6†" and "event-localisation" in summary.notes[0]
+    # no runs, so no probe columns: Method, n seeds, Rank, 5 statistics columns, Macro-F1, mAP,
+    # best-test, 4 papers, Run
+    assert summary.rows[0][14] == "75.6†" and "event-localisation" in summary.notes[0]
 
 
 def test_unmapped_rows_are_listed(config):

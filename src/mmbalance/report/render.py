@@ -49,15 +49,28 @@ def _selection_text(runs: Sequence[RunSummary]) -> str:
 def protocol_note(runs: Sequence[RunSummary]) -> str:
     """The paragraph under a dataset table explaining how ours and the papers' differ."""
     return (
-        f"Protocols. **Ours**: test-set metrics at {_selection_text(runs)}, per seed, "
-        "then mean ± sample std over the seeds; *Rank* orders the runs by mean accuracy "
-        "(equal at two decimals = equal rank). "
+        f"Protocols. **Ours**: test-set metrics at {_selection_text(runs)}, per seed; "
+        "Macro-F1, mAP and probe columns are mean ± sample std over the seeds. "
         f"**{BEST_TEST_HEADER}**: our runs scored with the papers' protocol, i.e. the "
         "best epoch picked on the *test* set (optimistic). "
         "**Paper columns**: accuracy as printed for the paper row mapped to the run "
         "(`src/mmbalance/report/data/paper_rows.csv`; the paper's lowest-numbered table "
         f"with that row), best epoch picked on test; {MISSING} = the paper reports no such figure."
     )
+
+
+def statistics_note(stats, cfg) -> str:
+    """The statistics paragraph (intervals, paired tests, Holm, ranks, detectable difference),
+    or why the table has none."""
+    if stats is None or not stats.rows:
+        return ("Statistics: none of these runs saved per-clip predictions, so no interval, paired "
+                "test or significance rank can be computed; retrain them (`dvc repro`).")
+    from .stats import StatsConfig, protocol_text
+
+    text = protocol_text(stats, cfg or StatsConfig())
+    if stats.skipped:
+        text += " Left out of the statistics: " + "; ".join(f"`{r}` ({why})" for r, why in sorted(stats.skipped.items())) + "."
+    return text
 
 
 def backbone_note(runs: Sequence[RunSummary]) -> str | None:
@@ -131,15 +144,21 @@ def dataset_section(
     robustness: RobustnessSummary | None = None,
     plots: Sequence[tuple[str, str]] = (),
     data: DataSummary | None = None,
+    stats=None,
+    stats_cfg=None,
 ) -> str:
-    """Heading, leaderboard, notes, data counts and skips, plot links and robustness for one dataset."""
+    """Heading, leaderboard, statistics protocol, notes, data counts and skips, plot links and
+    robustness for one dataset (``stats``: its ``stats.DatasetStats``, or None without
+    predictions)."""
     index = paper_numbers if isinstance(paper_numbers, PaperIndex) else PaperIndex(paper_numbers)
     ds_runs = [r for r in runs if r.dataset == dataset]
+    alpha = stats_cfg.alpha if stats_cfg is not None else 0.05
     parts = [
         f"## {dataset_label(dataset)}",
-        _table_with_notes(dataset_table(dataset, ds_runs, methods, index)),
+        _table_with_notes(dataset_table(dataset, ds_runs, methods, index, stats, alpha)),
         protocol_note(ds_runs),
     ]
+    parts.append(statistics_note(stats, stats_cfg))
     for note in (backbone_note(ds_runs), baseline_note(dataset, index)):
         if note:
             parts.append(note)
@@ -209,6 +228,8 @@ def render_summary(
     plots: PlotLinks | None = None,
     pages: Sequence[tuple[str, str]] = (),
     data: Mapping[str, DataSummary] | None = None,
+    stats: Mapping | None = None,
+    stats_cfg=None,
 ) -> str:
     """The summary page (``reports/README.md``) as a markdown string ending in a newline.
 
@@ -222,9 +243,12 @@ def render_summary(
     index = paper_numbers if isinstance(paper_numbers, PaperIndex) else PaperIndex(paper_numbers, load_config())
     parts = [
         "# mmbalance: benchmark summary",
-        "All figures are percentages. Our cells are mean ± sample std (ddof=1; 0.00 with "
-        "a single seed) over the seeds present, with the seed count in *n seeds*; the best "
-        "mean of each of our columns is in bold.",
+        "All figures are percentages. Accuracy carries a 95 % bootstrap interval over test clips "
+        "and seeds and a paired, Holm-corrected verdict against Concat, both computed from the "
+        "saved per-clip predictions (protocol under each table); ranks tie runs whose difference "
+        "is not significant. Other cells are mean ± sample std (ddof=1; 0.00 with a single seed) "
+        "over the seeds present, with the seed count in *n seeds*; the best mean of each of those "
+        "columns is in bold.",
     ]
     if pages:
         parts.append(pages_section(pages))
@@ -237,7 +261,8 @@ def render_summary(
     for d in datasets:
         ms = _methods_for(methods, d)
         all_methods += [m for m in ms if m not in all_methods]
-        parts.append(dataset_section(d, runs, ms, index, robustness.get(d), plots.get(d, ()), (data or {}).get(d)))
+        parts.append(dataset_section(d, runs, ms, index, robustness.get(d), plots.get(d, ()), (data or {}).get(d),
+                                     (stats or {}).get(d), stats_cfg))
     parts.append(provenance_section(runs, all_methods, provenance, robustness))
     return "\n\n".join(parts) + "\n"
 

@@ -314,17 +314,58 @@ class Footnotes:
         return [f"{self.mark([n])} {n}" for n in self.notes]
 
 
-def leaderboard_order(requested: Sequence[str], by_run: Mapping[str, RunSummary]) -> tuple[list[str], dict[str, int | None]]:
-    """Runs ordered by rank of mean accuracy (ties: requested order, then name); runs without
-    accuracy next; requested runs without results last.  Also returns each run's rank."""
+def leaderboard_order(requested: Sequence[str], by_run: Mapping[str, RunSummary],
+                      stat_ranks: Mapping[str, int] | None = None) -> tuple[list[str], dict[str, int | None]]:
+    """Runs ordered by rank (the significance ranks in ``stat_ranks`` when given, else ranks of
+    mean accuracy), then mean accuracy (ties: requested order, then name); runs without accuracy
+    next; requested runs without results last.  Also returns each run's rank."""
     pos = {r: i for i, r in enumerate(dict.fromkeys(requested))}
     present = sorted(by_run, key=lambda r: (pos.get(r, len(pos)), r))
     means = [mean_std(by_run[r].metrics["acc"])[0] if by_run[r].metrics.get("acc") else None for r in present]
-    ranks = dict(zip(present, competition_ranks(means)))
-    ranked = sorted((r for r in present if ranks[r] is not None), key=lambda r: ranks[r])
+    mean_of = dict(zip(present, means))
+    if stat_ranks is not None:
+        ranks = {r: stat_ranks.get(r) for r in present}
+    else:
+        ranks = dict(zip(present, competition_ranks(means)))
+    ranked = sorted((r for r in present if ranks[r] is not None), key=lambda r: (ranks[r], -(mean_of[r] or 0.0)))
     unranked = [r for r in present if ranks[r] is None]
     not_run = [r for r in pos if r not in by_run]
     return ranked + unranked + not_run, ranks
+
+
+def _pct(x: float) -> str:
+    return f"{100.0 * x:.2f}"
+
+
+NO_PREDICTIONS = "no per-clip predictions"
+
+
+def stat_cells(row, alpha: float, is_concat: bool = False, is_best_unimodal: bool = False,
+               accs: Sequence[float] = ()) -> list[str]:
+    """Acc [CI], Δ vs Concat [CI], Holm p, verdict vs Concat, verdict vs the best unimodal run
+    for one run's ``stats.RowStats``; a run without saved predictions shows its mean ± std
+    accuracy (``accs``, per seed) marked as such and no statistics."""
+    from .stats import REFERENCE  # the stats module needs scipy/statsmodels; imported on use
+
+    if row is None:
+        acc = f"{format_mean_std(accs)} ({NO_PREDICTIONS})" if accs else MISSING
+        return [acc] + [MISSING] * 4
+    acc = f"{_pct(row.acc)} [{_pct(row.lo)}, {_pct(row.hi)}]"
+    vc, vu = row.vs_concat, row.vs_unimodal
+    delta = f"{100 * vc.diff:+.2f} [{100 * vc.lo:+.2f}, {100 * vc.hi:+.2f}]" if vc else MISSING
+    p = _format_p(vc.p_holm) if vc else MISSING
+    versus_concat = vc.verdict(alpha) if vc else (REFERENCE if is_concat else MISSING)
+    versus_uni = vu.verdict(alpha) if vu else (REFERENCE if is_best_unimodal else MISSING)
+    return [acc, delta, p, versus_concat, versus_uni]
+
+
+def _format_p(p: float | None) -> str:
+    if p is None:
+        return MISSING
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+STAT_HEADERS = ["Acc [95 % CI]", "Δ vs Concat [95 % CI]", "p (Holm)", "vs Concat", "vs best unimodal"]
 
 
 def dataset_table(
@@ -332,25 +373,31 @@ def dataset_table(
     runs: Sequence[RunSummary],
     methods: Sequence[str],
     paper_numbers: Sequence[PaperNumber] | PaperIndex,
+    stats=None,
+    alpha: float = 0.05,
 ) -> Table:
     """The leaderboard of one dataset.
 
     ``runs`` are the runs of registry ``dataset``; ``methods`` the runs expected there (those
-    without results get a row of "not run").  Rows by rank of mean accuracy.  Columns: Method,
-    n seeds, Rank, Acc, Macro-F1, mAP, one probe column per modality, best-test acc, one
-    column per seed paper with its printed accuracy for the row mapped to the run ("—" when it
-    has none; a marked figure has a footnote), then the run name.  The best mean of each of our
-    metric columns is bold.
+    without results get a row of "not run").  ``stats`` (a ``stats.DatasetStats`` computed
+    from the saved predictions) gives the significance rank, the accuracy interval, the paired
+    difference against Concat with its Holm-corrected p-value and the verdicts against Concat
+    and the best unimodal run.  Rows by rank, then mean accuracy.  Columns: Method, n seeds,
+    Rank, the statistics columns, Macro-F1, mAP (mean ± std), one probe column per modality,
+    best-test acc, one column per seed paper with its printed accuracy for the row mapped to
+    the run ("—" when it has none; a marked figure has a footnote), then the run name.  The
+    best mean of each of our mean ± std columns is bold.
     """
     index = paper_numbers if isinstance(paper_numbers, PaperIndex) else PaperIndex(paper_numbers)
     by_run = {r.run: r for r in runs if r.dataset == dataset}
-    order, ranks = leaderboard_order(methods, by_run)
+    stat_rows = stats.rows if stats is not None else {}
+    order, ranks = leaderboard_order(methods, by_run, {r: s.rank for r, s in stat_rows.items()} if stats is not None else None)
     modalities: list[str] = []
     for r in order:
         for mod in by_run[r].modalities if r in by_run else ():
             if mod not in modalities:
                 modalities.append(mod)
-    ours: list[tuple[str, str]] = list(METRIC_COLUMNS.items())
+    ours: list[tuple[str, str]] = [(k, h) for k, h in METRIC_COLUMNS.items() if k != "acc"]
     ours += [(f"probe:{mod}", f"{MODALITY_NAMES.get(mod, mod)} probe") for mod in modalities]
     ours.append((BEST_TEST_KEY, BEST_TEST_HEADER))
 
@@ -373,6 +420,11 @@ def dataset_table(
         run = by_run.get(r)
         rank = ranks.get(r)
         row = [run_label(r), str(run.n_seeds) if run else NOT_RUN, str(rank) if rank else MISSING]
+        if run is None:
+            row += [NOT_RUN] * len(STAT_HEADERS)
+        else:
+            row += stat_cells(stat_rows.get(r), alpha, r == getattr(stats, "reference", None),
+                              r == getattr(stats, "best_unimodal", None), run.metrics.get("acc", []))
         row += [col[i] for col in cells]
         for paper in PAPERS:
             hit = index.figure(paper, dataset, r, "acc")
@@ -382,7 +434,7 @@ def dataset_table(
                 row.append(hit.value + notes.mark(index.config.notes_for(paper, hit.table, hit.dataset, hit.metric)))
         row.append(f"`{r}`")
         rows.append(row)
-    headers = ["Method", "n seeds", "Rank"] + [h for _, h in ours] + list(PAPERS.values()) + ["Run"]
+    headers = ["Method", "n seeds", "Rank"] + STAT_HEADERS + [h for _, h in ours] + list(PAPERS.values()) + ["Run"]
     numeric = [False] + [True] * (len(headers) - 2) + [False]
     return Table(headers=headers, rows=rows, numeric=numeric, notes=notes.lines())
 

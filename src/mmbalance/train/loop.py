@@ -90,6 +90,8 @@ class Trainer:
         self.loaders = {k: StreamLoader(v, cfg, seed, self.rt.cuda and bool(cfg.get("pin_memory", True))) for k, v in splits.items() if isinstance(v, StreamSplit)}
         self.step = self._wrap() if self.world > 1 else None
         self.eval_counts: dict[str, int] = {}
+        # per split, the last evaluation's per-sample predictions (keys, labels, logits, probes)
+        self.predictions: dict[str, dict] = {}
         self.reset_optimizer(**method.optimizer_overrides())
 
     def _wrap(self) -> torch.nn.Module:
@@ -179,7 +181,9 @@ class Trainer:
         if not labels:  # this rank's share of the shards is empty (fewer shards than ranks)
             c = self.method.ctx.num_classes
             logits, labels, uni = [torch.empty(0, c)], [torch.empty(0, dtype=torch.long)], {m: [torch.empty(0, c)] for m in uni}
-        all_logits, y_t, uni = self._gathered(split, torch.cat(logits), uni, torch.cat(labels), keys)
+        all_logits, y_t, uni, keys = self._gathered(split, torch.cat(logits), uni, torch.cat(labels), keys)
+        self.predictions[split] = {"keys": keys, "labels": y_t.numpy(), "logits": all_logits.numpy(),
+                                   "probes": {m: v.numpy() for m, v in uni.items()}}
         metrics = classification_metrics(all_logits.numpy(), y_t.numpy(), self.method.ctx.num_classes)
         metrics["loss"] = float(F.cross_entropy(all_logits, y_t))
         uni_np = {m: v.numpy() for m, v in uni.items()}
@@ -189,8 +193,8 @@ class Trainer:
         return metrics
 
     def _gathered(self, split: str, logits: torch.Tensor, uni: dict, labels: torch.Tensor, keys: list[str]):
-        """Every rank's predictions ([N, C] logits, per-modality [N, C], [N] labels), sorted by
-        sample key under DDP; raises unless each sample of the split appears exactly once."""
+        """Every rank's predictions ([N, C] logits, [N] labels, per-modality [N, C], their N keys),
+        sorted by sample key under DDP; raises unless each sample of the split appears exactly once."""
         uni = {m: torch.cat(v) for m, v in uni.items()}
         if self.world > 1:
             parts = dist.all_gather_objects((logits, uni, labels, keys))
@@ -198,11 +202,12 @@ class Trainer:
             order = torch.tensor(sorted(range(len(keys)), key=keys.__getitem__))
             logits, labels = torch.cat([p[0] for p in parts])[order], torch.cat([p[2] for p in parts])[order]
             uni = {m: torch.cat([p[1][m] for p in parts])[order] for m in uni}
+            keys = [keys[i] for i in order.tolist()]
         if len(set(keys)) != len(keys) or len(keys) != len(self.splits[split]):
             raise RuntimeError(f"evaluation of split {split!r} saw {len(keys)} predictions for {len(set(keys))} distinct "
                                f"samples; the split has {len(self.splits[split])}")
         self.eval_counts[split] = len(keys)
-        return logits, labels, uni
+        return logits, labels, uni, keys
 
     def train_epoch(self) -> float:
         """One pass over the training split; returns the mean loss."""
@@ -261,11 +266,13 @@ def _check_finite(model: torch.nn.Module, loss: torch.Tensor, where: str) -> Non
         raise NonFiniteError(f"non-finite gradient in {bad} at {where}")
 
 
-def _save_checkpoint(path: Path, trainer: Trainer, epoch: int, history: list, best: dict, best_state: dict) -> None:
+def _save_checkpoint(path: Path, trainer: Trainer, epoch: int, history: list, best: dict, best_state: dict,
+                     best_preds: dict | None) -> None:
     """Write the end-of-epoch checkpoint atomically (temporary file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"epoch": epoch, "trainer": trainer.state_dict(), "history": history, "best": best, "best_state": best_state}, tmp)
+    torch.save({"epoch": epoch, "trainer": trainer.state_dict(), "history": history, "best": best, "best_state": best_state,
+                "best_predictions": best_preds}, tmp)
     os.replace(tmp, path)
 
 
@@ -280,11 +287,12 @@ def fit(model: MultimodalModel, method: Method, splits: dict[str, SplitData], cf
     """
     trainer, start = Trainer(model, method, splits, cfg, seed, name), time.perf_counter()
     select = "val" if "val" in splits else "test"
-    best, history, best_state, first = None, [], None, 0
+    best, history, best_state, best_preds, first = None, [], None, None, 0
     if checkpoint is not None and checkpoint.exists():
         saved = torch.load(checkpoint, weights_only=False, map_location="cpu")
         trainer.load_state_dict(saved["trainer"])
         history, best, best_state, first = saved["history"], saved["best"], saved["best_state"], saved["epoch"] + 1
+        best_preds = saved.get("best_predictions")
         if live is not None:
             for row in history:
                 _log_epoch(live, row)
@@ -303,9 +311,9 @@ def fit(model: MultimodalModel, method: Method, splits: dict[str, SplitData], cf
         if live is not None:
             _log_epoch(live, row)
         if best is None or _selection_key(row[select]) > _selection_key(best[select]):
-            best, best_state = row, _snapshot(trainer)
+            best, best_state, best_preds = row, _snapshot(trainer), trainer.predictions.get("test")
         if checkpoint is not None and dist.is_main():
-            _save_checkpoint(checkpoint, trainer, epoch, history, best, best_state)
+            _save_checkpoint(checkpoint, trainer, epoch, history, best, best_state, best_preds)
     return {
         "test": best["test"],
         "val": best.get("val"),
@@ -315,6 +323,7 @@ def fit(model: MultimodalModel, method: Method, splits: dict[str, SplitData], cf
         "wall_s": round(time.perf_counter() - start, 3),
         "history": history,
         "best_state": best_state,
+        "predictions": best_preds,  # the selected epoch's per-sample test predictions
         "diagnostics": method.diagnostics(),
         "eval_samples": dict(trainer.eval_counts),  # per split: samples scored (each once, also under DDP)
     }

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmbalance.evaluate.predictions import from_trainer, save_predictions
 from mmbalance.methods import MethodContext, build_method
 from mmbalance.system import device_name
 from mmbalance.models import build_model
@@ -119,7 +120,9 @@ def run(shard_dir: Path, out_dir: Path, dataset: str, method_name: str, method_c
         seeds: list[int], profile: str, checkpoints: Path | None = None, models: Path | None = None,
         run_name: str | None = None) -> dict:
     """Train every seed; DVCLive curves under ``out_dir/live/seed<k>``; results.json and metrics.json
-    in ``out_dir``; per-epoch checkpoints in ``checkpoints``; selected weights in ``models/seed<k>.pt``.
+    in ``out_dir``; the selected epoch's per-sample test predictions in
+    ``out_dir/predictions/seed<k>.npz``; per-epoch checkpoints in ``checkpoints``; selected
+    weights in ``models/seed<k>.pt``.
 
     Under ``torchrun`` every process runs this; rank 0 alone writes files."""
     torch.set_num_threads(int(train_cfg.get("num_threads", 2)))
@@ -194,12 +197,14 @@ class _SeedJob:
                              seed, live, _checkpoint_path(self.checkpoints, seed, self.key, prune=self.main))
             if live is not None:
                 live.summary = {"test": res["test"], "best_epoch": res["best_epoch"], "best_test_acc": res["best_test_acc"]}
+        if self.main and res.get("predictions") is not None:
+            save_predictions(self.out_dir / "predictions" / f"seed{seed}.npz", from_trainer(res["predictions"]))
         if self.models is not None and self.main:
             self.models.mkdir(parents=True, exist_ok=True)
             torch.save({"state": res["best_state"]["model"], "method_state": res["best_state"]["method"], "method": self.method_name,
                         "method_cfg": self.method_cfg, "model_cfg": self.model_cfg, "epochs": int(self.train_cfg["epochs"]), "seed": seed},
                        self.models / f"seed{seed}.pt")
-        return {k: v for k, v in res.items() if k not in ("history", "best_state")}
+        return {k: v for k, v in res.items() if k not in ("history", "best_state", "predictions")}
 
 
 _JOB: _SeedJob | None = None  # the job forked seed workers run (set only around the pool)
