@@ -148,6 +148,20 @@ def test_mslr_dynamic_rescales_after_window():
     assert lrs == pytest.approx({"audio": 0.1 * 0.5 * 1.5, "visual": 0.1 * 0.5, "rest": 0.1})
 
 
+def test_mslr_without_a_scale_for_the_dataset_is_an_error():
+    """A scale table that names none of the run's modalities would train Concat under MSLR's name."""
+    with pytest.raises(ValueError, match="no learning-rate scale differs from 1"):
+        setup("mslr", {"scales": {"rgb": 0.9}})
+
+
+def test_mslr_scales_by_dataset():
+    from mmbalance.methods.mslr import dataset_scales
+
+    cfg = {"scales": {"audio": 0.9, "visual": 1.1}, "scales_by_dataset": {"mosi": {"text": 0.9, "audio": 1.1}}}
+    assert dataset_scales(cfg, "mosi") == {"audio": 1.1, "visual": 1.1, "text": 0.9}
+    assert dataset_scales(cfg, "cremad") == {"audio": 0.9, "visual": 1.1}
+
+
 def test_mslr_rejects_unknown_strategy():
     with pytest.raises(ValueError, match="method 'mslr': unknown strategy 'smooth'"):
         build_method("mslr", {"strategy": "smooth"}, MethodContext(TWO, 6, 1))
@@ -300,7 +314,7 @@ def test_lfm_learned_schedule_steps_and_halves():
 @pytest.mark.parametrize("name", ["mmpareto", "reconboost", "lfm", "mslr", "moddrop", "unimodal_loss"])
 def test_three_modalities_one_step(name):
     mods = ["audio", "visual", "extra"]
-    method, model = setup(name, {}, mods)
+    method, model = setup(name, {"scales": {"extra": 1.2}} if name == "mslr" else {}, mods)
     trainer = Trainer(model, method, splits(mods), TRAIN, seed=0, name=name)
     method.on_epoch_start(0, trainer)
     inputs, labels = next(trainer.batches("train", train=True))

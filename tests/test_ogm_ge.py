@@ -47,8 +47,26 @@ def test_coefficient_by_hand():
     assert modulation_coefficient(4.0, 0.8, "paper") == pytest.approx(0.203956, abs=1e-6)
 
 
+def test_cvpr_and_journal_forms_differ():
+    """OGM-GE (CVPR 2022 Eq. 10) and OGM (TPAMI 2024 Eq. 11) at ρ = 2, α = 0.8, by hand:
+    1 − tanh(1.6) = 0.078331 and 1 − 0.8·tanh(1) = 0.390725."""
+    assert modulation_coefficient(2.0, 0.8, "cvpr") == pytest.approx(0.078331, abs=1e-6)
+    assert modulation_coefficient(2.0, 0.8, "code") == pytest.approx(0.078331, abs=1e-6)
+    assert modulation_coefficient(2.0, 0.8, "paper") == pytest.approx(0.390725, abs=1e-6)
+
+
+def test_default_ogm_ge_and_ogm_configurations_differ():
+    """The benchmark's ogm_ge (CVPR form, GE on conv weights, epochs 0–50) is not a copy of ogm."""
+    import yaml
+    from pathlib import Path
+
+    methods = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())["methods"]
+    assert methods["ogm_ge"]["form"] == "cvpr" and methods["ogm"]["form"] == "paper"
+    assert methods["ogm_ge"]["noise_on"] == "conv"
+
+
 def test_unknown_form_raises():
-    with pytest.raises(ValueError, match="choices: code, paper"):
+    with pytest.raises(ValueError, match="choices: code, cvpr, paper"):
         modulation_coefficient(2.0, 0.5, "other")
 
 

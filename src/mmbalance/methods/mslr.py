@@ -23,6 +23,13 @@ def modality_lrs(base_lr: float, modalities: list[str], scales: dict[str, float]
     return {m: base_lr * float(scales.get(m, 1.0)) for m in modalities}
 
 
+def dataset_scales(cfg: dict, dataset: str | None) -> dict[str, float]:
+    """``scales`` with ``scales_by_dataset.<dataset>`` merged over it (modality → lr scale)."""
+    scales = {str(m): float(s) for m, s in (cfg.get("scales") or {}).items()}
+    per = (cfg.get("scales_by_dataset") or {}).get(dataset) or {}
+    return {**scales, **{str(m): float(s) for m, s in per.items()}}
+
+
 def dynamic_ratio(acc: float, memory: list[float]) -> float:
     """AGM's MSLR update: the current probe accuracy over the mean of the remembered ones."""
     mean = sum(memory) / len(memory)
@@ -35,10 +42,15 @@ class MSLR(Method):
 
     def __init__(self, cfg: dict, ctx) -> None:
         super().__init__(cfg, ctx)
-        self.scales = {str(m): float(s) for m, s in (self.cfg.get("scales") or {}).items()}
+        self.scales = dataset_scales(self.cfg, ctx.dataset)
         self.strategy = self.cfg.get("strategy", "keep")
         if self.strategy not in ("keep", "dynamic"):
             raise ValueError(f"method 'mslr': unknown strategy {self.strategy!r}; choices: dynamic, keep")
+        if self.strategy == "keep" and all(self.scales.get(m, 1.0) == 1.0 for m in ctx.modalities):
+            # every encoder at the base lr: the run would be Concat under another name
+            raise ValueError(f"method 'mslr': no learning-rate scale differs from 1 for the modalities "
+                             f"{', '.join(ctx.modalities)} of dataset {ctx.dataset!r}; set methods.mslr.scales "
+                             f"or scales_by_dataset.{ctx.dataset}")
         self.window = int(self.cfg.get("window", 5))
         self.ratio = {m: 1.0 for m in ctx.modalities}
         self.memory: dict[str, list[float]] = {m: [] for m in ctx.modalities}

@@ -69,7 +69,7 @@ class OGM(OGMGE):
     def __init__(self, cfg: dict, ctx) -> None:
         super().__init__({**self.defaults, **(cfg or {})}, ctx)
         require_modalities(self.method_name, ctx.modalities)
-        for key, default, choices in (("form", "paper", ("paper", "code")), ("noise_on", "all", ("all", "conv")),
+        for key, default, choices in (("form", "paper", ("paper", "code", "cvpr")), ("noise_on", "all", ("all", "conv")),
                                       ("z", "tanh", tuple(Z_FUNCTIONS)), ("measure", "ratio", ("ratio", "difference"))):
             check_choice(self.method_name, self.cfg, key, default, choices)
 

@@ -21,19 +21,23 @@ def discrepancy_ratios(scores: dict[str, torch.Tensor]) -> dict[str, float]:
     return {m: sum(sums[m] / max(sums[j], 1e-12) for j in mods if j != m) / (len(mods) - 1) for m in mods}
 
 
+FORMS = ("code", "cvpr", "paper")
+
+
 def modulation_coefficient(rho: float, alpha: float, form: str = "paper") -> float:
     """k for a modality with discrepancy ratio ρ.
 
-    ``paper`` (TPAMI Eq. 11): 1 − α·tanh(ρ − 1) if ρ > 1, floored at 0; else 1.
-    ``code`` (released CVPR code): 1 − tanh(α·relu(ρ)) if ρ > 1; else 1.
+    ``paper`` (TPAMI Eq. 11, the journal's OGM): 1 − α·tanh(ρ − 1) if ρ > 1, floored at 0; else 1.
+    ``cvpr`` (Peng et al. CVPR 2022 Eq. 10, OGM-GE) and ``code`` (its released code,
+    1 − tanh(α·relu(ρ))): 1 − tanh(α·ρ) if ρ > 1; else 1 — the same value, since ρ > 1.
     """
+    if form not in FORMS:
+        raise ValueError(f"unknown OGM coefficient form {form!r}; choices: {', '.join(FORMS)}")
     if rho <= 1:
         return 1.0
     if form == "paper":
         return max(0.0, 1.0 - alpha * math.tanh(rho - 1.0))
-    if form == "code":
-        return 1.0 - math.tanh(alpha * max(rho, 0.0))
-    raise ValueError(f"unknown OGM coefficient form {form!r}; choices: code, paper")
+    return 1.0 - math.tanh(alpha * max(rho, 0.0))
 
 
 @METHODS.register("ogm_ge")
