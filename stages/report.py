@@ -77,6 +77,20 @@ def load_stats(params_path: Path, runs) -> tuple[dict, StatsConfig]:
     return stats_by_dataset(entries, cfg), cfg
 
 
+TUNED_PAGE = "tuned.md"
+
+
+def write_tuned(paths: list[Path], untuned, cfg: StatsConfig, out: Path) -> None:
+    """``tuned.md`` beside the summary: the equal-budget leaderboard of the tuned runs."""
+    from mmbalance.report.tuned import load_trials, render_tuned_page
+
+    tuned = load_results(paths)
+    entries = [(r.dataset, r.run, Path(r.source).parent) for r in tuned if r.source]
+    stats = stats_by_dataset(entries, cfg)
+    trials = {(r.dataset, r.run): load_trials(Path(r.source)) for r in tuned if r.source}
+    write_report(render_tuned_page(tuned, stats, cfg, untuned, trials, out.name), out.parent / TUNED_PAGE)
+
+
 def draw_plots(out_dir: Path, runs, robustness, methods, stats=None) -> dict[str, list[tuple[str, str]]]:
     """Every dataset's figures under ``out_dir/plots`` (old PNGs removed first); links by dataset."""
     from mmbalance.report.plots import clear_plots, load_curves, render_dataset_plots
@@ -111,6 +125,8 @@ def draw_diagnostics(out_dir: Path, runs) -> list:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--results", nargs="*", default=[], help="results.json, one per (dataset, run)")
+    ap.add_argument("--tuned", nargs="*", default=[],
+                    help="results.json of the tune stages (results/tuned/<dataset>/<run>/) → tuned.md beside --out")
     ap.add_argument("--robustness", nargs="*", default=[], help="robustness.json, one per dataset (stages/evaluate.py)")
     ap.add_argument("--indexes", nargs="*", default=[], help="shard index.json files: clip counts and skipped clips per dataset")
     ap.add_argument("--paper-numbers", required=True, help="reference/paper_numbers.csv")
@@ -136,8 +152,9 @@ def main(argv: list[str] | None = None) -> None:
     stats, stats_cfg = load_stats(Path(args.params), runs)
     plots = {} if args.no_plots else draw_plots(out.parent, runs, robustness, methods, stats)
     diagnostics = [] if args.no_plots else draw_diagnostics(out.parent, runs)
-    pages = [(config.papers[p]["short"], page_name(p)) for p in config.papers]
+    pages = [(config.papers[p]["short"], page_name(p)) for p in config.papers] + [("Tuned, equal budget", TUNED_PAGE)]
     write_report(render_summary(runs, index, methods, prov, robustness, plots, pages, data, stats, stats_cfg), out)
+    write_tuned(existing(args.tuned, "tuned results"), runs, stats_cfg, out)
     mini = any(r.profile == "mini" for r in runs)
     for paper in config.papers:
         section = diagnostics_section(paper, diagnostics)

@@ -42,7 +42,7 @@ EXPECTED = FIXTURES / "expected"
 PAPER_CSV = ROOT / "reference" / "paper_numbers.csv"
 METHODS = ["audio_only", "visual_only", "concat", "ogm_ge"]
 GIT_REV = "0123456789abcdef0123456789abcdef01234567"
-PAGES = ["README.md", "gmm_adaptive_loss.md", "arl.md", "iprm.md", "opm_ogm.md"]
+PAGES = ["README.md", "gmm_adaptive_loss.md", "arl.md", "iprm.md", "opm_ogm.md", "tuned.md"]
 
 
 def fixture_results() -> list[Path]:
@@ -67,6 +67,7 @@ def out_dir(tmp_path_factory) -> Path:
         sys.executable, str(ROOT / "stages" / "report.py"),
         "--results", *map(str, fixture_results()),
         "--robustness", *map(str, sorted(FIXTURES.glob("results/*/robustness.json"))),
+        "--tuned", *map(str, sorted(FIXTURES.glob("tuned/*/*/results.json"))),
         "--paper-numbers", str(PAPER_CSV),
         "--params", str(FIXTURES / "params.yaml"),
         "--methods", *METHODS,
@@ -177,6 +178,18 @@ def test_notes_and_provenance(rendered):
     assert rendered.index("## CREMA-D") < rendered.index("## AVE") < rendered.index("## Provenance")
     for page in PAGES[1:]:
         assert f"]({page})" in rendered
+
+
+def test_tuned_page(out_dir):
+    """The equal-budget page: the tuned runs against the *tuned* Concat, the untuned accuracy
+    beside them, the budget and the validation-selected values."""
+    text = (out_dir / "tuned.md").read_text(encoding="utf-8")
+    concat = table_row(text, "CREMA-D", "Concat")
+    assert concat[6] == "reference" and concat[7] == "68.00 ± 2.83"
+    assert concat[8:10] == ["2", "train.lr=0.005"]
+    visual = table_row(text, "CREMA-D", "Audio-only")
+    assert visual[4].startswith("-7.00 [") and visual[8] == "—"
+    assert "Holm" in text and "validation" in text
 
 
 def test_device_falls_back_to_the_report_machine():
