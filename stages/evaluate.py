@@ -5,7 +5,11 @@ For each run in params `robustness.runs` (a model folder data/models/<dataset>/<
 split with each modality's features zeroed per sample with each probability in
 `robustness.drop_probs` (the OPM/OGM paper's Fig. 6 protocol).
 
-Reads params: robustness (drop_probs, runs, seed, batch_size, num_threads).
+With `robustness.joint` (fixed_probs, varied_probs) each two-modality model is also scored on the
+paper's Fig. 6 grid: the first modality missing with each fixed probability and the second, at
+the same time, with each varied probability.
+
+Reads params: robustness (drop_probs, joint, runs, seed, batch_size, num_threads).
 """
 
 from __future__ import annotations
@@ -44,9 +48,13 @@ def main(argv: list[str] | None = None) -> None:
     dataset = args.dataset or info.get("dataset") or args.shards.name
     data = load_split(args.shards, "test", list(info["modalities"]))
     models = [Path(m) for m in args.models if Path(m).is_dir()]
+    joint = cfg.get("joint") or None
+    if joint is not None:
+        joint = {k: [float(p) for p in joint[k]] for k in ("fixed_probs", "varied_probs")}
     res = evaluate_runs(models, list(cfg.get("runs") or []), info, data, probs, int(cfg.get("seed", 0)),
-                        int(cfg.get("batch_size", 256)), log=lambda msg: print(msg, file=sys.stderr))
+                        int(cfg.get("batch_size", 256)), log=lambda msg: print(msg, file=sys.stderr), joint=joint)
     out = {"dataset": dataset, "drop_probs": probs, "seed": int(cfg.get("seed", 0)), **res,
+           **({"joint": joint} if joint else {}),
            "device": device_name(), "wall_s": round(time.perf_counter() - start, 3)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")

@@ -103,3 +103,30 @@ def test_saved_models_round_trip(tmp_path):
     seed0 = out["runs"]["concat"]["seeds"]["0"]
     assert seed0["drop"]["audio"][0] == seed0["plain_acc"] == plain_accuracy(loaded, method, data)
     assert out["runs"]["concat"]["method_state"] == "absent"
+
+
+def test_joint_grid_of_fig6_drops_both_modalities_at_once():
+    """Fig. 6: the first modality missing with each fixed p and the second with each varied p in
+    the same forward pass; (0, 0) is the plain accuracy and each cell equals the two-modality drop."""
+    from mmbalance.evaluate.robustness import joint_sweep
+
+    method, model, _ = make("concat")
+    data = tiny_split(24, seed=2)
+    grid = joint_sweep(model, method, data, [0.0, 0.2], [0.0, 0.1, 1.0], seed=3, batch_size=7)
+    assert (grid["fixed"], grid["varied"]) == ("audio", "visual")
+    assert grid["acc"][0][0] == plain_accuracy(model, method, data)
+    for i, pf in enumerate([0.0, 0.2]):
+        for j, pv in enumerate([0.0, 0.1, 1.0]):
+            assert grid["acc"][i][j] == accuracy_with_drops(model, method, data, {"audio": pf, "visual": pv}, 3, 7)
+    # masks of the two modalities are independent draws: a sample may lose one, the other or both
+    draws = uniform_draws(400, ["audio", "visual"], 0)
+    keep = keep_masks(draws, {"audio": 0.5, "visual": 0.5})
+    both = float(((keep["audio"] == 0) & (keep["visual"] == 0)).float().mean())
+    assert 0.18 < both < 0.32  # ≈ 0.5 · 0.5
+
+
+def test_joint_grid_needs_two_modalities():
+    from mmbalance.evaluate.robustness import joint_sweep
+
+    method, model, _ = make("audio_only")
+    assert joint_sweep(model, method, tiny_split(12), [0.1], [0.1]) is None

@@ -7,6 +7,12 @@ measured, for each p of a list and each modality in turn.  Masks come from one u
 per (modality, sample) from a seeded generator, so a sample dropped at p is also dropped at any
 larger p (curves over p are nested, not independent noise), p = 0 keeps everything and p = 1
 drops every sample.
+
+The paper's Fig. 6 drops both modalities of a test sample at once, independently: the first
+modality (audio on Kinetics-Sounds, RGB on UCF-101) with a fixed probability (10 % or 20 %, one
+panel each) and the second with a probability from 10 % to 30 % (the x axis); dropped data is set
+to 0. ``joint_sweep`` computes that grid; ``sweep`` (one modality at a time, p from 0 to 1) is an
+extension kept beside it.
 """
 
 from __future__ import annotations
@@ -80,6 +86,21 @@ def sweep(model, method, data: SplitData, drop_probs: Sequence[float], seed: int
     }
 
 
+def joint_sweep(model, method, data: SplitData, fixed_probs: Sequence[float], varied_probs: Sequence[float],
+                seed: int = 0, batch_size: int = 256) -> dict | None:
+    """Fig. 6 of the OPM/OGM paper: accuracy with the model's first modality dropped with each
+    probability of ``fixed_probs`` and its second, at the same time and independently per sample,
+    with each of ``varied_probs``. None for a model with fewer than two modalities.
+
+    Returns ``{"fixed": m1, "varied": m2, "acc": [[acc at (pf, pv) for pv] for pf]}``."""
+    if len(model.modalities) < 2:
+        return None
+    fixed, varied = model.modalities[0], model.modalities[1]
+    acc = [[accuracy_with_drops(model, method, data, {fixed: pf, varied: pv}, seed, batch_size) for pv in varied_probs]
+           for pf in fixed_probs]
+    return {"fixed": fixed, "varied": varied, "acc": acc}
+
+
 def seed_checkpoints(model_dir: Path) -> list[tuple[int, Path]]:
     """``seed<k>.pt`` files of a run's model folder, by seed."""
     found = []
@@ -110,7 +131,7 @@ def load_trained(path: Path, info: dict):
 
 
 def evaluate_run(model_dir: Path, info: dict, data: SplitData, drop_probs: Sequence[float], seed: int = 0,
-                 batch_size: int = 256) -> dict:
+                 batch_size: int = 256, joint: Mapping | None = None) -> dict:
     """Sweep every seed's model of one run; masks use ``seed`` + the model's seed.
 
     Returns ``{"method", "modalities", "method_state", "seeds": {k: sweep}, "wall_s"}``;
@@ -126,12 +147,17 @@ def evaluate_run(model_dir: Path, info: dict, data: SplitData, drop_probs: Seque
         out.update(method=ckpt["method"], modalities=list(model.modalities),
                    method_state="saved" if ckpt.get("method_state") is not None else "absent")
         out["seeds"][str(k)] = sweep(model, method, data, drop_probs, seed + k, batch_size)
+        if joint:
+            grid = joint_sweep(model, method, data, joint["fixed_probs"], joint["varied_probs"], seed + k, batch_size)
+            if grid is not None:
+                out["seeds"][str(k)]["joint"] = grid
     out["wall_s"] = round(time.perf_counter() - start, 3)
     return out
 
 
 def evaluate_runs(model_dirs: Iterable[Path], runs: Sequence[str], info: dict, data: SplitData,
-                  drop_probs: Sequence[float], seed: int = 0, batch_size: int = 256, log=print) -> dict:
+                  drop_probs: Sequence[float], seed: int = 0, batch_size: int = 256, log=print,
+                  joint: Mapping | None = None) -> dict:
     """Evaluate the runs named in ``runs`` (all of ``model_dirs`` when empty), a run being a
     model folder's name.  Runs asked for without a folder or model files are listed in
     ``missing`` (and logged), not dropped silently."""
@@ -143,5 +169,5 @@ def evaluate_runs(model_dirs: Iterable[Path], runs: Sequence[str], info: dict, d
             log(f"robustness: no trained models for run {run!r} (looked in {sorted(str(d) for d in dirs.values())})")
             missing.append(run)
             continue
-        results[run] = evaluate_run(dirs[run], info, data, drop_probs, seed, batch_size)
+        results[run] = evaluate_run(dirs[run], info, data, drop_probs, seed, batch_size, joint)
     return {"runs": results, "missing": missing}

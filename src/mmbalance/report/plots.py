@@ -286,6 +286,37 @@ def plot_robustness(summary: RobustnessSummary, order: Sequence[str], path: Path
     return True
 
 
+def plot_joint_robustness(summary: RobustnessSummary, order: Sequence[str], path: Path) -> bool:
+    """The OPM/OGM paper's Fig. 6: one panel per fixed missing probability of the first modality,
+    accuracy against the second modality's missing probability, one line per run."""
+    if not summary.joint or summary.joint_probs is None:
+        return False
+    fixed_probs, varied_probs = summary.joint_probs
+    runs = [r for r in order if r in summary.joint] + sorted(set(summary.joint) - set(order))
+    width = max(4.2 * len(fixed_probs), 8.0)
+    ncols = _legend_columns(width)
+    legend_rows = math.ceil(len(runs) / ncols)
+    height = 3.2 + 0.17 * legend_rows
+    fig = _new_figure(width, height)
+    axes = fig.subplots(1, len(fixed_probs), sharey=True, squeeze=False).ravel()
+    xs = [100.0 * p for p in varied_probs]
+    first = summary.joint[runs[0]]
+    for i, (ax, pf) in enumerate(zip(axes, fixed_probs)):
+        for j, r in enumerate(runs):
+            ys = [mean_std(c)[0] if c else float("nan") for c in summary.joint[r]["acc"][i]]
+            colour = order.index(r) if r in order else len(order) + j
+            ax.plot(xs, ys, marker="o", markersize=3, label=run_label(r), **_style(colour))
+        ax.set_title(f"{MODALITY_NAMES.get(first['fixed'], first['fixed'])} missing {100 * pf:g} %")
+        ax.set_xlabel(f"{MODALITY_NAMES.get(first['varied'], first['varied'])} missing probability (%)")
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("test accuracy (%)")
+    _legend_below(fig, axes, height, ncols)
+    _margins(fig, height, 0.55 + 0.17 * legend_rows, 0.5, left=0.6 / width, right=0.99, wspace=0.08)
+    fig.suptitle(f"{dataset_label(summary.dataset)}: both modalities missing (OPM/OGM Fig. 6; mean over seeds)")
+    save_figure(fig, path)
+    return True
+
+
 def render_dataset_plots(
     dataset: str,
     order: Sequence[str],
@@ -308,6 +339,8 @@ def render_dataset_plots(
         ("probe curves", "probes.png", lambda p: plot_probes(dataset, order, curves, p)),
         ("per-class accuracy", "per_class.png", lambda p: plot_per_class(dataset, order, runs, p)),
         ("robustness", "robustness.png", lambda p: robustness is not None and plot_robustness(robustness, order, p)),
+        ("robustness (Fig. 6)", "robustness_fig6.png",
+         lambda p: robustness is not None and plot_joint_robustness(robustness, order, p)),
     ]
     links = []
     with matplotlib.rc_context():

@@ -19,6 +19,7 @@ from .tables import (
     RunSummary,
     Table,
     dataset_table,
+    joint_robustness_table,
     markdown_table,
     ordered_datasets,
     robustness_table,
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 ROBUSTNESS_PLOT = "robustness"
+JOINT_PLOT = "robustness (Fig. 6)"
 # Plot links of one dataset: [(label, path relative to the summary)].
 PlotLinks = Mapping[str, Sequence[tuple[str, str]]]
 
@@ -120,15 +122,28 @@ def _table_with_notes(table: Table) -> str:
     return text
 
 
-def robustness_section(summary: RobustnessSummary, order: Sequence[str], plot: str | None) -> str:
-    """Missing-modality robustness of one dataset (the OPM/OGM paper's Fig. 6 protocol)."""
+def robustness_section(summary: RobustnessSummary, order: Sequence[str], plot: str | None,
+                       joint_plot: str | None = None) -> str:
+    """Missing-modality robustness of one dataset: the OPM/OGM paper's Fig. 6 grid (both
+    modalities missing at once) and, as an extension, one modality at a time from p = 0 to 1."""
     seed = f", mask seed {summary.seed}" if summary.seed is not None else ""
-    parts = [
-        "### Missing-modality robustness",
-        "Test accuracy (%) of each trained model when one modality's features are set to zero "
-        "for each test sample independently with probability p (seeded masks"
-        f"{seed}; the other modalities are kept), mean ± std over seeds; the OPM/OGM paper's "
-        "Fig. 6 protocol, one modality at a time. Best per dropped modality and p in bold.",
+    parts = ["### Missing-modality robustness"]
+    joint = joint_robustness_table(summary, order)
+    if joint is not None:
+        parts += [
+            "**Fig. 6 protocol** (OPM/OGM paper, §4.4.3): at test time the first modality of each sample is "
+            "missing with a fixed probability (one block of rows each) and, at the same time and "
+            "independently, the second with the probability of each column; missing data is set to 0 "
+            f"(seeded masks{seed}). Test accuracy (%), mean ± std over seeds.",
+            markdown_table(joint),
+        ]
+        if joint_plot:
+            parts.append(f"Plot: [accuracy against the second modality's missing probability]({joint_plot})")
+    parts += [
+        "**One modality at a time** (an extension of the paper's figure): test accuracy (%) of each "
+        "trained model when one modality's features are set to zero for each test sample "
+        f"independently with probability p (seeded masks{seed}; the other modalities are kept), "
+        "mean ± std over seeds. Best per dropped modality and p in bold.",
         markdown_table(robustness_table(summary, order)),
     ]
     if plot:
@@ -164,11 +179,12 @@ def dataset_section(
             parts.append(note)
     if data is not None:
         parts.append(data_section(data))
-    curves = [(label, path) for label, path in plots if label != ROBUSTNESS_PLOT]
+    curves = [(label, path) for label, path in plots if label not in (ROBUSTNESS_PLOT, JOINT_PLOT)]
     if curves:
         parts.append("Plots: " + " · ".join(f"[{label}]({path})" for label, path in curves))
     if robustness is not None:
-        parts.append(robustness_section(robustness, methods, dict(plots).get(ROBUSTNESS_PLOT)))
+        parts.append(robustness_section(robustness, methods, dict(plots).get(ROBUSTNESS_PLOT),
+                                        dict(plots).get(JOINT_PLOT)))
     return "\n\n".join(parts)
 
 

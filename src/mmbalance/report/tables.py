@@ -491,6 +491,28 @@ class RobustnessSummary:
     wall_s: float | None = None
     device: str | None = None
     seed: int | None = None
+    # Fig. 6 grid: (fixed_probs, varied_probs) and run → {"fixed", "varied", "acc": [pf][pv] per-seed lists}
+    joint_probs: tuple[list[float], list[float]] | None = None
+    joint: dict[str, dict] = field(default_factory=dict)
+
+
+def _joint(entry: Mapping, probs: tuple[list[float], list[float]], source: str, run: str) -> dict | None:
+    """One run's Fig. 6 grid over its seeds: {"fixed", "varied", "acc": [pf][pv] → per-seed values}."""
+    out = None
+    for seed in sorted(entry.get("seeds") or {}, key=_seed_order):
+        grid = (entry["seeds"][seed] or {}).get("joint")
+        if not grid:
+            continue
+        acc = grid["acc"]
+        if len(acc) != len(probs[0]) or any(len(row) != len(probs[1]) for row in acc):
+            raise ValueError(f"{source}: run {run}, seed {seed}: joint grid does not match joint probabilities")
+        if out is None:
+            out = {"fixed": grid["fixed"], "varied": grid["varied"], "acc": [[[] for _ in probs[1]] for _ in probs[0]]}
+        for i, row in enumerate(acc):
+            for j, v in enumerate(row):
+                if _num(v) is not None:
+                    out["acc"][i][j].append(float(v))
+    return out
 
 
 def summarize_robustness(data: Mapping, source: str = "robustness.json") -> RobustnessSummary:
@@ -514,10 +536,17 @@ def summarize_robustness(data: Mapping, source: str = "robustness.json") -> Robu
                     if _num(v) is not None:
                         cols[i].append(float(v))
         accs[run] = per_mod
+    joint_probs, joint = None, {}
+    if data.get("joint"):
+        joint_probs = ([float(p) for p in data["joint"]["fixed_probs"]], [float(p) for p in data["joint"]["varied_probs"]])
+        for run, entry in data["runs"].items():
+            grid = _joint(entry, joint_probs, source, run)
+            if grid is not None:
+                joint[run] = grid
     return RobustnessSummary(
         dataset=str(data["dataset"]), drop_probs=probs, accs=accs, modalities=mods,
         missing=list(data.get("missing") or []), wall_s=_num(data.get("wall_s")),
-        device=data.get("device"), seed=data.get("seed"),
+        device=data.get("device"), seed=data.get("seed"), joint_probs=joint_probs, joint=joint,
     )
 
 
@@ -573,6 +602,24 @@ def robustness_table(summary: RobustnessSummary, order: Sequence[str]) -> Table:
             rows.append([run_label(r), f"`{r}`", MODALITY_NAMES.get(m, m), n] + cells)
     headers = ["Method", "Run", "Dropped", "n seeds"] + [format_prob(p) for p in summary.drop_probs]
     return Table(headers=headers, rows=rows, numeric=[False, False, False] + [True] * (len(headers) - 3))
+
+
+def joint_robustness_table(summary: RobustnessSummary, order: Sequence[str]) -> Table | None:
+    """The Fig. 6 grid: per run and fixed drop probability of the first modality, accuracy (%)
+    at each drop probability of the second (mean ± std over seeds); None without a grid."""
+    if not summary.joint or summary.joint_probs is None:
+        return None
+    fixed_probs, varied_probs = summary.joint_probs
+    runs = [r for r in order if r in summary.joint] + sorted(set(summary.joint) - set(order))
+    rows = []
+    for r in runs:
+        g = summary.joint[r]
+        for i, pf in enumerate(fixed_probs):
+            rows.append([run_label(r), f"`{r}`", f"{MODALITY_NAMES.get(g['fixed'], g['fixed'])} {100 * pf:g} %",
+                         MODALITY_NAMES.get(g["varied"], g["varied"])]
+                        + [format_mean_std(c) for c in g["acc"][i]])
+    headers = ["Method", "Run", "Missing (fixed)", "Missing (varied)"] + [f"{100 * p:g} %" for p in varied_probs]
+    return Table(headers=headers, rows=rows, numeric=[False] * 4 + [True] * len(varied_probs))
 
 
 def wall_time_table(
