@@ -30,6 +30,7 @@ def _shrink(dst: Path) -> None:
     p["benchmark"] = {"cremad": ["audio_only", "visual_only", "concat", "ogm_ge", "opm"]}
     p["seeds"] = [0]
     p["train"]["epochs"] = 2
+    p["tune"].update(budget=2, runs={"cremad": ["concat", "ogm_ge"]})  # 2 runs × (2 trials + 1 seed)
     p["prepare"]["workers"] = 1
     (dst / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     text = (dst / "dvc.yaml").read_text()
@@ -71,6 +72,9 @@ def test_repro_builds_report(repo):
     assert index["modalities"]["audio"]["shape"] == [257, 299]
     metrics = json.loads((path / "results" / "cremad" / "ogm_ge" / "results.json").read_text())
     assert 0.0 <= metrics["seeds"]["0"]["test"]["acc"] <= 1.0
+    trials = json.loads((path / "results" / "tuned" / "cremad" / "ogm_ge" / "trials.json").read_text())
+    assert trials["budget"] == 2 and len(trials["trials"]) == 2
+    assert "Concat" in (path / "reports" / "tuned.md").read_text()
 
 
 def test_second_repro_is_noop(repo):
