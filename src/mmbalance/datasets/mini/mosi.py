@@ -4,7 +4,7 @@
 (float32, word-aligned, zero-padded on the left as MulT's files are), ``labels`` [N, 1, 1]
 continuous sentiment in [-3, 3] (multiples of 0.2 like averaged annotator ratings, some exactly
 0), ``id`` [N, 3] byte strings (video id, segment, start time). Utterances are grouped in videos
-and the videos split 52 / 10 / 31 like MOSI's speaker-independent folds.
+and the videos split 52 / 10 / 31 like MOSI's speaker-independent folds (``split_videos``).
 
 Text is the strong modality: about a third of the words of an utterance are "sentiment words"
 that carry the label's sign along one fixed direction of the 300-d word space; a Transformer
@@ -63,6 +63,7 @@ class _Recipe:
     vision_uninformative_fraction: float
     speaker_offset_std: float
     neg_inf_fraction: float
+    split_videos: tuple[int, int, int]  # videos in train / valid / test
 
 
 @register_generator("mosi")
@@ -90,6 +91,7 @@ def generate_mosi(
     vision_uninformative_fraction: float = 0.3,
     speaker_offset_std: float = 0.3,
     neg_inf_fraction: float = 0.01,
+    split_videos: tuple[int, int, int] | list[int] = tuple(SPLIT_VIDEOS.values()),
     show_progress: bool = True,
     workers: int = 1,
 ) -> dict:
@@ -106,13 +108,15 @@ def generate_mosi(
     a ⟂ b fixed unit directions and z_t ~ N(0, 1) per step, so the a- and b-components of a
     step correlate with the sign of the label (their uninformative fractions have s = 0).
     round(neg_inf_fraction · N) utterances get one ``-inf`` audio value (as COVAREP features in
-    the real file). One generator seeded with ``seed`` draws everything in a fixed order and
+    the real file). ``split_videos``: the videos in train / valid / test (MOSI's folds 52 / 10 /
+    31 by default; more test videos give a larger test split from the same utterances). One generator seeded with ``seed`` draws everything in a fixed order and
     the pickle uses protocol 4, so the file is byte-identical for a seed. ``show_progress`` /
     ``workers`` are accepted for the common generator signature; generation is one vectorised
     pass (about a second). A previous mini file (recognised by its truth file) is replaced; a
     real pickle in ``root`` is never overwritten.
     """
     knobs = locals()  # every keyword argument above, by name
+    knobs["split_videos"] = tuple(int(v) for v in split_videos)
     recipe = _Recipe(**{f.name: knobs[f.name] for f in fields(_Recipe)})
     _check(recipe)
     root = Path(root)
@@ -133,6 +137,11 @@ def _check(r: _Recipe) -> None:
     """Reject settings that cannot produce a valid file (ValueError naming the key)."""
     if r.utterances < 3 * len(SPLIT_VIDEOS):
         raise ValueError(f"utterances must be at least {3 * len(SPLIT_VIDEOS)}, got {r.utterances}")
+    if len(r.split_videos) != len(SPLIT_VIDEOS) or min(r.split_videos) < 1:
+        raise ValueError(f"split_videos must be {len(SPLIT_VIDEOS)} counts >= 1 ({', '.join(SPLIT_VIDEOS)}), "
+                         f"got {list(r.split_videos)}")
+    if r.utterances < sum(r.split_videos):
+        raise ValueError(f"utterances must be at least sum(split_videos) = {sum(r.split_videos)}, got {r.utterances}")
     if not 1 <= r.min_length <= r.max_length <= r.seq_len:
         raise ValueError(f"need 1 <= min_length <= max_length <= seq_len, got {r.min_length}, {r.max_length}, {r.seq_len}")
     for name in ("neutral_fraction", "sentiment_word_fraction", "text_uninformative_fraction", "audio_uninformative_fraction",
@@ -157,9 +166,9 @@ def _pick(rng: np.random.Generator, n: int, fraction: float) -> np.ndarray:
 
 def _plan(rng: np.random.Generator, r: _Recipe) -> dict[str, np.ndarray]:
     """Per-utterance truth: video, split, segment, length, label and which cues it carries."""
-    n, videos = r.utterances, sum(SPLIT_VIDEOS.values())
+    n, videos = r.utterances, sum(r.split_videos)
     video = np.sort(np.concatenate([np.arange(videos), rng.integers(0, videos, n - videos)]))  # ≥1 per video
-    split_of_video = np.repeat(np.arange(len(SPLIT_VIDEOS)), list(SPLIT_VIDEOS.values()))
+    split_of_video = np.repeat(np.arange(len(SPLIT_VIDEOS)), list(r.split_videos))
     split_of_video = split_of_video[rng.permutation(videos)]
     magnitude = rng.integers(1, 16, n) * 0.2  # {0.2, …, 3.0}
     label = np.where(rng.random(n) < 0.5, -magnitude, magnitude)
