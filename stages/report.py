@@ -23,8 +23,10 @@ from mmbalance.report import (
     git_revision,
     load_config,
     load_paper_numbers,
+    load_paper_tables,
     load_results,
     load_robustness,
+    coverage_summary,
     page_name,
     params_hash,
     render_paper_page,
@@ -130,6 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--robustness", nargs="*", default=[], help="robustness.json, one per dataset (stages/evaluate.py)")
     ap.add_argument("--indexes", nargs="*", default=[], help="shard index.json files: clip counts and skipped clips per dataset")
     ap.add_argument("--paper-numbers", required=True, help="reference/paper_numbers.csv")
+    ap.add_argument("--paper-tables", default=None,
+                    help="reference/paper_tables.csv: every cell of the papers' tables for their pages (default: the paper numbers)")
     ap.add_argument("--params", required=True, help="params.yaml (hashed for provenance)")
     ap.add_argument("--methods", nargs="+", default=None,
                     help="expected runs, for every dataset; missing ones read 'not run' (default: params benchmark.<dataset>)")
@@ -148,17 +152,20 @@ def main(argv: list[str] | None = None) -> None:
     data = load_data_summaries(existing(args.indexes, "shard index"))
     config = load_config()
     index = PaperIndex(load_paper_numbers(args.paper_numbers), config)
+    cells = load_paper_tables(args.paper_tables) if args.paper_tables else index
 
     stats, stats_cfg = load_stats(Path(args.params), runs)
     plots = {} if args.no_plots else draw_plots(out.parent, runs, robustness, methods, stats)
     diagnostics = [] if args.no_plots else draw_diagnostics(out.parent, runs)
     pages = [(config.papers[p]["short"], page_name(p)) for p in config.papers] + [("Tuned, equal budget", TUNED_PAGE)]
-    write_report(render_summary(runs, index, methods, prov, robustness, plots, pages, data, stats, stats_cfg), out)
+    coverage = coverage_summary(cells, runs, config, methods)
+    write_report(render_summary(runs, index, methods, prov, robustness, plots, pages, data, stats, stats_cfg, coverage), out)
     write_tuned(existing(args.tuned, "tuned results"), runs, stats_cfg, out)
     mini = any(r.profile == "mini" for r in runs)
     for paper in config.papers:
         section = diagnostics_section(paper, diagnostics)
-        text = render_paper_page(paper, index, runs, config, out.name, mini, mini_note(), [section] if section else [])
+        text = render_paper_page(paper, cells, runs, config, out.name, mini, mini_note(), [section] if section else [],
+                                 expected=methods)
         write_report(text, out.parent / page_name(paper))
 
 

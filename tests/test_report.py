@@ -69,6 +69,7 @@ def out_dir(tmp_path_factory) -> Path:
         "--robustness", *map(str, sorted(FIXTURES.glob("results/*/robustness.json"))),
         "--tuned", *map(str, sorted(FIXTURES.glob("tuned/*/*/results.json"))),
         "--paper-numbers", str(PAPER_CSV),
+        "--paper-tables", str(ROOT / "reference" / "paper_tables.csv"),
         "--params", str(FIXTURES / "params.yaml"),
         "--methods", *METHODS,
         "--git-rev", GIT_REV,

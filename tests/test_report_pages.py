@@ -11,8 +11,11 @@ import pytest
 from mmbalance.report import (
     PaperIndex,
     PaperNumber,
+    TableCell,
+    coverage_summary,
     load_config,
     load_paper_numbers,
+    load_paper_tables,
     load_results,
     load_robustness,
     paper_cell,
@@ -21,12 +24,14 @@ from mmbalance.report import (
     render_paper_page,
     robustness_table,
 )
+from mmbalance.report.pages import coverage_line, paper_coverage
 from mmbalance.report.papers import parse_row_mappings
 from mmbalance.report.tables import dataset_table, our_values
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "report"
 PAPER_CSV = ROOT / "reference" / "paper_numbers.csv"
+TABLES_CSV = ROOT / "reference" / "paper_tables.csv"
 
 
 @pytest.fixture(scope="module")
@@ -49,55 +54,106 @@ def cells(page: str, table: str, row: str) -> list[str]:
 
 
 def test_every_paper_row_is_mapped(config):
-    """Each row of the paper-numbers CSV has a mapping line (possibly "not reproduced")."""
-    missing = {(n.paper, n.table, n.method, n.dataset) for n in load_paper_numbers(PAPER_CSV)
-               if config.row(n.paper, n.table, n.method, n.dataset) is None}
+    """Each cell of the paper tables on a dataset we have maps to a run or to a reason."""
+    missing = {(c.paper, c.table, c.method, c.dataset) for c in load_paper_tables(TABLES_CSV)
+               if not config.unavailable_reason(c.dataset) and config.row(c.paper, c.table, c.method, c.dataset) is None}
     assert not missing, sorted(missing)
-    for n in load_paper_numbers(PAPER_CSV):
-        assert config.our_metric(n.metric) is not None, n.metric
 
 
 def test_gmm_page_cells(runs, config):
-    page = render_paper_page("gmm_adaptive_loss", load_paper_numbers(PAPER_CSV), runs, config)
-    # columns as in the CSV (CREMA-D, AVE); concat alone in its column -> not bold
-    assert cells(page, "1", "Concat") == ["Concat", "`concat`", "68.00 ± 2.83 (paper 67.47, +0.53)",
-                                          "not run (paper 64.56)"]
+    page = render_paper_page("gmm_adaptive_loss", load_paper_tables(TABLES_CSV), runs, config)
+    # the paper's row label; concat alone in its column -> not bold
+    assert cells(page, "1", "Baseline (Concat)") == ["Baseline (Concat)", "`concat`", "68.00 ± 2.83 (paper 67.47, +0.53)",
+                                                     "not run (paper 64.56)"]
     # the paper prints "-" for G-Blending on AVE: no figure, and no run
     assert cells(page, "1", "G-Blending")[3] == "—"
     # AVE OGM-GE 0.655 / 0.6612 -> 65.81; 65.81 - 66.14 = -0.33
     assert cells(page, "1", "OGM-GE")[3] == "65.81 ± 0.44 (paper 66.14, -0.33)"
     # ablation row -> its own run: 0.63 / 0.67 -> 65.00 ± 2.83; 65.00 - 76.88 = -11.88
-    assert cells(page, "2", "GMM-AL w/o L_MM (alpha=0)")[1:3] == ["`gmm_al__alpha0`", "65.00 ± 2.83 (paper 76.88, -11.88)"]
+    assert cells(page, "2", "Ours w/o L_MM (α = 0)")[1:3] == ["`gmm_al__alpha0`", "65.00 ± 2.83 (paper 76.88, -11.88)"]
     assert "## Table 3: Optimizer settings and states" in page
 
 
 def test_opm_ogm_page_best_and_notes(runs, config):
-    page = render_paper_page("opm_ogm", load_paper_numbers(PAPER_CSV), runs, config)
+    page = render_paper_page("opm_ogm", load_paper_tables(TABLES_CSV), runs, config)
     # best of our means in the column in bold: Concat 68.00 beats Sum+OPM 64.50 (one seed)
-    assert cells(page, "2", "Concat")[2] == "**68.00 ± 2.83** (paper 66.9, +1.10)"
-    assert cells(page, "2", "Sum+OPM")[1:3] == ["`opm__sum`", "64.50 ± 0.00 (paper 63.4, +1.10)"]
-    assert "| UCF-101 Acc† |" in page and "† UCF-101 in the OPM/OGM paper uses ImageNet-pretrained" in page
+    assert cells(page, "2", "Concatenation")[2] == "**68.00 ± 2.83** (paper 66.9, +1.10)"
+    assert cells(page, "2", "Summation-OPM")[1:3] == ["`opm__sum`", "64.50 ± 0.00 (paper 63.4, +1.10)"]
+    assert "| UCF-101 (RGB+Optical Flow) Acc† |" in page
+    assert "† UCF-101 in the OPM/OGM paper uses ImageNet-pretrained" in page
     assert "event-localisation" in page  # page note: the paper's AVE table is not compared
     assert "Fig. 6" in page
 
 
+def test_reasons_instead_of_gaps(runs, config):
+    """A cell without our figure says why: dataset, model, task, or which profile trains it."""
+    tables = load_paper_tables(TABLES_CSV)
+    page = render_paper_page("opm_ogm", tables, runs, config)
+    assert cells(page, "2", "Concatenation")[8] == "VGGSound: no adapter yet (paper 52.7)"
+    assert cells(page, "7", "AVGA")[2] == "task: event localisation, not implemented (paper 73.6)"
+    assert cells(page, "3", "CentralNet")[2] == "CentralNet: not implemented (paper 66.4)"
+    arl = render_paper_page("arl", tables, runs, config)
+    assert cells(arl, "4", "Vanilla")[2] == "Swin-B backbone: not implemented (paper 77.66)"
+    # with the expected runs known: a listed run "not run yet", another one the full profile's
+    expected = {"cremad": ["concat", "arl"], "ave": ["concat"]}
+    arl = render_paper_page("arl", tables, runs, config, expected=expected)
+    assert cells(arl, "1", "ARL")[2] == "not run yet (paper 76.61)"
+    assert cells(arl, "3", "MMTM")[2] == "not run: full profile (paper 51.86)"
+    iprm = render_paper_page("iprm", tables, runs, config)
+    assert cells(iprm, "1", "Concat")[6] == "NVGesture: no adapter yet (paper 82.37)"
+
+
+def test_every_table_complete_with_coverage(runs, config):
+    """Every table of every paper, each printed cell once (with ours or a reason), and the
+    coverage line counting the cells with our figure."""
+    tables = load_paper_tables(TABLES_CSV)
+    for paper in config.papers:
+        mine = [c for c in tables if c.paper == paper]
+        page = render_paper_page(paper, tables, runs, config)
+        for number in {c.table for c in mine}:
+            assert f"## Table {number}" in page
+        table_lines = "\n".join(ln for ln in page.splitlines() if ln.startswith("| "))
+        assert table_lines.count("(paper ") - table_lines.count("(paper —)") == len(mine), paper
+        got, printed = paper_coverage(paper, tables, runs, config)
+        assert printed == len(mine)
+        assert page.splitlines()[2] == coverage_line(got, printed)
+    # GMM-AL: Concat on CREMA-D, OGM-GE on AVE, GMM-AL α=0 on CREMA-D (3 cells of 32)
+    assert paper_coverage("gmm_adaptive_loss", tables, runs, config) == (3, 32)
+    summary = coverage_summary(tables, runs, config)
+    assert "[GMM-AL](gmm_adaptive_loss.md) 3 / 32" in summary
+
+
+def test_transposed_table_keeps_every_column(runs, config):
+    """IPRM Tab. 1 prints methods as columns; the page shows them as rows in printed order,
+    with "D/T" (no figure on the first datasets) after the other unimodal columns."""
+    page = render_paper_page("iprm", load_paper_tables(TABLES_CSV), runs, config)
+    body = page.split("## Table 1", 1)[1].split("\n## ", 1)[0]
+    labels = [ln.split("|")[1].strip() for ln in body.splitlines() if ln.startswith("| ")][1:]
+    assert labels == ["A/A/R/A/I (unimodal)", "V/V/O/V/T (unimodal)", "D/T (unimodal)", "Concat", "Sum", "Weight", "IPRM"]
+    assert "rows and columns are swapped" in body
+    assert cells(page, "1", "D/T (unimodal)")[2] == "—"  # N/A in the paper, no run either
+
+
 def test_ave_event_localisation_column_is_marked(runs, config):
     """A figure from the OPM/OGM paper's AVE table (event localisation) carries a note wherever it shows."""
-    numbers = load_paper_numbers(PAPER_CSV) + [PaperNumber("opm_ogm", 7, "AVE", "OPM", "acc", "75.6")]
+    numbers = load_paper_numbers(PAPER_CSV)
     ave = {(r.dataset, r.run): r for r in runs}
-    t = paper_table("opm_ogm", 7, [numbers[-1]], ave, config)
-    assert t.headers[2] == "AVE Acc†"
+    cell = next(c for c in load_paper_tables(TABLES_CSV) if c.paper == "opm_ogm" and c.table == 7 and c.column == "w/ OPM")
+    t, got, printed = paper_table("opm_ogm", 7, [cell], ave, config)
+    assert t.headers[2] == "w/ OPM†" and (got, printed) == (0, 1)
     assert any("event-localisation" in n for n in t.notes)
-    summary = dataset_table("ave", [], ["opm"], PaperIndex(numbers, config))
+    extra = numbers + [PaperNumber("opm_ogm", 7, "AVE", "OPM", "acc", "75.6")]
+    summary = dataset_table("ave", [], ["opm"], PaperIndex(extra, config))
     # no runs, so no probe columns: Method, n seeds, Rank, 5 statistics columns, Macro-F1, mAP,
     # best-test, 4 papers, Run
     assert summary.rows[0][14] == "75.6†" and "event-localisation" in summary.notes[0]
 
 
 def test_unmapped_rows_are_listed(config):
-    t = paper_table("arl", 9, [PaperNumber("arl", 9, "CREMA-D", "Mystery", "acc", "50.0")], {}, config)
-    assert t.rows == [["Mystery", "none", "not run (paper 50.0)"]]
-    assert "No run is mapped to *Mystery*" in t.notes[-1]
+    cell = TableCell("arl", 9, "Mystery", "CREMA-D Acc", "50.0", "%", "CREMA-D", "acc", "", "Mystery")
+    t, got, printed = paper_table("arl", 9, [cell], {}, config)
+    assert t.rows == [["Mystery", "none", "no run mapped (paper 50.0)"]] and (got, printed) == (0, 1)
+    assert "no run mapped" in t.notes[-1]
 
 
 def test_derived_metrics(runs, config):
@@ -108,8 +164,12 @@ def test_derived_metrics(runs, config):
     assert our_values(opm_sum, "train_time_ratio", concat) == pytest.approx([8.0 / 7.2])
     assert our_values(opm_sum, "train_time_ratio", None) == []
     assert our_values(concat, "acc") == pytest.approx([66.0, 70.0])
-    page = render_paper_page("iprm", load_paper_numbers(PAPER_CSV), runs, config)
-    assert cells(page, "4", "Concat")[2].startswith("0.36 ± 0.01 (paper 55.08, -54.7")
+    # IPRM Tab. 4 (RTX 4090 seconds): ours as a ratio to our Concat on the same machine, the
+    # paper's seconds with their ratio to its Naive MML row (57.03 / 55.08 = 1.035)
+    page = render_paper_page("iprm", load_paper_tables(TABLES_CSV), runs, config)
+    assert cells(page, "4", "Naive MML")[3] == "1.00 ± 0.00× Concat (paper 55.08 s/epoch = 1.00× Naive MML)"
+    assert cells(page, "4", "IPRM")[3] == "not run (paper 57.03)"
+    assert "RTX 4090" in page and "not comparable" in page
 
 
 def test_paper_cell_forms():

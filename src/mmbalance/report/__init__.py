@@ -13,7 +13,7 @@ The paper-row → run mapping, captions and comparison notes are data files in `
 Plots (``plots.py``) import matplotlib only when called.
 """
 
-from .pages import page_name, paper_table, render_paper_page
+from .pages import coverage_summary, page_name, paper_table, render_paper_page
 from .papers import (
     DATASET_NAMES,
     FUSION_NAMES,
@@ -23,9 +23,11 @@ from .papers import (
     PaperNumber,
     ReportConfig,
     RowMapping,
+    TableCell,
     dataset_label,
     load_config,
     load_paper_numbers,
+    load_paper_tables,
     method_label,
     paper_figure,
     run_label,
@@ -85,6 +87,9 @@ __all__ = [
     "paper_cell",
     "paper_figure",
     "paper_table",
+    "coverage_summary",
+    "load_paper_tables",
+    "TableCell",
     "params_hash",
     "render_paper_page",
     "render_summary",

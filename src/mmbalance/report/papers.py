@@ -18,7 +18,7 @@ import csv
 import functools
 import io
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -119,6 +119,27 @@ class PaperNumber:
 
 
 @dataclass(frozen=True)
+class TableCell:
+    """One numeric cell of a seed paper's table (a line of ``reference/paper_tables.csv``).
+
+    ``row``/``column`` are the printed labels (the page's layout); ``method`` is the entity a
+    run reproduces (the key of the row mapping); ``value`` is kept exactly as printed.
+    """
+
+    paper: str
+    table: int
+    row: str
+    column: str
+    value: str
+    unit: str
+    dataset: str
+    metric: str
+    backbone: str
+    method: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class RowMapping:
     """One line of ``paper_rows.csv``: a paper row (in a table, on a dataset) → our run.
 
@@ -143,6 +164,15 @@ class ReportConfig:
     metrics: dict[str, dict]
     column_notes: tuple[dict, ...]
     rows: dict[tuple[str, str, str, str], RowMapping]
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    def unavailable_reason(self, dataset: str) -> str | None:
+        """Why we have no figure on a paper's ``dataset`` (no adapter, no run configured), or None."""
+        return self.unavailable.get(csv_dataset(dataset))
+
+    def transposed(self, paper: str, table: int | str) -> bool:
+        """Whether the page shows ``table`` with the paper's rows and columns swapped."""
+        return int(table) in {int(t) for t in self.papers[paper].get("transpose") or ()}
 
     def row(self, paper: str, table: int | str, row: str, dataset: str) -> RowMapping | None:
         """The mapping line for a paper row: exact table before ``*``, then exact dataset."""
@@ -260,7 +290,8 @@ def _build_config(papers_src: tuple[str, str], rows_src: tuple[str, str]) -> Rep
     papers = {k: {**v, "tables": {str(t): c for t, c in (v.get("tables") or {}).items()}}
               for k, v in data["papers"].items()}
     return ReportConfig(papers=papers, metrics=dict(data["metrics"]),
-                        column_notes=tuple(data.get("column_notes") or ()), rows=rows)
+                        column_notes=tuple(data.get("column_notes") or ()), rows=rows,
+                        unavailable=dict(data.get("unavailable_datasets") or {}))
 
 
 def _papers() -> dict[str, str]:
@@ -298,6 +329,40 @@ def load_paper_numbers(path: str | Path) -> list[PaperNumber]:
                 )
             )
     return rows
+
+
+TABLE_COLUMNS = ("paper", "table", "row", "column", "value", "unit", "dataset", "metric", "backbone", "method")
+
+
+def load_paper_tables(path: str | Path) -> list[TableCell]:
+    """Read ``reference/paper_tables.csv`` (every numeric cell of the seed papers' tables).
+
+    A missing column or a value that does not parse as a number is an error naming the file
+    (and line).
+    """
+    cells: list[TableCell] = []
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = set(TABLE_COLUMNS) - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{path}: missing columns {sorted(missing)}")
+        for line, rec in enumerate(reader, start=2):
+            try:
+                float(rec["value"])
+                table = int(rec["table"])
+            except ValueError:
+                raise ValueError(f"{path}, line {line}: value {rec['value']!r} or table {rec['table']!r} is not a number") from None
+            cells.append(TableCell(**{k: rec[k].strip() for k in TABLE_COLUMNS if k != "table"}, table=table,
+                                   note=(rec.get("note") or "").strip()))
+    return cells
+
+
+def cells_from_numbers(numbers: Iterable[PaperNumber], config: ReportConfig) -> list[TableCell]:
+    """Paper-numbers lines as table cells (row = method, column = dataset and metric), for pages
+    rendered without the tables file."""
+    return [TableCell(paper=n.paper, table=n.table, row=n.method, column=f"{n.dataset} {config.metric_header(n.metric)}",
+                      value=n.value, unit="", dataset=n.dataset, metric=n.metric, backbone="", method=n.method)
+            for n in numbers]
 
 
 def dataset_label(dataset: str) -> str:
@@ -367,12 +432,3 @@ def paper_figure(
     """
     index = numbers if isinstance(numbers, PaperIndex) else PaperIndex(numbers)
     return index.figure(paper, dataset, run_name(method, fusion), metric)
-
-
-def paper_tables(numbers: Iterable[PaperNumber], paper: str) -> dict[int, list[PaperNumber]]:
-    """The figures of ``paper`` grouped by table number (ascending), in CSV order within a table."""
-    out: dict[int, list[PaperNumber]] = {}
-    for n in numbers:
-        if n.paper == paper:
-            out.setdefault(n.table, []).append(n)
-    return dict(sorted(out.items()))

@@ -246,6 +246,7 @@ def render_summary(
     data: Mapping[str, DataSummary] | None = None,
     stats: Mapping | None = None,
     stats_cfg=None,
+    coverage: str = "",
 ) -> str:
     """The summary page (``reports/README.md``) as a markdown string ending in a newline.
 
@@ -268,6 +269,8 @@ def render_summary(
     ]
     if pages:
         parts.append(pages_section(pages))
+    if coverage:
+        parts.append(coverage)
     if any(r.profile == "mini" for r in runs):
         parts.append(mini_note())
     datasets = ordered_datasets([*runs, *robustness.values()], list(DATASET_NAMES))
