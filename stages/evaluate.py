@@ -1,4 +1,5 @@
-"""Stage `evaluate`: missing-modality robustness of a dataset's trained models → robustness.json.
+"""Stage `evaluate`: missing-modality robustness of a dataset's trained models → robustness.json,
+and each modality's Shapley value for every trained model → shapley.json.
 
 For each run in params `robustness.runs` (a model folder data/models/<dataset>/<run>/ among
 --models; every folder given when the list is empty), every seed's model is scored on the test
@@ -8,6 +9,11 @@ split with each modality's features zeroed per sample with each probability in
 With `robustness.joint` (fixed_probs, varied_probs) each two-modality model is also scored on the
 paper's Fig. 6 grid: the first modality missing with each fixed probability and the second, at
 the same time, with each varied probability.
+
+With --shapley, every model folder given (every run, whatever `robustness.runs` says) gets the
+Shapley value of each modality on the test split: exact, from the accuracies with each subset of
+its modalities kept and the others' features set to 0 (the empty set: all of them masked); see
+``mmbalance.evaluate.shapley``.
 
 Reads params: robustness (drop_probs, joint, runs, seed, batch_size, num_threads).
 """
@@ -23,6 +29,7 @@ from pathlib import Path
 import torch
 
 from mmbalance.evaluate.robustness import evaluate_runs
+from mmbalance.evaluate.shapley import shapley_runs
 from mmbalance.params import load_params, lookup
 from mmbalance.system import device_name
 from mmbalance.shards import read_index
@@ -34,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--shards", type=Path, required=True, help="data/shards/<dataset> (index.json + test shards)")
     ap.add_argument("--models", nargs="*", default=[], help="model folders data/models/<dataset>/<run>, one per run")
     ap.add_argument("--out", type=Path, required=True, help="e.g. results/<dataset>/robustness.json")
+    ap.add_argument("--shapley", type=Path, default=None, help="e.g. results/<dataset>/shapley.json (modality Shapley values)")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--dataset", default=None, help="dataset name (default: the shard index's)")
     args = ap.parse_args(argv)
@@ -62,6 +70,20 @@ def main(argv: list[str] | None = None) -> None:
         means = {m: [round(sum(s["drop"][m][i] for s in r["seeds"].values()) / len(r["seeds"]), 3)
                      for i in range(len(probs))] for m in r["modalities"]}
         print(f"{dataset}/{run}: {means}")
+    if args.shapley is not None:
+        write_shapley(args.shapley, dataset, models, info, data, int(cfg.get("batch_size", 256)))
+
+
+def write_shapley(path: Path, dataset: str, models: list[Path], info: dict, data, batch_size: int) -> None:
+    """Every run's per-seed Shapley values → ``path`` (JSON)."""
+    start = time.perf_counter()
+    res = shapley_runs(models, info, data, batch_size, log=lambda msg: print(msg, file=sys.stderr))
+    out = {"dataset": dataset, **res, "device": device_name(), "wall_s": round(time.perf_counter() - start, 3)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+    for run, r in res["runs"].items():
+        means = {m: round(sum(s["shapley"][m] for s in r["seeds"].values()) / len(r["seeds"]), 3) for m in r["modalities"]}
+        print(f"{dataset}/{run} Shapley: {means}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Stage `report`: render reports/README.md, one page per seed paper and the PNG plots from the
-training stages' results.json files, their DVCLive curves and the robustness.json files.
+training stages' results.json files, their DVCLive curves, the robustness.json and shapley.json
+files of the evaluate stages and the costs.json files of the costs stages.
 
 Also lists each dataset's clip counts and skipped clips from its shard index.json (--indexes).
 
@@ -37,7 +38,7 @@ from mmbalance.report.data_summary import load_data_summaries
 from mmbalance.report.diagnostics import diagnostics_section
 from mmbalance.report.render import mini_note
 from mmbalance.report.stats import StatsConfig, stats_by_dataset
-from mmbalance.report.tables import leaderboard_order, ordered_datasets
+from mmbalance.report.tables import leaderboard_order, load_costs, load_shapley, ordered_datasets
 
 
 def existing(paths: list[str], what: str) -> list[Path]:
@@ -93,7 +94,7 @@ def write_tuned(paths: list[Path], untuned, cfg: StatsConfig, out: Path) -> None
     write_report(render_tuned_page(tuned, stats, cfg, untuned, trials, out.name), out.parent / TUNED_PAGE)
 
 
-def draw_plots(out_dir: Path, runs, robustness, methods, stats=None) -> dict[str, list[tuple[str, str]]]:
+def draw_plots(out_dir: Path, runs, robustness, methods, stats=None, shapley=None, level: float = 0.95) -> dict[str, list[tuple[str, str]]]:
     """Every dataset's figures under ``out_dir/plots`` (old PNGs removed first); links by dataset."""
     from mmbalance.report.plots import clear_plots, load_curves, render_dataset_plots
 
@@ -106,7 +107,8 @@ def draw_plots(out_dir: Path, runs, robustness, methods, stats=None) -> dict[str
         ranks = {r: s.rank for r, s in stats[ds].rows.items()} if stats and ds in stats else None
         order, _ = leaderboard_order(wanted, by_run, ranks)
         curves = {r.run: load_curves(Path(r.source).parent) for r in by_run.values() if r.source}
-        links[ds] = render_dataset_plots(ds, order, by_run, curves, robustness.get(ds), plots_dir, out_dir)
+        links[ds] = render_dataset_plots(ds, order, by_run, curves, robustness.get(ds), plots_dir, out_dir,
+                                         (shapley or {}).get(ds), level)
     return links
 
 
@@ -130,6 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tuned", nargs="*", default=[],
                     help="results.json of the tune stages (results/tuned/<dataset>/<run>/) → tuned.md beside --out")
     ap.add_argument("--robustness", nargs="*", default=[], help="robustness.json, one per dataset (stages/evaluate.py)")
+    ap.add_argument("--costs", nargs="*", default=[], help="costs.json, one per dataset (stages/costs.py)")
+    ap.add_argument("--shapley", nargs="*", default=[], help="shapley.json, one per dataset (stages/evaluate.py --shapley)")
     ap.add_argument("--indexes", nargs="*", default=[], help="shard index.json files: clip counts and skipped clips per dataset")
     ap.add_argument("--paper-numbers", required=True, help="reference/paper_numbers.csv")
     ap.add_argument("--paper-tables", default=None,
@@ -149,17 +153,20 @@ def main(argv: list[str] | None = None) -> None:
     methods = expected_runs(Path(args.params), args.methods)
     runs = load_results(existing(args.results, "results"))
     robustness = load_robustness(existing(args.robustness, "robustness"))
+    costs = load_costs(existing(args.costs, "costs"))
+    shapley = load_shapley(existing(args.shapley, "shapley"))
     data = load_data_summaries(existing(args.indexes, "shard index"))
     config = load_config()
     index = PaperIndex(load_paper_numbers(args.paper_numbers), config)
     cells = load_paper_tables(args.paper_tables) if args.paper_tables else index
 
     stats, stats_cfg = load_stats(Path(args.params), runs)
-    plots = {} if args.no_plots else draw_plots(out.parent, runs, robustness, methods, stats)
+    plots = {} if args.no_plots else draw_plots(out.parent, runs, robustness, methods, stats, shapley, stats_cfg.level)
     diagnostics = [] if args.no_plots else draw_diagnostics(out.parent, runs)
     pages = [(config.papers[p]["short"], page_name(p)) for p in config.papers] + [("Tuned, equal budget", TUNED_PAGE)]
     coverage = coverage_summary(cells, runs, config, methods)
-    write_report(render_summary(runs, index, methods, prov, robustness, plots, pages, data, stats, stats_cfg, coverage), out)
+    write_report(render_summary(runs, index, methods, prov, robustness, plots, pages, data, stats, stats_cfg, coverage,
+                                costs, shapley), out)
     write_tuned(existing(args.tuned, "tuned results"), runs, stats_cfg, out)
     mini = any(r.profile == "mini" for r in runs)
     for paper in config.papers:

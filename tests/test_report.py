@@ -35,6 +35,14 @@ from mmbalance.report import (
     summarize_run,
 )
 from mmbalance.report.render import backbone_note
+from mmbalance.report.tables import (
+    format_bytes,
+    format_count,
+    format_interval,
+    load_costs,
+    load_shapley,
+    seed_interval,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "report"
@@ -67,6 +75,8 @@ def out_dir(tmp_path_factory) -> Path:
         sys.executable, str(ROOT / "stages" / "report.py"),
         "--results", *map(str, fixture_results()),
         "--robustness", *map(str, sorted(FIXTURES.glob("results/*/robustness.json"))),
+        "--costs", *map(str, sorted(FIXTURES.glob("results/*/costs.json"))),
+        "--shapley", *map(str, sorted(FIXTURES.glob("results/*/shapley.json"))),
         "--tuned", *map(str, sorted(FIXTURES.glob("tuned/*/*/results.json"))),
         "--paper-numbers", str(PAPER_CSV),
         "--paper-tables", str(ROOT / "reference" / "paper_tables.csv"),
@@ -96,7 +106,7 @@ def test_fixture_pages_match_expected(out_dir, name):
 
 
 def test_plots_written_and_linked(out_dir, rendered):
-    for name in ("curves", "probes", "per_class", "robustness"):
+    for name in ("curves", "probes", "per_class", "shapley", "robustness"):
         png = out_dir / "plots" / "cremad" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"(plots/cremad/{name}.png)" in rendered
@@ -116,8 +126,15 @@ def test_hand_checked_cells(rendered):
     assert concat[11] == "32.00 ± 2.83"
     # Best-test acc 0.67 / 0.72 -> 69.50, std = 5 / sqrt(2) = 3.5355 -> 3.54.
     assert concat[12] == "**69.50 ± 3.54**"
+    # Costs (costs.json): 47878 params, 7.5e6 FLOPs per sample, the reference of the step
+    # times, 30198989 bytes = 28.8 MiB.
+    assert concat[13:17] == ["47.9 k", "7.5 M", "1.00", "28.8 MiB"]
+    # Shapley (shapley.json), seed 0: v(∅) 0.17, v(a) 0.60, v(v) 0.40, v(av) 0.66 →
+    # φa = (0.60 − 0.17) / 2 + (0.66 − 0.40) / 2 = 0.345, φv = 0.145; seed 1: 0.17, 0.62, 0.42,
+    # 0.70 → 0.365, 0.165. Mean 35.50 / 15.50 points, sem = 1.00, t(0.975, 1) = 12.706.
+    assert concat[17:19] == ["35.50 [22.79, 48.21]", "15.50 [2.79, 28.21]"]
     # Paper columns: GMM-AL, ARL, IPRM, OPM/OGM concat baselines as printed; run name last.
-    assert concat[13:] == ["67.47", "58.83", "63.61", "66.9", "`concat`"]
+    assert concat[19:] == ["67.47", "58.83", "63.61", "66.9", "`concat`"]
 
     # A fusion variant (folder opm__sum, method opm, sum fusion), one seed: Sum+OPM of OPM/OGM.
     # Against concat it is paired on seed 0 only (64.5 − 66.0 = −1.50); not significant, so
@@ -125,9 +142,13 @@ def test_hand_checked_cells(rendered):
     opm_sum = table_row(rendered, "CREMA-D", "OPM (Sum fusion)")
     assert opm_sum[1:3] == ["1", "1"] and opm_sum[3].startswith("64.50 [")
     assert opm_sum[4].startswith("-1.50 [") and opm_sum[6] == "no sig. diff."
-    assert opm_sum[13:] == ["—", "—", "—", "63.4", "`opm__sum`"]
+    # step 52 ms against Concat's 40 ms; one seed: a Shapley mean without interval
+    assert opm_sum[15] == "1.30" and opm_sum[17:19] == ["28.75", "18.75"]
+    assert opm_sum[19:] == ["—", "—", "—", "63.4", "`opm__sum`"]
     # An ablation variant maps to its ablation row (GMM-AL Tab. 2, alpha = 0), not to GMM-AL.
-    assert table_row(rendered, "CREMA-D", "GMM-AL (α=0)")[13] == "76.88"
+    gmm = table_row(rendered, "CREMA-D", "GMM-AL (α=0)")
+    assert gmm[19] == "76.88"
+    assert gmm[13:19] == ["—"] * 6  # in neither the costs nor the Shapley file
     # Visual-only (52.00) is significantly worse than Concat (68.00) after Holm.
     visual = table_row(rendered, "CREMA-D", "Visual-only")
     assert visual[4].startswith("-16.00 [") and visual[6] == "worse" and visual[2] == "3"
@@ -135,11 +156,14 @@ def test_hand_checked_cells(rendered):
     # AVE ogm_ge has no predictions: mean ± std accuracy, marked, no statistics.
     ogm = table_row(rendered, "AVE", "OGM-GE")
     assert ogm[3] == "65.81 ± 0.44 (no per-clip predictions)" and ogm[4:8] == ["—"] * 4
-    assert ogm[13:17] == ["66.14", "65.62", "—", "—"]
+    assert ogm[13:19] == ["—"] * 6  # AVE has no costs or Shapley file: the columns stay, empty
+    assert ogm[19:23] == ["66.14", "65.62", "—", "—"]
 
     # Unimodal run without a visual probe shows a dash, not zero; it is the best unimodal run.
     audio = table_row(rendered, "CREMA-D", "Audio-only")
     assert audio[11] == "—" and audio[7] == "reference"
+    # ... and no Shapley value for the modality it does not take
+    assert audio[17:19] == ["44.00 [31.29, 56.71]", "n/a"]
 
 
 def test_leaderboard_is_ordered_by_rank(rendered):
@@ -152,10 +176,10 @@ def test_leaderboard_is_ordered_by_rank(rendered):
 def test_missing_method_is_not_run(rendered):
     row = table_row(rendered, "CREMA-D", "OGM-GE")
     assert row[1] == NOT_RUN and row[2] == "—"
-    assert row[3:13] == [NOT_RUN] * 10
+    assert row[3:19] == [NOT_RUN] * 16
     # The papers' figures are reference data and are still shown (IPRM's "OGM" is OGM-GE).
-    assert row[13:17] == ["68.95", "64.34", "66.12", "—"]
-    assert table_row(rendered, "AVE", "Concat")[3:13] == [NOT_RUN] * 10
+    assert row[19:23] == ["68.95", "64.34", "66.12", "—"]
+    assert table_row(rendered, "AVE", "Concat")[3:19] == [NOT_RUN] * 16
 
 
 def test_robustness_section(rendered):
@@ -179,6 +203,44 @@ def test_notes_and_provenance(rendered):
     assert rendered.index("## CREMA-D") < rendered.index("## AVE") < rendered.index("## Provenance")
     for page in PAGES[1:]:
         assert f"]({page})" in rendered
+
+
+def test_shapley_plot_and_notes(out_dir, rendered):
+    png = out_dir / "plots" / "cremad" / "shapley.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "[modality contribution (Shapley)](plots/cremad/shapley.png)" in rendered
+    cremad = rendered.split("## CREMA-D\n", 1)[1].split("\n## ", 1)[0]
+    assert "FlopCounterMode" in cremad and "one batch of 64 test clips on Fixture CPU" in cremad
+    assert "empty set is the model's prediction with all modalities masked" in cremad
+    # AVE has neither file: its columns are empty and its section carries no such notes
+    ave = rendered.split("## AVE\n", 1)[1]
+    assert "FlopCounterMode" not in ave and not (out_dir / "plots" / "ave" / "shapley.png").exists()
+
+
+def test_cost_and_shapley_columns_only_with_their_files():
+    text = render_summary(load_results(fixture_results()), [], METHODS, Provenance())
+    assert "| Params |" not in text and "Shapley" not in text
+
+
+@pytest.mark.parametrize("loader", [load_costs, load_shapley])
+def test_malformed_cost_and_shapley_files_name_the_file(tmp_path, loader):
+    bad = tmp_path / "x.json"
+    bad.write_text('{"runs": {}}')
+    with pytest.raises(ValueError, match=re.escape(str(bad)) + ".*no 'dataset' key"):
+        loader([bad])
+    bad.write_text("{oops")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        loader([bad])
+
+
+def test_cost_and_interval_formats():
+    assert [format_count(x) for x in (47878, 7.5e6, 1.82e9, 512, None)] == ["47.9 k", "7.5 M", "1.82 G", "512", "—"]
+    assert format_bytes(30198989) == "28.8 MiB" and format_bytes(3 * 2**30) == "3.00 GiB" and format_bytes(None) == "—"
+    assert format_interval([0.5]) == "50.00" and format_interval([]) == "—"
+    # two seeds 0.1 / 0.3: mean 20, sem = 10, t(0.975, 1) = 12.7062 → ± 127.06
+    assert format_interval([0.1, 0.3]) == "20.00 [-107.06, 147.06]"
+    mean, lo, hi = seed_interval([1.0, 2.0, 3.0], 0.9)  # sem 1/sqrt(3)·1, t(0.95, 2) = 2.91999
+    assert mean == 2.0 and hi - mean == pytest.approx(2.919986 / 3**0.5, rel=1e-6) and mean - lo == pytest.approx(hi - mean)
 
 
 def test_tuned_page(out_dir):

@@ -10,7 +10,9 @@ the report stage fast):
 - ``per_class.png``: per run, test accuracy per class for the fused prediction and each
   modality (only when the results carry ``test.per_class_acc``);
 - ``robustness.png``: accuracy against the drop probability of each modality (the OPM/OGM
-  paper's Fig. 6 protocol).
+  paper's Fig. 6 protocol);
+- ``shapley.png``: each run's Shapley value per modality (bars, mean over seeds, with the
+  Student-t interval over seeds).
 
 Figures are deterministic: matplotlib defaults (no user style), Agg, fixed size and dpi, no
 software/date metadata in the PNG.
@@ -23,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .papers import dataset_label, run_label
-from .tables import MODALITY_NAMES, RobustnessSummary, RunSummary, mean_std
+from .tables import MODALITY_NAMES, RobustnessSummary, RunSummary, ShapleySummary, mean_std, seed_interval
 
 DPI = 100
 STYLE = {"font.size": 8, "axes.titlesize": 9, "legend.fontsize": 7, "lines.linewidth": 1.2}
@@ -317,6 +319,44 @@ def plot_joint_robustness(summary: RobustnessSummary, order: Sequence[str], path
     return True
 
 
+def plot_shapley(summary: ShapleySummary, order: Sequence[str], path: Path, level: float = 0.95) -> bool:
+    """Grouped bars: per run (x), each modality's Shapley value in accuracy points, mean over
+    seeds with its ``level`` Student-t interval over seeds; False without values."""
+    runs = [r for r in order if summary.values.get(r)] + sorted(r for r in summary.values if r not in order and summary.values[r])
+    mods = list(dict.fromkeys(m for r in runs for m in summary.values[r]))
+    if not runs:
+        return False
+    width = max(0.38 * len(runs) * max(len(mods), 1) / 2 + 1.5, 6.0)
+    height = 3.6
+    fig = _new_figure(width, height)
+    ax = fig.subplots()
+    bar = 0.8 / len(mods)
+    for j, m in enumerate(mods):
+        xs, means, errs = [], [], [[], []]
+        for i, r in enumerate(runs):
+            values = [100.0 * v for v in summary.values[r].get(m, [])]
+            if not values:
+                continue
+            mean, lo, hi = seed_interval(values, level)
+            xs.append(i - 0.4 + bar * (j + 0.5))
+            means.append(mean)
+            errs[0].append(mean - lo if lo is not None else 0.0)
+            errs[1].append(hi - mean if hi is not None else 0.0)
+        ax.bar(xs, means, bar, yerr=errs, capsize=2, label=MODALITY_NAMES.get(m, m), color=f"C{j}",
+               error_kw={"elinewidth": 0.8})
+    ax.axhline(0.0, color="black", linewidth=0.6)
+    ax.set_xticks(range(len(runs)), [run_label(r) for r in runs], rotation=60, ha="right")
+    ax.set_xlim(-0.6, len(runs) - 0.4)
+    ax.set_ylabel("Shapley value (accuracy points)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(loc="upper right", ncols=len(mods))
+    fig.suptitle(f"{dataset_label(summary.dataset)}: modality contribution (Shapley value on the test set; "
+                 f"mean over seeds, {100 * level:g} % t-interval)")
+    _margins(fig, height, 1.25, 0.4, left=0.6 / width, right=0.99)
+    save_figure(fig, path)
+    return True
+
+
 def render_dataset_plots(
     dataset: str,
     order: Sequence[str],
@@ -325,11 +365,14 @@ def render_dataset_plots(
     robustness: RobustnessSummary | None,
     out_dir: Path,
     link_root: Path,
+    shapley: ShapleySummary | None = None,
+    level: float = 0.95,
 ) -> list[tuple[str, str]]:
     """Draw every figure of one dataset under ``out_dir/<dataset>/``.
 
     Returns (label, path relative to ``link_root``) for each figure written, in a fixed order;
-    labels: "training curves", "probe curves", "per-class accuracy", "robustness".
+    labels: "training curves", "probe curves", "per-class accuracy", "modality contribution
+    (Shapley)", "robustness", "robustness (Fig. 6)".
     """
     import matplotlib
 
@@ -338,6 +381,7 @@ def render_dataset_plots(
         ("training curves", "curves.png", lambda p: plot_curves(dataset, order, curves, p)),
         ("probe curves", "probes.png", lambda p: plot_probes(dataset, order, curves, p)),
         ("per-class accuracy", "per_class.png", lambda p: plot_per_class(dataset, order, runs, p)),
+        ("modality contribution (Shapley)", "shapley.png", lambda p: shapley is not None and plot_shapley(shapley, order, p, level)),
         ("robustness", "robustness.png", lambda p: robustness is not None and plot_robustness(robustness, order, p)),
         ("robustness (Fig. 6)", "robustness_fig6.png",
          lambda p: robustness is not None and plot_joint_robustness(robustness, order, p)),

@@ -15,8 +15,10 @@ from .provenance import UNKNOWN, Provenance, git_revision, params_hash
 from .tables import (
     BEST_TEST_HEADER,
     MISSING,
+    CostsSummary,
     RobustnessSummary,
     RunSummary,
+    ShapleySummary,
     Table,
     dataset_table,
     joint_robustness_table,
@@ -122,6 +124,38 @@ def _table_with_notes(table: Table) -> str:
     return text
 
 
+def costs_note(costs: CostsSummary | None) -> str | None:
+    """How the cost columns were measured (None without a costs file for the dataset)."""
+    if costs is None or not costs.runs:
+        return None
+    batch = f"{costs.batch_size} test clips" if costs.batch_size else "one batch"
+    ref = costs.reference or "concat"
+    where = f" on {costs.device}" if costs.device else ""
+    memory = f" **Peak mem**: {costs.memory}." if costs.memory else ""
+    return (
+        f"Costs (`stages/costs.py`, each run's first seed's model, one batch of {batch}{where}). **Params**: trainable "
+        "parameters, the method's own modules included. **FLOPs/sample**: the test-time forward of the batch counted "
+        "by `torch.utils.flop_counter.FlopCounterMode` (a multiply-add counts 2), divided by the batch size. "
+        f"**Step time (× Concat)**: median time of one training step of the training loop over median time of "
+        f"`{ref}`'s, both timed side by side in alternating rounds after warm-up, the method in the state of its "
+        "last epoch (epoch-level refits and probes not included)." + memory
+    )
+
+
+def shapley_note(shapley: ShapleySummary | None, level: float) -> str | None:
+    """How the Shapley columns were computed (None without a Shapley file for the dataset)."""
+    if shapley is None or not shapley.values:
+        return None
+    empty = shapley.empty_set or "all modalities masked"
+    return (
+        "Modality contribution (**Shapley** columns): the exact Shapley value of each modality for each trained "
+        "model, from the test accuracy with every subset of its modalities kept and the others' features set to 0 "
+        f"(the robustness masking with probability 1; the empty set is the model's prediction with {empty}), so a "
+        "model's values add up to its accuracy minus that all-masked accuracy. Accuracy points, mean over seeds "
+        f"[{100 * level:g} % Student-t interval over seeds]; n/a = not an input of the run's model."
+    )
+
+
 def robustness_section(summary: RobustnessSummary, order: Sequence[str], plot: str | None,
                        joint_plot: str | None = None) -> str:
     """Missing-modality robustness of one dataset: the OPM/OGM paper's Fig. 6 grid (both
@@ -161,20 +195,23 @@ def dataset_section(
     data: DataSummary | None = None,
     stats=None,
     stats_cfg=None,
+    costs: CostsSummary | None = None,
+    shapley: ShapleySummary | None = None,
 ) -> str:
     """Heading, leaderboard, statistics protocol, notes, data counts and skips, plot links and
     robustness for one dataset (``stats``: its ``stats.DatasetStats``, or None without
-    predictions)."""
+    predictions; ``costs`` / ``shapley``: the cost and Shapley columns, left out when None)."""
     index = paper_numbers if isinstance(paper_numbers, PaperIndex) else PaperIndex(paper_numbers)
     ds_runs = [r for r in runs if r.dataset == dataset]
     alpha = stats_cfg.alpha if stats_cfg is not None else 0.05
+    level = stats_cfg.level if stats_cfg is not None else 0.95
     parts = [
         f"## {dataset_label(dataset)}",
-        _table_with_notes(dataset_table(dataset, ds_runs, methods, index, stats, alpha)),
+        _table_with_notes(dataset_table(dataset, ds_runs, methods, index, stats, alpha, costs, shapley, level)),
         protocol_note(ds_runs),
     ]
     parts.append(statistics_note(stats, stats_cfg))
-    for note in (backbone_note(ds_runs), baseline_note(dataset, index)):
+    for note in (costs_note(costs), shapley_note(shapley, level), backbone_note(ds_runs), baseline_note(dataset, index)):
         if note:
             parts.append(note)
     if data is not None:
@@ -247,13 +284,16 @@ def render_summary(
     stats: Mapping | None = None,
     stats_cfg=None,
     coverage: str = "",
+    costs: Mapping[str, CostsSummary] | None = None,
+    shapley: Mapping[str, ShapleySummary] | None = None,
 ) -> str:
     """The summary page (``reports/README.md``) as a markdown string ending in a newline.
 
     One section per dataset present in ``runs`` or ``robustness`` (known datasets in registry
     order first): a leaderboard with rows by rank and "not run" for expected runs lacking
     results (``methods``: one list for every dataset, or a list per dataset), plot links and
-    the robustness table; then a provenance section.
+    the robustness table; then a provenance section. When any ``costs`` / ``shapley`` file was
+    given, every leaderboard has the cost / Shapley columns ("—" where its dataset has none).
     """
     robustness = robustness or {}
     plots = plots or {}
@@ -281,7 +321,9 @@ def render_summary(
         ms = _methods_for(methods, d)
         all_methods += [m for m in ms if m not in all_methods]
         parts.append(dataset_section(d, runs, ms, index, robustness.get(d), plots.get(d, ()), (data or {}).get(d),
-                                     (stats or {}).get(d), stats_cfg))
+                                     (stats or {}).get(d), stats_cfg,
+                                     (costs.get(d) or CostsSummary(d)) if costs else None,
+                                     (shapley.get(d) or ShapleySummary(d)) if shapley else None))
     parts.append(provenance_section(runs, all_methods, provenance, robustness))
     return "\n\n".join(parts) + "\n"
 

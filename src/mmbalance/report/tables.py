@@ -375,6 +375,9 @@ def dataset_table(
     paper_numbers: Sequence[PaperNumber] | PaperIndex,
     stats=None,
     alpha: float = 0.05,
+    costs: CostsSummary | None = None,
+    shapley: ShapleySummary | None = None,
+    level: float = 0.95,
 ) -> Table:
     """The leaderboard of one dataset.
 
@@ -384,7 +387,9 @@ def dataset_table(
     difference against Concat with its Holm-corrected p-value and the verdicts against Concat
     and the best unimodal run.  Rows by rank, then mean accuracy.  Columns: Method, n seeds,
     Rank, the statistics columns, Macro-F1, mAP (mean ± std), one probe column per modality,
-    best-test acc, one column per seed paper with its printed accuracy for the row mapped to
+    best-test acc, with ``costs`` Params, FLOPs/sample, Step time (× Concat) and Peak mem,
+    with ``shapley`` one Shapley column per modality (mean [``level`` t-interval] over seeds,
+    accuracy points), one column per seed paper with its printed accuracy for the row mapped to
     the run ("—" when it has none; a marked figure has a footnote), then the run name.  The
     best mean of each of our mean ± std columns is bold.
     """
@@ -426,6 +431,10 @@ def dataset_table(
             row += stat_cells(stat_rows.get(r), alpha, r == getattr(stats, "reference", None),
                               r == getattr(stats, "best_unimodal", None), run.metrics.get("acc", []))
         row += [col[i] for col in cells]
+        if costs is not None:
+            row += cost_cells(costs.runs.get(r)) if run else [NOT_RUN] * len(COST_HEADERS)
+        if shapley is not None:
+            row += shapley_cells(shapley, r, modalities, level) if run else [NOT_RUN] * len(modalities)
         for paper in PAPERS:
             hit = index.figure(paper, dataset, r, "acc")
             if hit is None:
@@ -434,7 +443,9 @@ def dataset_table(
                 row.append(hit.value + notes.mark(index.config.notes_for(paper, hit.table, hit.dataset, hit.metric)))
         row.append(f"`{r}`")
         rows.append(row)
-    headers = ["Method", "n seeds", "Rank"] + STAT_HEADERS + [h for _, h in ours] + list(PAPERS.values()) + ["Run"]
+    headers = ["Method", "n seeds", "Rank"] + STAT_HEADERS + [h for _, h in ours]
+    headers += (COST_HEADERS if costs is not None else []) + ([shapley_header(m) for m in modalities] if shapley is not None else [])
+    headers += list(PAPERS.values()) + ["Run"]
     numeric = [False] + [True] * (len(headers) - 2) + [False]
     return Table(headers=headers, rows=rows, numeric=numeric, notes=notes.lines())
 
@@ -643,3 +654,161 @@ def wall_time_table(
             wall = f"{rob.wall_s:.1f}" if rob.wall_s is not None else MISSING
             rows.append([f"`{ds}/robustness`", "evaluate", str(n), wall])
     return Table(headers=["Stage", "Kind", "Seeds", "Wall time (s)"], rows=rows, numeric=[False, False, True, True])
+
+
+# --- compute costs and modality contribution ------------------------------------------------
+
+
+@dataclass
+class RunCosts:
+    """One run's costs from ``costs.json`` (``stages/costs.py``); ratio None without a reference."""
+
+    params: int | None
+    flops_per_sample: float | None
+    step_ratio: float | None
+    peak_bytes: int | None
+
+
+@dataclass
+class CostsSummary:
+    """Costs of one dataset's runs and how they were measured."""
+
+    dataset: str
+    runs: dict[str, RunCosts] = field(default_factory=dict)
+    reference: str | None = None
+    batch_size: int | None = None
+    device: str | None = None
+    memory: str | None = None
+    wall_s: float | None = None
+
+
+def summarize_costs(data: Mapping, source: str = "costs.json") -> CostsSummary:
+    """Collect ``costs.json``: per run ``params``, ``flops_per_sample``, ``step_ratio``, ``peak_bytes``."""
+    for key in ("dataset", "runs"):
+        if key not in data:
+            raise ValueError(f"{source}: no {key!r} key (not written by the costs stage?)")
+    runs, memory = {}, None
+    for run, entry in data["runs"].items():
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"{source}: run {run}: expected an object of costs, got {type(entry).__name__}")
+        params, peak = _num(entry.get("params")), _num(entry.get("peak_bytes"))
+        runs[run] = RunCosts(params=int(params) if params is not None else None, flops_per_sample=_num(entry.get("flops_per_sample")),
+                             step_ratio=_num(entry.get("step_ratio")), peak_bytes=int(peak) if peak is not None else None)
+        memory = memory or entry.get("memory")
+    settings = data.get("settings") or {}
+    return CostsSummary(dataset=str(data["dataset"]), runs=runs, reference=data.get("reference"),
+                        batch_size=settings.get("batch_size"), device=data.get("device"), memory=memory,
+                        wall_s=_num(data.get("wall_s")))
+
+
+@dataclass
+class ShapleySummary:
+    """Per-seed Shapley values of one dataset: run → modality → values (accuracy fractions)."""
+
+    dataset: str
+    values: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    modalities: dict[str, list[str]] = field(default_factory=dict)
+    empty_set: str | None = None
+    wall_s: float | None = None
+
+
+def summarize_shapley(data: Mapping, source: str = "shapley.json") -> ShapleySummary:
+    """Collect ``shapley.json`` (``stages/evaluate.py --shapley``): per run and seed, ``shapley.<modality>``."""
+    for key in ("dataset", "runs"):
+        if key not in data:
+            raise ValueError(f"{source}: no {key!r} key (not written by the evaluate stage?)")
+    values: dict[str, dict[str, list[float]]] = {}
+    mods: dict[str, list[str]] = {}
+    for run, entry in data["runs"].items():
+        mods[run] = list(entry.get("modalities") or [])
+        per = values.setdefault(run, {})
+        for seed in sorted(entry.get("seeds") or {}, key=_seed_order):
+            for m, v in ((entry["seeds"][seed] or {}).get("shapley") or {}).items():
+                if _num(v) is not None:
+                    per.setdefault(m, []).append(float(v))
+    return ShapleySummary(dataset=str(data["dataset"]), values=values, modalities=mods,
+                          empty_set=data.get("empty_set"), wall_s=_num(data.get("wall_s")))
+
+
+def _load_by_dataset(paths: Iterable[str | Path], summarize, what: str) -> dict:
+    out = {}
+    for p in sorted(Path(p) for p in paths):
+        s = summarize(_read_json(p), str(p))
+        if s.dataset in out:
+            raise ValueError(f"two {what} files for dataset {s.dataset!r} (second: {p})")
+        out[s.dataset] = s
+    return out
+
+
+def load_costs(paths: Iterable[str | Path]) -> dict[str, CostsSummary]:
+    """Parse ``costs.json`` files, keyed by dataset (two for one dataset is an error)."""
+    return _load_by_dataset(paths, summarize_costs, "costs")
+
+
+def load_shapley(paths: Iterable[str | Path]) -> dict[str, ShapleySummary]:
+    """Parse ``shapley.json`` files, keyed by dataset (two for one dataset is an error)."""
+    return _load_by_dataset(paths, summarize_shapley, "shapley")
+
+
+def seed_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float | None, float | None]:
+    """Mean and Student-t interval of the mean over seeds (None, None for a single value)."""
+    from scipy import stats  # imported on use, as the statistics module does
+
+    mean = math.fsum(values) / len(values)
+    if len(values) < 2:
+        return mean, None, None
+    sem = statistics.stdev(values) / math.sqrt(len(values))
+    if sem == 0.0:
+        return mean, mean, mean
+    lo, hi = stats.t.interval(level, len(values) - 1, loc=mean, scale=sem)
+    return mean, float(lo), float(hi)
+
+
+def format_interval(values: Sequence[float], level: float = 0.95) -> str:
+    """Accuracy points (percent) ``"mean [lo, hi]"`` over seeds, ``"mean"`` for one seed, "—" for none."""
+    if not values:
+        return MISSING
+    mean, lo, hi = seed_interval([100.0 * v for v in values], level)
+    return f"{mean:.2f}" if lo is None else f"{mean:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def format_count(x: float | None, unit: str = "") -> str:
+    """``12.3 k``, ``4.56 M``, ``7.89 G`` (three significant digits), "—" for None."""
+    if x is None:
+        return MISSING
+    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g} {prefix}{unit}".rstrip()
+    return f"{x:.3g} {unit}".rstrip()
+
+
+def format_bytes(n: int | None) -> str:
+    """Bytes in MiB with one decimal (GiB from 1 GiB), "—" for None."""
+    if n is None:
+        return MISSING
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+COST_HEADERS = ["Params", "FLOPs/sample", "Step time (× Concat)", "Peak mem"]
+
+
+def cost_cells(costs: RunCosts | None) -> list[str]:
+    """Params, forward FLOPs per sample, step time relative to the reference, peak memory."""
+    if costs is None:
+        return [MISSING] * len(COST_HEADERS)
+    ratio = f"{costs.step_ratio:.2f}" if costs.step_ratio is not None else MISSING
+    return [format_count(costs.params), format_count(costs.flops_per_sample), ratio, format_bytes(costs.peak_bytes)]
+
+
+def shapley_header(modality: str) -> str:
+    """Column header of a modality's Shapley value."""
+    return f"Shapley {MODALITY_NAMES.get(modality, modality)}"
+
+
+def shapley_cells(summary: ShapleySummary, run: str, modalities: Sequence[str], level: float = 0.95) -> list[str]:
+    """One cell per modality: mean [t-interval] over seeds in accuracy points, "n/a" for a
+    modality the run's model does not take, "—" for a run the file lacks."""
+    if run not in summary.values:
+        return [MISSING] * len(modalities)
+    own = summary.modalities.get(run) or list(summary.values[run])
+    return [format_interval(summary.values[run].get(m, []), level) if m in own else NOT_AN_INPUT for m in modalities]

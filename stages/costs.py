@@ -1,0 +1,58 @@
+"""Stage `costs`: compute and memory costs of a dataset's trained runs → costs.json.
+
+For every model folder data/models/<dataset>/<run>/ given in --models (its first seed's model):
+trainable parameters, forward FLOPs per sample (FlopCounterMode), training step time against
+the reference run (Concat) timed side by side, and peak memory of a step; see
+``mmbalance.evaluate.costs`` for the protocol.
+
+Reads params: costs (reference, warmup_steps, rounds, steps_per_round, batch_size) and train
+(optimizer, learning rate, batch size, device, threads, with ``train.by_dataset.<dataset>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from mmbalance.evaluate.costs import CostSettings, dataset_costs
+from mmbalance.params import load_params, lookup
+from mmbalance.shards import read_index
+from mmbalance.system import device_name
+from mmbalance.train.run import for_dataset
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--shards", type=Path, required=True, help="data/shards/<dataset> (index.json + test shards)")
+    ap.add_argument("--models", nargs="*", default=[], help="model folders data/models/<dataset>/<run>, one per run")
+    ap.add_argument("--out", type=Path, required=True, help="e.g. results/<dataset>/costs.json")
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--dataset", default=None, help="dataset name (default: the shard index's)")
+    args = ap.parse_args(argv)
+
+    params = load_params(args.params)
+    try:
+        settings = CostSettings.from_params(lookup(params, "costs"))
+    except (KeyError, TypeError, ValueError) as e:
+        raise SystemExit(f"{args.params}: {e}") from None
+    start = time.perf_counter()
+    info = read_index(args.shards)
+    dataset = args.dataset or info.get("dataset") or args.shards.name
+    train_cfg = for_dataset(lookup(params, "train"), dataset)
+    torch.set_num_threads(int(train_cfg.get("num_threads", 2)))
+    models = [Path(m) for m in args.models if Path(m).is_dir()]
+    res = dataset_costs(models, args.shards, info, train_cfg, settings, log=lambda msg: print(msg, file=sys.stderr))
+    out = {"dataset": dataset, **res, "device": device_name(), "threads": torch.get_num_threads(),
+           "wall_s": round(time.perf_counter() - start, 3)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+    print(f"{dataset}: costs of {len(res['runs'])} runs in {out['wall_s']:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
