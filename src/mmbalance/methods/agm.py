@@ -19,16 +19,20 @@ Formulas (released code ``run/CREMAD_main.py`` / ``model/CREMAD_net.py`` read):
 - r_m = exp(mean_{k≠m} s_k − s_m) now, r̄_m the same with S̄ (before this step's update)
   (two modalities: the code's exp(s_v − s_a); its MOSEI form exp(2(s̄ − s_m)) is the same);
 - k_m = exp(α·min(r̄_m − r_m, 10)) and the training logits Σ_m [c_m with gradient × k_m];
-- after backward, if a fusion-head gradient entry exceeds ``grad_clip`` in magnitude, every
-  gradient is clipped to total norm ``grad_clip`` (the code's rule, with 1.0).
+- after backward, if an entry of the fusion head's weight gradient (``fc_out.weight``; weight
+  matrices only, not biases) exceeds ``grad_clip`` in magnitude, every gradient is clipped to
+  total norm ``grad_clip`` (the code's rule, with 1.0).
 
 Where this differs from the code: the code zeroes the *inputs* and reruns the encoders in
 evaluation mode for each coalition; here the encoder *features* are zeroed and only the fusion
 head is rerun (the loop's feature-dropping convention: one batched head pass over the 2^M
 coalitions instead of extra encoder passes). For the linear concat head c_m is then exactly W_m·φ_m + b/M, the loop's
 unimodal logit. Any number of modalities (exact Shapley over all 2^M coalitions).
-Defaults: α = 1.0 and modulation epochs 0–20 are the code's argument defaults (BalanceBenchmark
-uses α 0.1).
+Defaults: α = 1.0 and the modulation epochs are the code's argument defaults (BalanceBenchmark
+uses α 0.1). The code counts epochs from 1, so its ``--modulation_starts 0 --modulation_ends 20``
+modulate its epochs 1–20, our epochs 0–19 (``modulation_ends: 19``). After its last modulation
+epoch the code's backward hooks keep the last coefficients; here the contributions are then
+left unscaled.
 """
 
 from __future__ import annotations
@@ -112,7 +116,7 @@ class AGM(Method):
         self.alpha = float(self.cfg.get("alpha", 1.0))
         self.cap = float(self.cfg.get("max_exponent", 10.0))
         self.clip = float(self.cfg.get("grad_clip", 1.0))
-        self.start, self.end = int(self.cfg.get("modulation_starts", 0)), int(self.cfg.get("modulation_ends", 20))
+        self.start, self.end = int(self.cfg.get("modulation_starts", 0)), int(self.cfg.get("modulation_ends", 19))
         self.running = torch.zeros(len(ctx.modalities))  # S̄_m, running mean of the scores
         self.iteration = 0
 
@@ -131,10 +135,11 @@ class AGM(Method):
         return Output(logits=logits, features=feats, unimodal_logits=base.unimodal_logits)
 
     def after_backward(self, model, out, labels) -> None:
-        """The code's clipping: total norm ``grad_clip`` when a fusion-head gradient entry exceeds it."""
+        """The code's clipping: total norm ``grad_clip`` when a fusion-head weight-gradient entry
+        exceeds it (run/CREMAD_main.py tests ``fc_out.weight.grad`` only)."""
         if self.clip <= 0:
             return
-        head = [p.grad for p in model.fusion.parameters() if p.grad is not None]
+        head = [p.grad for p in model.fusion.parameters() if p.grad is not None and p.dim() > 1]
         if head and max(float(g.abs().max()) for g in head) > self.clip:
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], self.clip)
 

@@ -27,8 +27,11 @@ Choices where the paper is silent (each a param):
   modalities has its own mixup head and its own λ; the loss sums the pair CEs, the prediction
   averages the pair logits. ``pairs: random`` is its Single-CLS variant (one shared head, one
   random pair per step).
-- Evaluation mixes with the current EMA state λ (the code uses the previous step's λ, one EMA
-  step earlier).
+- Evaluation mixes with the current EMA state λ (``eval_lambda: ema``); ``eval_lambda: probe``
+  uses the λ of the last training probe instead, one EMA step earlier, as the released code does
+  (njustkmg/IJCAI25-IPRM@0bb457f main_av.py ``valid``: ``slerp(a, v, lam_a_list[-1], …)``).
+  The ``iprm__code`` params block runs the code's evaluation (``test_logits: sum``,
+  ``eval_lambda: probe``).
 """
 
 from __future__ import annotations
@@ -111,6 +114,9 @@ class IPRM(Method):
         self.test_logits = self.cfg.get("test_logits", "fused")
         if self.test_logits not in ("fused", "sum"):
             raise ValueError(f"iprm: unknown test_logits {self.test_logits!r}; choices: fused, sum")
+        self.eval_lambda = self.cfg.get("eval_lambda", "ema")
+        if self.eval_lambda not in ("ema", "probe"):
+            raise ValueError(f"iprm: unknown eval_lambda {self.eval_lambda!r}; choices: ema, probe")
         self.two_pass = bool(self.cfg.get("two_pass", True))
         self.alpha = self._alpha(self.cfg.get("alpha", "auto"), ctx.modalities)
         if not self.cfg.get("ema", True):
@@ -119,6 +125,7 @@ class IPRM(Method):
         self.pairs: list[tuple[str, str]] = list(combinations(ctx.modalities, 2))
         # λ of the first modality of each pair (the second's is 1 − λ), a 0-dim tensor each
         self.lam = {p: torch.tensor(self.lam0) for p in self.pairs}
+        self.probe_lam = dict(self.lam)  # λ_t of the last training probe (eval_lambda: probe)
         self.heads: nn.ModuleDict | None = None
         self.proj: nn.ModuleDict | None = None
 
@@ -184,6 +191,7 @@ class IPRM(Method):
         """One pair's probe/rebalance; returns the trained fused logits [B, C]."""
         i, j = pair
         lam_t = self.lam[pair] = self.lam[pair].to(zbar[i].device)
+        self.probe_lam[pair] = lam_t
         if self.two_pass:
             with torch.no_grad():  # instantaneous probing: reuse the encoder features
                 probe = self._fused(zbar, pair, lam_t)
@@ -210,20 +218,25 @@ class IPRM(Method):
 
     @torch.no_grad()
     def predict(self, out: Output) -> torch.Tensor:
-        """Mean over pairs of h(f(z̄^i, z̄^j, λ)) with the EMA λ; ``sum`` adds Σ_o unimodal logits."""
+        """Mean over pairs of h(f(z̄^i, z̄^j, λ)) with the EMA λ (or the last probe's); ``sum`` adds
+        Σ_o unimodal logits."""
         zbar = self._normalised(out.features)
-        fused = torch.stack([self._fused(zbar, p, self.lam[p].to(out.logits.device)) for p in self.pairs]).mean(0)
+        lam = self.lam if self.eval_lambda == "ema" else self.probe_lam
+        fused = torch.stack([self._fused(zbar, p, lam[p].to(out.logits.device)) for p in self.pairs]).mean(0)
         if self.test_logits == "sum":
             fused = fused + sum(u.float() for u in out.unimodal_logits.values())
         return fused
 
     def state_dict(self) -> dict:
-        return {"lambda": {_key(p): float(v) for p, v in self.lam.items()}}
+        return {"lambda": {_key(p): float(v) for p, v in self.lam.items()},
+                "probe_lambda": {_key(p): float(v) for p, v in self.probe_lam.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         for p in self.pairs:
             if _key(p) in state.get("lambda", {}):
                 self.lam[p] = torch.tensor(float(state["lambda"][_key(p)]))
+            if _key(p) in state.get("probe_lambda", {}):
+                self.probe_lam[p] = torch.tensor(float(state["probe_lambda"][_key(p)]))
 
 
 def _key(pair: tuple[str, str]) -> str:

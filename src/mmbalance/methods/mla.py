@@ -20,8 +20,17 @@ Formulas (released code ``main.py`` / ``utils/utils.py`` read; paper §3):
   batch index in the epoch and n_b the batches per epoch (code). ``projection: code`` reproduces
   the released code instead: P ← P − (k kᵀ) ⊘ (α + k rᵀ) (an element-wise denominator; k = P r),
   then P ← P / ‖P‖_F;
-- test: e_m = −Σ_c p_m,c log p_m,c per sample, λ_m = exp(max_k e_k − e_m) / Σ_j exp(max_k e_k − e_j)
-  (= softmax over −e), logits = Σ_m λ_m·(W·h_m + b).
+- test (paper, ``fusion_weights: paper``): e_m = −Σ_c p_m,c log p_m,c per sample,
+  λ_m = exp(max_k e_k − e_m) / Σ_j exp(max_k e_k − e_j) (= softmax over −e),
+  logits = Σ_m λ_m·(W·h_m + b). The released code (main.py ``valid`` with ``--dynamic``,
+  ``calculate_entropy``) takes the softmax of the [B, C] logits over the *batch* axis (dim 0)
+  and sums −p log p over the whole batch: one weight per modality and test batch
+  (``fusion_weights: code``).
+
+The released code's gradient modification never runs: ``GSPlugin.before_update`` is handed the
+``nn.Linear`` head, whose parameters are named ``weight``/``bias``, and projects only a parameter
+named ``module.weight``. ``gradient_modification: false`` is therefore the released behaviour;
+the ``mla__code`` params block runs it with the code's test-time weights.
 
 Steps: the code runs, for every batch, one optimizer step per modality in turn (audio, visual,
 [text]). ``schedule: cycle`` (default) keeps that per-batch cycle in the loop's single step: every
@@ -72,8 +81,18 @@ def head_weight_grad(logits: torch.Tensor, inputs: torch.Tensor, labels: torch.T
     return err.t() @ inputs.detach().float() / len(labels)
 
 
-def entropy_weights(logits: torch.Tensor) -> torch.Tensor:
-    """λ [M, B] from per-modality logits [M, B, C]: softmax over modalities of −entropy."""
+def entropy_weights(logits: torch.Tensor, form: str = "paper") -> torch.Tensor:
+    """λ [M, B] from per-modality logits [M, B, C]: softmax over modalities of −entropy.
+
+    ``paper``: the entropy of each sample's class distribution. ``code``: one entropy per modality,
+    of the softmax over the batch axis summed over the batch and classes (broadcast to [M, B]).
+    """
+    if form == "code":
+        logp = torch.log_softmax(logits.float(), dim=1)  # softmax over the batch (the code's dim=0)
+        entropy = -(logp.exp() * logp).sum(dim=(1, 2))  # [M]
+        return torch.softmax(-entropy, dim=0)[:, None].expand(logits.shape[:2])
+    if form != "paper":
+        raise ValueError(f"mla: unknown fusion_weights {form!r}; choices: code, paper")
     logp = torch.log_softmax(logits.float(), dim=2)
     entropy = -(logp.exp() * logp).sum(2)  # [M, B]
     return torch.softmax(-entropy, dim=0)
@@ -92,6 +111,9 @@ class MLA(Method):
         if self.form not in ("code", "paper"):
             raise ValueError(f"mla: unknown projection {self.form!r}; choices: code, paper")
         self.modify = bool(self.cfg.get("gradient_modification", True))
+        self.fusion_weights = self.cfg.get("fusion_weights", "paper")
+        if self.fusion_weights not in ("code", "paper"):
+            raise ValueError(f"mla: unknown fusion_weights {self.fusion_weights!r}; choices: code, paper")
         self.head: nn.Linear | None = None
         self.proj: nn.ModuleDict | None = None
         self.P: torch.Tensor | None = None
@@ -157,9 +179,10 @@ class MLA(Method):
 
     @torch.no_grad()
     def predict(self, out: Output) -> torch.Tensor:
-        """Σ_m λ_m·head(h_m) with entropy weights λ (the code's test-time fusion)."""
+        """Σ_m λ_m·head(h_m) with entropy weights λ (``fusion_weights``: per sample, or per batch
+        as the released code)."""
         logits = torch.stack([self.head(self._inputs(m, f)) for m, f in out.features.items()])  # [M, B, C]
-        return (entropy_weights(logits)[:, :, None] * logits.float()).sum(0)
+        return (entropy_weights(logits, self.fusion_weights)[:, :, None] * logits.float()).sum(0)
 
     def state_dict(self) -> dict:
         return {"P": None if self.P is None else self.P.detach().cpu().clone(), "updates": self.updates}

@@ -12,9 +12,11 @@ What it changes in the loop: ``on_epoch_start`` (prototypes from training featur
 Formulas (released code ``main_Prototype_grad.py`` @3615e48 read, CREMA-D settings from its
 ``bash.sh``: α 2.0, ``momentum_coef`` 0, modulation epochs 0–70):
 
-- prototypes c^m_k = mean of φ^m over the class-k samples of the first ``proto_fraction`` (code:
-  1/10) of a shuffled pass over the training split in evaluation mode, before epoch 0 and after
-  every epoch; from the second estimate on, c ← (1 − μ)·c_new + μ·c_old (μ = ``momentum_coef``);
+- prototypes c^m_k = mean of φ^m over the class-k samples of the first ⌊``proto_fraction``·n_b⌋
+  batches (at least one; code: ``all_num // 10``) of a shuffled pass over the training split in
+  evaluation mode, before epoch 0 and after every epoch; c ← (1 − μ)·c_new + μ·c_old
+  (μ = ``momentum_coef``) from the estimate after epoch 1 on (the code's ``calculate_prototype``
+  skips the momentum while its ``epoch`` argument is 0: before training and after epoch 0);
 - PCE^m = CE(−d(φ^m, c^m), y) with d the Euclidean distance;
 - per batch, s^m = Σ_i softmax(−d(φ^m_i, c^m))[y_i] (detached) and ρ = s^a / s^v; the code
   adds α·PCE^v when ρ > 1 and α·PCE^a when ρ < 1 (a fixed α, not a function of ρ).
@@ -90,7 +92,7 @@ class PMR(Method):
         """Features of the first ``proto_fraction`` of a shuffled training pass (evaluation mode)."""
         model, data = trainer.model, trainer.splits["train"]
         n_batches = math.ceil(len(data) / int(trainer.cfg["batch_size"]))
-        take = max(1, math.ceil(self.fraction * n_batches))
+        take = max(1, math.floor(self.fraction * n_batches + 1e-9))  # code: `sample_count >= all_num // 10`
         was_training = model.training
         model.eval()
         feats, labels = {m: [] for m in model.modalities}, []
@@ -104,12 +106,14 @@ class PMR(Method):
         return feats, torch.cat(labels)
 
     def on_epoch_start(self, epoch: int, trainer) -> None:
-        """c ← prototypes of the current encoders, blended with the previous ones (momentum)."""
+        """c ← prototypes of the current encoders, blended with the previous ones (momentum) from
+        epoch 2 on, i.e. once the estimate follows a trained epoch other than the first."""
         feats, labels = self._sample_features(trainer)
         for m, chunks in feats.items():
             old = self.protos.get(m)
             new = class_prototypes(torch.cat(chunks), labels.to(chunks[0].device), self.ctx.num_classes, old)
-            self.protos[m] = new if old is None else (1.0 - self.momentum) * new + self.momentum * old.to(new)
+            blend = old is not None and epoch >= 2
+            self.protos[m] = (1.0 - self.momentum) * new + self.momentum * old.to(new) if blend else new
 
     # ---- loss ----------------------------------------------------------------------------
 
