@@ -1,0 +1,93 @@
+"""The source files each run's method is made of, for per-method cache invalidation.
+
+A training stage depends on the shared code (loop, models, ``methods/base.py``, …) and on the
+file that defines its registered method class plus the method files that file imports (OGM's
+variants build on ``ogm_ge.py`` and ``opm.py``; Concat imports ``ogm_ge.discrepancy_ratios``).
+DVC cannot look a run's file up by name in a templated ``dvc.yaml``, so the ``method-sources``
+stage writes one small manifest per run, ``<run>.json`` (the files and their SHA-256): a train
+stage depends on its own run's manifest, which changes only when one of that run's files does.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+import json
+from pathlib import Path
+
+METHODS_PACKAGE = "mmbalance.methods"
+# imported by every run: train stages depend on these directly
+SHARED = ("__init__", "base")
+
+
+def method_imports(path: Path) -> set[str]:
+    """Modules of the methods package that the file at ``path`` imports (names, e.g. ``"opm"``)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: ``from .opm import OPM`` / ``from . import opm``
+                base = node.module.split(".")[0] if node.module else None
+                names |= {base} if base else {a.name for a in node.names}
+            elif node.module == METHODS_PACKAGE:
+                names |= {a.name for a in node.names}
+            elif node.module and node.module.startswith(METHODS_PACKAGE + "."):
+                names.add(node.module.split(".")[2])
+        elif isinstance(node, ast.Import):
+            names |= {a.name.split(".")[2] for a in node.names if a.name.startswith(METHODS_PACKAGE + ".")}
+    return names - set(SHARED)
+
+
+def defining_file(method: str, methods_dir: Path) -> Path:
+    """``methods_dir/<file>`` of the module that defines the class registered as ``method``.
+
+    The file is found with ``inspect`` on the registered class and must be the one in
+    ``methods_dir`` (the code DVC hashes), not another installed copy of the package."""
+    from mmbalance.methods import METHODS
+
+    source = Path(inspect.getsourcefile(METHODS.get(method)))
+    path = methods_dir / source.name
+    if not path.is_file() or not path.samefile(source):
+        raise FileNotFoundError(f"method {method!r} is defined in {source}, which is not in {methods_dir}: "
+                                f"install this checkout (pip install -e .) or pass its methods folder")
+    return path
+
+
+def method_files(method: str, methods_dir: Path) -> list[Path]:
+    """The defining file of ``method`` and the methods-package files it imports, transitively
+    (sorted; ``__init__.py`` and ``base.py`` excluded: every run imports them)."""
+    seen: dict[str, Path] = {}
+    todo = [defining_file(method, methods_dir)]
+    while todo:
+        path = todo.pop()
+        if path.stem in seen:
+            continue
+        seen[path.stem] = path
+        for name in method_imports(path):
+            dep = methods_dir / f"{name}.py"
+            if not dep.is_file():
+                raise FileNotFoundError(f"{path} imports {METHODS_PACKAGE}.{name}, but {dep} does not exist")
+            todo.append(dep)
+    return sorted(seen.values())
+
+
+def manifest(run: str, method: str, methods_dir: Path) -> dict:
+    """``{"run", "method", "files": {file name: sha256}}``: what a run's training depends on
+    among the method plug-ins (names relative to ``methods_dir``, so the manifest is the same
+    in every checkout)."""
+    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in method_files(method, methods_dir)}
+    return {"run": run, "method": method, "files": files}
+
+
+def write_manifests(runs: dict[str, str], methods_dir: Path, out: Path) -> list[Path]:
+    """One ``<run>.json`` manifest per run (``runs``: run name → registered method) in ``out``;
+    files of runs no longer listed are removed. Returns the written paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for run, method in sorted(runs.items()):
+        path = out / f"{run}.json"
+        path.write_text(json.dumps(manifest(run, method, methods_dir), indent=1, sort_keys=True) + "\n")
+        written.append(path)
+    for stale in set(out.glob("*.json")) - set(written):
+        stale.unlink()
+    return written

@@ -1,0 +1,31 @@
+"""Stage `method-sources`: one manifest per run, <out>/<run>.json, naming the method files the run
+trains with (the file defining its registered class and the method files it imports) and their
+SHA-256. Each train/tune stage depends on its run's manifest only, so editing one method's file
+re-runs that method's runs and no others.
+
+Reads params: methods (run name → its registered method: the run itself or ``method:``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mmbalance.method_sources import write_manifests
+from mmbalance.params import load_params, lookup, resolve_run
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--methods-dir", type=Path, required=True, help="the mmbalance/methods folder DVC hashes")
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--out", type=Path, required=True, help="folder of the <run>.json manifests")
+    args = ap.parse_args(argv)
+    params = load_params(args.params)
+    runs = {run: resolve_run(params, run)[0] for run in lookup(params, "methods")}
+    written = write_manifests(runs, args.methods_dir, args.out)
+    print(f"method-sources: {len(written)} run manifests in {args.out}")
+
+
+if __name__ == "__main__":
+    main()

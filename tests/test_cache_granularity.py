@@ -1,0 +1,131 @@
+"""Cache granularity of the pipeline: each training stage depends on the code its run imports and,
+of the method plug-ins, only on its own method's files (through its run manifest), so editing one
+method's file re-runs only that method's runs. Registry-driven over dvc.yaml's resolved stages."""
+
+import inspect
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mmbalance.method_sources import manifest, method_files, method_imports, write_manifests
+from mmbalance.methods import METHODS
+from mmbalance.params import resolve_run
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS_DIR = ROOT / "src" / "mmbalance" / "methods"
+MANIFESTS = "data/method_sources"
+SHARED_METHOD_FILES = {"src/mmbalance/methods/__init__.py", "src/mmbalance/methods/base.py"}
+# stages whose run names a method (option after which the run name follows in the command)
+RUN_STAGES = {"train-": "--method", "tune-": "--run", "experiment": "--method"}
+
+
+@pytest.fixture(scope="module")
+def stages() -> dict[str, dict]:
+    """dvc.yaml's stages as DVC resolves them (matrix/foreach expanded): name → definition."""
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        return {s.addressing: {"cmd": s.cmd, "deps": [d.def_path for d in s.deps]} for s in repo.index.stages}
+
+
+@pytest.fixture(scope="module")
+def params() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def run_stages(stages: dict) -> dict[str, str]:
+    """Training stages → the run they train (read from the command line, as the stage does)."""
+    out = {}
+    for name, st in stages.items():
+        option = next((opt for prefix, opt in RUN_STAGES.items() if name.startswith(prefix)), None)
+        if option:
+            words = st["cmd"].split()
+            out[name] = words[words.index(option) + 1]
+    return out
+
+
+def imported_modules(script: str) -> set[str]:
+    """Repository-relative files of the mmbalance modules imported by loading ``script`` (fresh
+    interpreter; the stage's own lazy imports run too, since the loop is imported by run.py)."""
+    code = (f"import importlib.util, sys; spec = importlib.util.spec_from_file_location('stage', {script!r}); "
+            "spec.loader.exec_module(importlib.util.module_from_spec(spec)); import mmbalance.train.run; "
+            "print('\\n'.join(m.__file__ for n, m in sys.modules.items() if n.startswith('mmbalance') and getattr(m, '__file__', None)))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return {str(Path(f).resolve().relative_to(ROOT)) for f in out.split()}
+
+
+def covered(path: str, deps: list[str]) -> bool:
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in deps)
+
+
+def test_every_training_stage_found(stages, params):
+    runs = run_stages(stages)
+    trains = {n for n in runs if n.startswith("train-")}
+    assert len(trains) == sum(len(v) for v in params["benchmark"].values())
+    assert "experiment" in runs and any(n.startswith("tune-") for n in runs)
+
+
+def test_train_deps_name_only_their_own_method(stages):
+    """No stage depends on the methods folder or another method's file; each depends on its
+    run's manifest, and the manifest stage exists and writes it."""
+    for name, run in run_stages(stages).items():
+        deps = stages[name]["deps"]
+        method_deps = {d for d in deps if d.startswith("src/mmbalance/methods")}
+        assert method_deps == SHARED_METHOD_FILES, f"{name}: method code deps {sorted(method_deps)}"
+        assert f"{MANIFESTS}/{run}.json" in deps, f"{name}: no dependency on its run manifest"
+    ms = stages["method-sources"]
+    assert "src/mmbalance/methods" in ms["deps"] and f"--out {MANIFESTS}" in ms["cmd"]
+
+
+@pytest.mark.parametrize("script", ["stages/train.py", "stages/tune.py"])
+def test_shared_deps_cover_what_the_stage_imports(stages, script):
+    """Every mmbalance file the stage imports is a dependency, except method plug-ins (in the
+    run's manifest): a change to the shared code re-runs every run."""
+    name = next(n for n, st in stages.items() if n.startswith("train-" if "train" in script else "tune-"))
+    deps = stages[name]["deps"]
+    missing = sorted(f for f in imported_modules(script)
+                     if not covered(f, deps) and not (f.startswith("src/mmbalance/methods/") and f not in SHARED_METHOD_FILES))
+    assert not missing, f"{name} imports files it does not depend on: {missing}"
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_manifest_holds_the_registered_class_file_and_its_method_imports(method):
+    """The run's files: the one defining the registered class (inspect) plus, transitively, the
+    method files it imports, and nothing else."""
+    defining = Path(inspect.getsourcefile(METHODS.get(method))).name
+    files = {p.name for p in method_files(method, METHODS_DIR)}
+    closure, todo = set(), [defining]
+    while todo:
+        f = todo.pop()
+        if f not in closure:
+            closure.add(f)
+            todo += [f"{m}.py" for m in method_imports(METHODS_DIR / f)]
+    assert defining in files and files == closure
+
+
+def test_manifests_by_hand():
+    # OGM* and OPM+OGM are OGM variants (ogm.py) built on OGM-GE and OPM; Concat and the unimodal
+    # baselines (plain.py) use OGM-GE's discrepancy ratio; MLA stands alone
+    assert [p.name for p in method_files("ogm_star", METHODS_DIR)] == ["ogm.py", "ogm_ge.py", "opm.py"]
+    assert [p.name for p in method_files("audio_only", METHODS_DIR)] == ["ogm_ge.py", "plain.py"]
+    assert [p.name for p in method_files("mla", METHODS_DIR)] == ["mla.py"]
+    assert manifest("concat__sum", "concat", METHODS_DIR)["files"].keys() == {"ogm_ge.py", "plain.py"}
+
+
+def test_every_run_has_a_manifest_and_stale_ones_go(params, tmp_path):
+    runs = {run: resolve_run(params, run)[0] for run in params["methods"]}
+    (tmp_path / "gone.json").write_text("{}")
+    written = write_manifests(runs, METHODS_DIR, tmp_path)
+    assert {p.stem for p in tmp_path.glob("*.json")} == set(runs) == {p.stem for p in written}
+    body = json.loads((tmp_path / "mla.json").read_text())
+    assert body["method"] == "mla" and set(body["files"]) == {"mla.py"} and len(body["files"]["mla.py"]) == 64
+
+
+def test_a_copy_outside_the_methods_dir_is_refused(tmp_path):
+    (tmp_path / "mla.py").write_text("# not the imported module\n")
+    with pytest.raises(FileNotFoundError, match="not in"):
+        method_files("mla", tmp_path)
