@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -38,7 +39,7 @@ class MethodContext:
     epochs: int
     epoch: int = 0
     step: int = 0
-    logs: dict[str, float] = field(default_factory=dict)
+    logs: dict[str, list] = field(default_factory=dict)  # per-step values of Method.log, per key
     dataset: str | None = None  # the shard index's dataset name (per-dataset defaults, e.g. ARL's T)
 
 
@@ -87,10 +88,13 @@ class Method:
         """Logits used for evaluation, [B, C]."""
         return out.logits
 
-    def log(self, **values: float) -> None:
-        """Record per-step diagnostics; the loop averages them over the epoch."""
+    def log(self, **values: float | torch.Tensor) -> None:
+        """Record per-step diagnostics; the loop averages them over the epoch (``epoch_means``).
+
+        Tensors are kept, detached, on their device: converting them here would wait for the
+        device on every step; numbers are kept as they are."""
         for k, v in values.items():
-            self.ctx.logs.setdefault(k, []).append(float(v))
+            self.ctx.logs.setdefault(k, []).append(v.detach() if isinstance(v, torch.Tensor) else v)
 
     def diagnostics(self) -> dict:
         """End-of-run diagnostics for the report (small and JSON-serialisable: lists, numbers,
@@ -103,6 +107,20 @@ class Method:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what ``state_dict`` returned."""
+
+
+def epoch_means(logs: dict[str, list]) -> dict[str, float]:
+    """Mean of each diagnostic over the epoch's steps (``Method.log`` values: numbers and 0-d or
+    1-element tensors), with one device-to-host copy per device for all the tensors together."""
+    by_device: dict[torch.device, list[torch.Tensor]] = {}
+    for values in logs.values():
+        for v in values:
+            if isinstance(v, torch.Tensor):
+                by_device.setdefault(v.device, []).append(v)
+    host = {dev: iter(torch.stack([t.reshape(()).float() for t in ts]).cpu().tolist()) for dev, ts in by_device.items()}
+    # values are read back in the order they were queued per device: [steps] per key
+    return {k: float(np.mean([next(host[v.device]) if isinstance(v, torch.Tensor) else float(v) for v in values]))
+            for k, values in logs.items()}
 
 
 def build_method(name: str, cfg: dict, ctx: MethodContext) -> Method:

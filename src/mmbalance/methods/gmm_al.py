@@ -75,9 +75,11 @@ def gap_histogram(gaps: np.ndarray, bins: int = GAP_BINS) -> dict:
 
 def posteriors(gaps: torch.Tensor, gmm: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """(w_bal, w_imb), each [B]: Bayes posteriors of the two components for each gap (Eq. 9)."""
-    g = gaps.detach().double()[:, None]  # [B, 1]
-    pi, mu, var = (torch.tensor(gmm[k], dtype=torch.float64, device=g.device) for k in ("weights", "means", "vars"))
-    log_joint = pi.log() - 0.5 * (torch.log(2 * math.pi * var) + (g - mu) ** 2 / var)  # [B, 2]
+    g = gaps.detach().double()  # [B]
+    # the mixture's numbers enter as Python scalars: a tensor built from them would be copied to
+    # the device, and that copy waits for the device, on every step
+    log_joint = torch.stack([(math.log(pi) if pi > 0 else -math.inf) - 0.5 * (math.log(2 * math.pi * var) + (g - mu) ** 2 / var)
+                             for pi, mu, var in zip(gmm["weights"], gmm["means"], gmm["vars"])], dim=1)  # [B, 2]
     w = torch.softmax(log_joint, dim=1).to(gaps.dtype)
     return w[:, 0], w[:, 1]
 
@@ -173,7 +175,7 @@ class GMMAdaptiveLoss(Method):
     def loss(self, out, labels: torch.Tensor) -> torch.Tensor:
         """Warm-up: Eq. 7. Adaptive: Eq. 10 with per-sample GMM posteriors."""
         gap = modality_gap(out.unimodal_logits, labels, self.order)  # [B], differentiable
-        self.log(gap=float(gap.detach().mean()))
+        self.log(gap=gap.detach().mean())  # a tensor: the loop reads the epoch's values back once
         if not self.adaptive(self.ctx.epoch) or self.gmm is None:
             uni = sum(F.cross_entropy(u, labels) for u in out.unimodal_logits.values())
             return F.cross_entropy(out.logits, labels) + uni
@@ -181,7 +183,7 @@ class GMMAdaptiveLoss(Method):
             w_bal, w_imb = posteriors(gap, self.gmm)
         else:  # "w/o GMM weights": w_bal = w_imb = 1
             w_bal = w_imb = torch.ones_like(gap)
-        self.log(lambda_t=self.lam_t, w_imbalanced=float(w_imb.mean()))
+        self.log(lambda_t=self.lam_t, w_imbalanced=w_imb.detach().mean())
         return adaptive_loss(out.logits, labels, gap, w_bal, w_imb, self.gmm["means"][0], self.lam_t,
                              self.alpha, self.beta, self.gamma)
 

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from mmbalance.evaluate import classification_metrics, per_class_accuracy, probe_accuracy
 from mmbalance.methods import Method
+from mmbalance.methods.base import epoch_means
 from mmbalance.models import MultimodalModel
 from mmbalance.train import distributed as dist
 from mmbalance.train import runtime
@@ -303,7 +304,7 @@ def fit(model: MultimodalModel, method: Method, splits: dict[str, SplitData], cf
         method.on_epoch_end(epoch, trainer)
         if trainer.scheduler is not None:
             trainer.scheduler.step()
-        row = {"epoch": epoch, "train_loss": loss, **{k: float(np.mean(v)) for k, v in method.ctx.logs.items()}}
+        row = {"epoch": epoch, "train_loss": loss, **epoch_means(method.ctx.logs)}  # one host copy per epoch
         for split in ("val", "test"):
             if split in splits:
                 row[split] = trainer.evaluate(split)
