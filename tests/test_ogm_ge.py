@@ -87,3 +87,20 @@ def test_gradient_scaled_only_for_dominant_modality(batch):
     for n, p in model.named_parameters():
         scale = k_a if n.startswith("encoders.audio") else k_v if n.startswith("encoders.visual") else 1.0
         torch.testing.assert_close(p.grad, plain[n] * scale)
+
+
+def test_conv_only_falls_back_to_every_weight_without_convolutions():
+    """``noise_on: conv`` (the released code) modulates 4-D conv weights only; an encoder with no
+    conv weights (a sequence Transformer) is then modulated on every weight, not skipped."""
+    from mmbalance.methods.ogm_ge import OGMGE
+
+    method = OGMGE({"alpha": 0.8, "form": "cvpr", "noise": False, "noise_on": "conv"},
+                   MethodContext(modalities=["a"], num_classes=2, epochs=1))
+    linear = torch.nn.Linear(3, 2)
+    linear.weight.grad = torch.ones(2, 3)
+    method._modulate(list(linear.parameters()), 0.5)  # bias has no grad: skipped
+    assert torch.equal(linear.weight.grad, torch.full((2, 3), 0.5))
+    conv, lin = torch.nn.Conv2d(1, 1, 1), torch.nn.Linear(1, 1)
+    conv.weight.grad, lin.weight.grad = torch.ones(1, 1, 1, 1), torch.ones(1, 1)
+    method._modulate([conv.weight, lin.weight], 0.5)
+    assert conv.weight.grad.item() == 0.5 and lin.weight.grad.item() == 1.0  # conv only, as the code

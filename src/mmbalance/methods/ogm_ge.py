@@ -44,6 +44,8 @@ def modulation_coefficient(rho: float, alpha: float, form: str = "paper") -> flo
 class OGMGE(Method):
     """Scale the dominant encoder's gradient by k and add N(0, std(grad)²) noise (GE)."""
 
+    acting = {"key": "k_*", "noop": 1.0}  # gradient coefficient of each encoder
+
     def after_backward(self, model, out, labels) -> None:
         epoch = self.ctx.epoch
         if not self.cfg.get("start_epoch", 0) <= epoch <= self.cfg.get("end_epoch", 10**9):
@@ -57,13 +59,16 @@ class OGMGE(Method):
 
     def _modulate(self, params: list[torch.nn.Parameter], k: float) -> None:
         noise = self.cfg.get("noise", True)
-        conv_only = self.cfg.get("noise_on", "all") == "conv"
+        # the released code touches 4-D conv weights only (scaling and noise alike); an encoder
+        # without convolutions (MOSI's sequence Transformers) would then never be modulated, so
+        # there every weight is modulated, as the TPAMI paper's form does
+        has_conv = any(p.grad is not None and p.grad.dim() == 4 for p in params)
+        conv_only = self.cfg.get("noise_on", "all") == "conv" and has_conv
         for p in params:
             if p.grad is None:
                 continue
             g = p.grad
             if conv_only and g.dim() != 4:
-                # the released code touches 4-D conv weights only (scaling and noise alike)
                 continue
             std = float(g.std()) if g.numel() > 1 else 0.0
             g.mul_(k)
