@@ -212,6 +212,7 @@ def test_shapley_plot_and_notes(out_dir, rendered):
     cremad = rendered.split("## CREMA-D\n", 1)[1].split("\n## ", 1)[0]
     assert "FlopCounterMode" in cremad and "one batch of 64 test clips on Fixture CPU" in cremad
     assert "empty set is the model's prediction with all modalities masked" in cremad
+    assert "Not computed for `gmm_al__alpha0`: its method needs training-time state." in cremad
     # AVE has neither file: its columns are empty and its section carries no such notes
     ave = rendered.split("## AVE\n", 1)[1]
     assert "FlopCounterMode" not in ave and not (out_dir / "plots" / "ave" / "shapley.png").exists()

@@ -77,3 +77,18 @@ def test_saved_runs_per_seed_and_missing_folders(tmp_path):
     run = out["runs"]["concat"]
     assert sorted(run["seeds"]) == ["0", "1"] and run["modalities"] == ["audio", "visual"]
     assert "masked" in out["empty_set"]
+
+
+def test_a_run_that_cannot_predict_is_skipped_with_its_reason(tmp_path, monkeypatch):
+    import mmbalance.evaluate.shapley as shapley
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("predict needs training-time state")
+
+    (tmp_path / "greedy").mkdir()
+    (tmp_path / "greedy" / "seed0.pt").write_bytes(b"")
+    monkeypatch.setattr(shapley, "shapley_run", fails)
+    logs = []
+    out = shapley_runs([tmp_path / "greedy"], {}, tiny_split(6), log=logs.append)
+    assert out["runs"] == {} and out["skipped"] == {"greedy": "predict needs training-time state"}
+    assert "greedy" in logs[0] and "training-time state" in logs[0]

@@ -82,13 +82,19 @@ def shapley_run(model_dir: Path, info: dict, data: SplitData, batch_size: int = 
 
 
 def shapley_runs(model_dirs: Iterable[Path], info: dict, data: SplitData, batch_size: int = 256, log=print) -> dict:
-    """Shapley values of every run folder in ``model_dirs`` (a folder without ``seed<k>.pt`` files
-    is listed in ``missing`` and logged). Returns ``{"empty_set", "runs", "missing"}``."""
-    runs, missing = {}, []
+    """Shapley values of every run folder in ``model_dirs``. A folder without ``seed<k>.pt`` files
+    is listed in ``missing``; a run whose saved method cannot predict from its reloaded model
+    (it raises RuntimeError/ValueError, e.g. it needs training-time state) in ``skipped`` with
+    the reason; both are logged. Returns ``{"empty_set", "runs", "missing", "skipped"}``."""
+    runs, missing, skipped = {}, [], {}
     for d in sorted(Path(d) for d in model_dirs):
         if not seed_checkpoints(d):
             log(f"shapley: no seed<k>.pt model files in {d}; skipped")
             missing.append(d.name)
             continue
-        runs[d.name] = shapley_run(d, info, data, batch_size)
-    return {"empty_set": EMPTY_SET, "runs": runs, "missing": missing}
+        try:
+            runs[d.name] = shapley_run(d, info, data, batch_size)
+        except (RuntimeError, ValueError) as e:
+            log(f"shapley: {d}: skipped ({e})")
+            skipped[d.name] = str(e)
+    return {"empty_set": EMPTY_SET, "runs": runs, "missing": missing, "skipped": skipped}

@@ -153,6 +153,7 @@ def shapley_note(shapley: ShapleySummary | None, level: float) -> str | None:
         f"(the robustness masking with probability 1; the empty set is the model's prediction with {empty}), so a "
         "model's values add up to its accuracy minus that all-masked accuracy. Accuracy points, mean over seeds "
         f"[{100 * level:g} % Student-t interval over seeds]; n/a = not an input of the run's model."
+        + ("".join(f" Not computed for `{run}`: {why}." for run, why in sorted(shapley.skipped.items())))
     )
 
 

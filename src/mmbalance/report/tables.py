@@ -710,6 +710,7 @@ class ShapleySummary:
     modalities: dict[str, list[str]] = field(default_factory=dict)
     empty_set: str | None = None
     wall_s: float | None = None
+    skipped: dict[str, str] = field(default_factory=dict)  # run → why it has no values
 
 
 def summarize_shapley(data: Mapping, source: str = "shapley.json") -> ShapleySummary:
@@ -727,7 +728,8 @@ def summarize_shapley(data: Mapping, source: str = "shapley.json") -> ShapleySum
                 if _num(v) is not None:
                     per.setdefault(m, []).append(float(v))
     return ShapleySummary(dataset=str(data["dataset"]), values=values, modalities=mods,
-                          empty_set=data.get("empty_set"), wall_s=_num(data.get("wall_s")))
+                          empty_set=data.get("empty_set"), wall_s=_num(data.get("wall_s")),
+                          skipped={str(k): str(v) for k, v in (data.get("skipped") or {}).items()})
 
 
 def _load_by_dataset(paths: Iterable[str | Path], summarize, what: str) -> dict:
