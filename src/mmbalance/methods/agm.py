@@ -109,6 +109,8 @@ def scale_grad(x: torch.Tensor, k: float) -> torch.Tensor:
 class AGM(Method):
     """Shapley mono-modal contributions with adaptive gradient scales (see the module docstring)."""
 
+    acting = {"key": "k_*", "noop": 1.0}  # gradient scale of each modality
+
     def __init__(self, cfg: dict, ctx) -> None:
         super().__init__(cfg, ctx)
         if len(ctx.modalities) < 2:

@@ -85,6 +85,8 @@ def temperature(cfg: dict, dataset: str | None) -> float:
 class ARL(Method):
     """Unimodal regularisation with zeroed-feature logits and residual asymmetric gradient scaling."""
 
+    acting = {"key": "arl_scale_*", "noop": 1.0}  # encoder gradient multiplier
+
     method_name = "arl"
     defaults: dict = {}  # a registered variant's settings; its params block overrides them
 
@@ -123,6 +125,7 @@ class ARL(Method):
     def loss(self, out: Output, labels: torch.Tensor) -> torch.Tensor:
         fused = F.cross_entropy(out.logits, labels)
         weight = self._unimodal_weight()
+        self.log(arl_uni_weight=weight)
         if weight == 0.0:
             return fused
         return fused + weight * sum(F.cross_entropy(p, labels) for p in self._uni.values())
@@ -181,6 +184,8 @@ class ARL(Method):
 @METHODS.register("arl_ur")
 class ARLUnimodalRegularisation(ARL):
     """Tab. 5 row UR: the γ-weighted unimodal losses only, gradients untouched."""
+
+    acting = {"key": "arl_uni_weight", "noop": 0.0}  # weight of Σ_m u^m in the loss
 
     method_name = "arl_ur"
     defaults = {"ur": True, "al": False, "gr": False}

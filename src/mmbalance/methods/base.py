@@ -17,6 +17,7 @@ A method customises only these hooks; the loop (``mmbalance.train.loop``) names 
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,7 +45,17 @@ class MethodContext:
 
 
 class Method:
-    """Plain fused cross-entropy training; subclasses override hooks."""
+    """Plain fused cross-entropy training; subclasses override hooks.
+
+    ``acting`` names the method's distinguishing quantity, the one that shows it does something
+    (a modulation coefficient, a drop rate, a loss weight, a learning-rate ratio…): ``key`` is a
+    ``log`` key or a glob over keys (``"k_*"``: one series per modality), ``noop`` the value the
+    quantity takes when the method changes nothing. A method that logs its quantity at ``noop``
+    in every epoch trains as plain fusion under another name (``tests/test_acting.py``); the
+    report plots the quantity per epoch. The plain baselines declare none.
+    """
+
+    acting: dict | None = None
 
     def __init__(self, cfg: dict, ctx: MethodContext) -> None:
         self.cfg = dict(cfg or {})
@@ -121,6 +132,19 @@ def epoch_means(logs: dict[str, list]) -> dict[str, float]:
     # values are read back in the order they were queued per device: [steps] per key
     return {k: float(np.mean([next(host[v.device]) if isinstance(v, torch.Tensor) else float(v) for v in values]))
             for k, values in logs.items()}
+
+
+def acting_series(history: list[dict], acting: dict) -> dict[str, list[float]]:
+    """Per-epoch values of the series matching ``acting['key']`` (a glob) in a run's history
+    (``fit``'s per-epoch rows, whose diagnostics are ``Method.log`` epoch means), by key; epochs
+    in which a series was not logged are left out."""
+    keys = sorted({k for row in history for k in row if fnmatch.fnmatchcase(k, acting["key"])})
+    return {k: [float(row[k]) for row in history if k in row] for k in keys}
+
+
+def is_acting(series: dict[str, list[float]], noop: float, tol: float = 1e-6) -> bool:
+    """True when some logged value of some series differs from ``noop`` by more than ``tol``."""
+    return any(abs(v - noop) > tol for values in series.values() for v in values)
 
 
 def build_method(name: str, cfg: dict, ctx: MethodContext) -> Method:

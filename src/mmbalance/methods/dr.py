@@ -77,6 +77,8 @@ def soft_reinit(params: list[torch.Tensor], init: list[torch.Tensor], alpha: flo
 class DiagnoseRelearn(Method):
     """Plain training with periodic purity-diagnosed soft re-initialisation (see the module docstring)."""
 
+    acting = {"key": "reinit_*", "noop": 0.0}  # α_m: how far encoder m is pulled back to θ_init
+
     def __init__(self, cfg: dict, ctx) -> None:
         super().__init__(cfg, ctx)
         self.every = int(self.cfg.get("reinit_every", 20))

@@ -73,6 +73,9 @@ def blend_weights(before: dict[str, tuple[float, float]], after: dict[str, tuple
 class GradientBlending(Method):
     """Σ_k w_k·CE_k over unimodal heads and the fused head, w from online OGR estimates."""
 
+    # max_k |w_k − 1/K|: 0 while the weights are uniform (an unweighted sum of the K losses)
+    acting = {"key": "reweight", "noop": 0.0}
+
     def __init__(self, cfg: dict, ctx) -> None:
         super().__init__(cfg, ctx)
         self.super_epoch = int(self.cfg.get("super_epoch", 10))
@@ -103,7 +106,9 @@ class GradientBlending(Method):
         loss = self.weights[FUSED] * F.cross_entropy(out.logits, labels)
         for m, logits in heads.items():
             loss = loss + self.weights[m] * F.cross_entropy(logits, labels)
-        self.log(**{f"w_{k}": w for k, w in self.weights.items()})
+        uniform = 1.0 / len(self.weights)
+        self.log(**{f"w_{k}": w for k, w in self.weights.items()},
+                 reweight=max(abs(w - uniform) for w in self.weights.values()))
         return loss
 
     # ---- weight estimation -----------------------------------------------------------------

@@ -95,6 +95,8 @@ def adaptive_loss(fused_logits, labels, gap, w_bal, w_imb, mu0: float, lam_t: fl
 class GMMAdaptiveLoss(Method):
     """Warm-up with L_MM + L_a + L_v, then the GMM-weighted adaptive loss (module docstring)."""
 
+    acting = {"key": "lambda_t", "noop": 0.0}  # weight of the adaptive gap terms (logged once adaptive)
+
     def __init__(self, cfg: dict, ctx) -> None:
         super().__init__(cfg, ctx)
         if len(ctx.modalities) != 2:

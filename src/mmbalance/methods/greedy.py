@@ -77,6 +77,8 @@ def speed_difference(bypass: list[float], main: list[float]) -> float:
 class Greedy(Method):
     """Conditional-learning-speed balancing with a feature-level MMTM (see the module docstring)."""
 
+    acting = {"key": "rebalancing", "noop": 0.0}  # fraction of steps that are re-balancing steps
+
     def __init__(self, cfg: dict, ctx) -> None:
         super().__init__(cfg, ctx)
         if len(ctx.modalities) != 2:

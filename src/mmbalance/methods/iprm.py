@@ -101,6 +101,8 @@ class IPRMOutput(Output):
 class IPRM(Method):
     """Two-pass probe-and-rebalance with geodesic mixup fusion (see the module docstring)."""
 
+    acting = {"key": "lambda_*", "noop": 0.5}  # mixing weight of the first modality of each pair
+
     def __init__(self, cfg: dict, ctx) -> None:
         super().__init__(cfg, ctx)
         if len(ctx.modalities) < 2:

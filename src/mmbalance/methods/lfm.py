@@ -90,6 +90,8 @@ def _head(inputs: dict, n: int) -> dict:
 class LFM(Method):
     """CE on the fused logits and a prediction-alignment term, under a moving weight."""
 
+    acting = {"key": "alpha_cls", "noop": 1.0}  # α_cls = 1 (α_gap = 0): no alignment term
+
     def __init__(self, cfg: dict, ctx) -> None:
         super().__init__(cfg, ctx)
         self.schedule = self.cfg.get("schedule", "fitted")

@@ -102,6 +102,8 @@ def entropy_weights(logits: torch.Tensor, form: str = "paper") -> torch.Tensor:
 class MLA(Method):
     """Shared head trained modality by modality with gradient modification (see the module docstring)."""
 
+    acting = {"key": "owm_shift", "noop": 0.0}  # ‖P − I‖_F of the gradient projector
+
     def __init__(self, cfg: dict, ctx) -> None:
         super().__init__(cfg, ctx)
         self.schedule = self.cfg.get("schedule", "cycle")
@@ -176,6 +178,7 @@ class MLA(Method):
             self.updates += 1
             total += g
         self.head.weight.grad.copy_(total)
+        self.log(owm_shift=float(torch.linalg.matrix_norm(self.P - torch.eye(len(self.P), device=self.P.device))))
 
     @torch.no_grad()
     def predict(self, out: Output) -> torch.Tensor:

@@ -83,6 +83,9 @@ def _boost(new_norm: torch.Tensor, ref_norm: torch.Tensor) -> float:
 class MMPareto(Method):
     """CE(fused) + Σ_m CE(unimodal); each encoder's gradient replaced by the Pareto integration."""
 
+    # ‖integrated gradient‖ / ‖g_mm + g_u‖ per encoder: 1 for the plain sum (the uni-modal loss)
+    acting = {"key": "grad_boost_*", "noop": 1.0}
+
     def __init__(self, cfg: dict, ctx) -> None:
         super().__init__(cfg, ctx)
         self.gamma = float(self.cfg.get("gamma", 1.5))
@@ -133,6 +136,8 @@ class MMPareto(Method):
             a_mm, a_u, cos = pareto_weights(_flat(g_mm), _flat(g_u))
             self.log(**{f"cos_{m}": cos, f"conflict_{m}": float(cos <= 0), f"w_mm_{m}": a_mm})
             new = integrate(g_mm, g_u, a_mm, a_u, self.gamma, per_tensor=self.rescale == "tensor")
+            plain = _norm(total)  # the step's gradient before integration: g_mm + g_u
+            self.log(**{f"grad_boost_{m}": float(_norm(new) / plain) if plain > 0 else 1.0})
             for p, g in zip(params, new):
                 p.grad = g
         self._uni_grads, self._uni_logits = {}, {}

@@ -48,6 +48,8 @@ def keep_masks(batch: int, modalities: list[str], q: float, generator: torch.Gen
 class ModDrop(Method):
     """Per-sample feature dropping of whole modalities with marginal probability ``p``."""
 
+    acting = {"key": "dropped_*", "noop": 0.0}  # fraction of the batch whose modality m is dropped
+
     def __init__(self, cfg: dict, ctx) -> None:
         super().__init__(cfg, ctx)
         self.p = float(self.cfg.get("p", 0.2))

@@ -40,6 +40,8 @@ def dynamic_ratio(acc: float, memory: list[float]) -> float:
 class MSLR(Method):
     """Encoder of modality m at lr·scale_m (optionally adapted per epoch); fusion head at lr."""
 
+    acting = {"key": "lr_ratio_*", "noop": 1.0}  # encoder lr / fusion-head lr
+
     def __init__(self, cfg: dict, ctx) -> None:
         super().__init__(cfg, ctx)
         self.scales = dataset_scales(self.cfg, ctx.dataset)
@@ -64,9 +66,12 @@ class MSLR(Method):
         return groups + [{"params": rest}]  # fusion head and method modules: base lr
 
     def on_epoch_start(self, epoch: int, trainer) -> None:
+        # the last group is the fusion head's (base lr, with the same schedule decay)
+        head_lr = trainer.optimizer.param_groups[-1]["lr"]
         for group in trainer.optimizer.param_groups:
             if "modality" in group:
-                self.log(**{f"lr_{group['modality']}": group["lr"]})
+                m = group["modality"]
+                self.log(**{f"lr_{m}": group["lr"], f"lr_ratio_{m}": group["lr"] / head_lr if head_lr > 0 else 1.0})
 
     def on_epoch_end(self, epoch: int, trainer) -> None:
         if self.strategy != "dynamic":

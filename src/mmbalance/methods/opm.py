@@ -148,6 +148,8 @@ def drop_masks(q: dict[str, float], batch: int, device: torch.device, rescale: s
 class OPM(Method):
     """Drop the dominant modality's features per sample with probability q^m (Eq. 8)."""
 
+    acting = {"key": "dropped_*", "noop": 0.0}  # fraction of the batch whose modality m is dropped
+
     method_name = "opm"
     defaults: dict = {}  # a registered variant's settings; its params block overrides them
 

@@ -75,6 +75,8 @@ def slow_modalities(scores: dict[str, float]) -> list[str]:
 class PMR(Method):
     """Fused CE + α·prototypical CE for the slow modality (see the module docstring)."""
 
+    acting = {"key": "boost_*", "noop": 0.0}  # 1 while modality m gets the prototype loss
+
     def __init__(self, cfg: dict, ctx) -> None:
         super().__init__(cfg, ctx)
         self.alpha = float(self.cfg.get("alpha", 2.0))

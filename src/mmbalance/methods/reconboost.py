@@ -53,6 +53,8 @@ def boosting_loss(logits: torch.Tensor, others: torch.Tensor, labels: torch.Tens
 class ReconBoost(Method):
     """Alternating per-modality boosting stages with global correction stages."""
 
+    acting = {"key": "active_*", "noop": 0.0}  # 1 while modality m is the only learner trained
+
     def __init__(self, cfg: dict, ctx) -> None:
         super().__init__(cfg, ctx)
         self.w1 = float(self.cfg.get("weight1", 5.0))
@@ -86,6 +88,7 @@ class ReconBoost(Method):
 
     def loss(self, out, labels) -> torch.Tensor:
         kind, active, _ = self.phase
+        self.log(**{f"active_{m}": float(kind == "boost" and m == active) for m in out.unimodal_logits})
         if kind == "warmup":
             return sum(F.cross_entropy(z, labels) for z in out.unimodal_logits.values())
         if kind == "correct":

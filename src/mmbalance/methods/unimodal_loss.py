@@ -25,8 +25,11 @@ def unimodal_loss(fused: torch.Tensor, unimodal: dict[str, torch.Tensor], labels
 class UnimodalLoss(Method):
     """Fused CE + ``weight`` × Σ_m CE of each modality's logits."""
 
+    acting = {"key": "uni_weight", "noop": 0.0}  # weight 0 is the plain fused CE
+
     def loss(self, out, labels) -> torch.Tensor:
         weight = float(self.cfg.get("weight", 1.0))
+        self.log(uni_weight=weight)
         for m, z in out.unimodal_logits.items():
             self.log(**{f"ce_{m}": float(F.cross_entropy(z.detach(), labels))})
         return unimodal_loss(out.logits, out.unimodal_logits, labels, weight)
