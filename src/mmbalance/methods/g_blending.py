@@ -25,7 +25,11 @@ Choices where the paper leaves room (each stated, none hidden):
   training loss, which mixes weights from the whole epoch).
 - The first super-epoch has no estimate yet: uniform weights 1/(M+1).
 - ΔG_k ≤ 0 (the held-out loss did not fall) gives w_k = 0 (the formula would give a negative
-  weight; BalanceBenchmark uses |ΔG|/ΔO²); if every head gets 0 the previous weights stay.
+  weight); if every head gets 0 the previous weights stay. ``gain: abs`` takes |ΔG|/ΔO² as
+  BalanceBenchmark's ``GBlending_trainer.py`` does (a head whose held-out loss rose then gains
+  weight). That code also measures each head on a copy of the model trained ``super_epoch``
+  epochs on that head's loss alone (the other modalities zeroed), nearer the paper's offline G-Blend;
+  here the heads of the jointly trained model are measured (online).
 """
 
 from __future__ import annotations
@@ -51,18 +55,22 @@ class GBOutput(Output):
 
 
 def blend_weights(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]],
-                  eps: float = 1e-12) -> dict[str, float] | None:
-    """G-Blend weights w_k ∝ max(ΔG_k, 0) / ΔO_k², normalised to sum 1.
+                  eps: float = 1e-12, gain: str = "clamp") -> dict[str, float] | None:
+    """G-Blend weights w_k ∝ ΔG_k / ΔO_k², normalised to sum 1.
 
     ``before`` / ``after``: head → (L^T, L^V) at the start / end of the super-epoch.
-    Returns None when no head generalised (every ΔG_k ≤ 0): the caller keeps its weights.
+    ``gain``: ``clamp`` uses max(ΔG_k, 0) (a head whose held-out loss rose gets no weight);
+    ``abs`` uses |ΔG_k| as BalanceBenchmark's ``GBlending_trainer.py`` does.
+    Returns None when no head generalised (every ΔG_k ≤ 0 under ``clamp``): the caller keeps its weights.
     """
+    if gain not in ("clamp", "abs"):
+        raise ValueError(f"g_blending: unknown gain {gain!r}; choices: abs, clamp")
     raw = {}
     for k, (lt0, lv0) in before.items():
         lt1, lv1 = after[k]
-        gain = lv0 - lv1  # ΔG: fall of the held-out loss
+        g = lv0 - lv1  # ΔG: fall of the held-out loss
         over = (lv1 - lt1) - (lv0 - lt0)  # ΔO: growth of the generalisation gap
-        raw[k] = max(gain, 0.0) / (over * over + eps)
+        raw[k] = (max(g, 0.0) if gain == "clamp" else abs(g)) / (over * over + eps)
     total = sum(raw.values())
     if not (total > 0 and math.isfinite(total)):
         return None
@@ -85,6 +93,9 @@ class GradientBlending(Method):
         self.weights: dict[str, float] = {k: 1.0 / len(keys) for k in keys}
         self.before: dict[str, tuple[float, float]] | None = None  # (L^T, L^V) per head
         self.heads: nn.ModuleDict | None = None
+        self.gain = self.cfg.get("gain", "clamp")
+        if self.gain not in ("clamp", "abs"):
+            raise ValueError(f"g_blending: unknown gain {self.gain!r}; choices: abs, clamp")
 
     def modules(self, dims: dict[str, int], num_classes: int) -> dict[str, nn.Module]:
         """One linear classifier per modality on its encoder features."""
@@ -145,7 +156,7 @@ class GradientBlending(Method):
         if (epoch + 1) % self.super_epoch or epoch + 1 >= self.ctx.epochs:
             return
         after = self._measure(trainer)
-        new = blend_weights(self.before, after)
+        new = blend_weights(self.before, after, gain=self.gain)
         if new is not None:
             self.weights = new
         self.before = after

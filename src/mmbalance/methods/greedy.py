@@ -12,11 +12,15 @@ What it changes in the loop: ``modules`` (the MMTM block), ``forward`` (gated fe
 re-balancing mode), ``after_backward`` (speed bookkeeping on the step's gradients), ``predict``
 (the fused head on gated features).
 
-Formulas (BalanceBenchmark ``Greedy_trainer.py`` / ``BaseClassifierGreedyModel`` read; the paper's
-Eq. for the conditional learning speed recalled from §4): with μ(θ) = Σ‖∇θ‖² / Σ‖θ‖² summed
-over the step's parameters of a group, and cumulative sums over all non-re-balancing steps,
-BDR_m = log10(Σ_t μ(bypass_m) / Σ_t μ(main_m)) and speed = BDR_0 − BDR_1. If |speed| > α the
-cared-for modality is 0 when speed > 0, else 1 (the code's convention), for ``window`` steps.
+Formulas (the authors' code, nyukat/greedy_multimodal_learning ``src/callbacks.py``
+``Bias_Mitigation_Strong`` and ``src/balanced_mmtm.py``, as BalanceBenchmark ``Greedy_trainer.py``
+repeats them): with μ(θ) = Σ‖∇θ‖² / Σ‖θ‖² summed over the step's parameters of a group, and
+cumulative sums over all non-re-balancing steps, BDR_m = log10(Σ_t μ(bypass_m) / Σ_t μ(main_m))
+and speed = BDR_0 − BDR_1. From epoch ``start_epoch`` on (the code's ``starting_epoch``, 2 in its
+``configs/training.gin``; the speeds accumulate from the first step), if |speed| > α the
+cared-for modality is 0 when speed > 0, else 1, for ``window`` steps. The code's running average
+of modality 1's gate averages modality 0's gate (``running_avg_weight_skeleton`` is updated from
+``vis_out``); each modality's own gate is averaged here.
 Gates: g_m = σ(W_m·ReLU(W_s·[φ_0; φ_1])) and φ'_m = φ_m ⊙ g_m (MMTM with a plain sigmoid, as in
 that code), ``ratio`` = 4 sets the squeeze width 2·ΣD/ratio.
 
@@ -87,6 +91,7 @@ class Greedy(Method):
         self.alpha = float(self.cfg.get("alpha", 0.001))
         self.window = int(self.cfg.get("window", 5))
         self.ratio = float(self.cfg.get("ratio", 4))
+        self.start_epoch = int(self.cfg.get("start_epoch", 0))  # the code's ``starting_epoch``
         self.mmtm: FeatureMMTM | None = None
         self.fusion = None  # the model's fusion head, for predict (set on first use)
         self.bypass, self.main = [0.0, 0.0], [0.0, 0.0]  # cumulative μ sums per modality
@@ -138,7 +143,8 @@ class Greedy(Method):
             self.main[i] += relative_speed(model.modality_parameters(m))
         speed = speed_difference(self.bypass, self.main)
         self.log(speed=speed)
-        if abs(speed) > self.alpha:
+        # before ``start_epoch`` the speeds accumulate but no re-balancing starts (the code's lock)
+        if self.ctx.epoch >= self.start_epoch and abs(speed) > self.alpha:
             self.curation, self.curation_step = True, 0
             self.caring = 0 if speed > 0 else 1
 

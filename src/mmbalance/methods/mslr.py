@@ -3,7 +3,9 @@
 Yao & Mihalcea, "Modality-specific Learning Rates for Effective Multimodal Additive Late-fusion",
 Findings of ACL 2022. Each modality's encoder is optimised with its own learning rate
 lr·scale_m while the fusion head (and any method module) keeps the base lr: only the optimizer's
-parameter groups change.
+parameter groups change. With ``fusion: sum`` (the paper's additive late fusion, and the model
+the public code trains) each modality's own classifier joins its encoder's group, as the code
+scales ``audio_cls`` with ``audio_net``; the concat head is shared and stays at the base lr.
 
 ``strategy: keep`` holds the scales fixed. ``strategy: dynamic`` follows the only public
 implementation (AGM_ICCV2023 ``run/CREMAD_main.py``, which also gives the CREMA-D scales 0.9
@@ -14,6 +16,8 @@ code scales gradients, which leaves weight decay unscaled; scaling the group lr 
 """
 
 from __future__ import annotations
+
+from torch import nn
 
 from mmbalance.methods.base import METHODS, Method
 
@@ -28,6 +32,16 @@ def dataset_scales(cfg: dict, dataset: str | None) -> dict[str, float]:
     scales = {str(m): float(s) for m, s in (cfg.get("scales") or {}).items()}
     per = (cfg.get("scales_by_dataset") or {}).get(dataset) or {}
     return {**scales, **{str(m): float(s) for m, s in per.items()}}
+
+
+def own_head(model, modality: str) -> list:
+    """The modality's own classifier when the fusion has one per modality (``sum``: the additive
+    late fusion of the MSLR paper; the code scales ``audio_cls`` with ``audio_net``), else none:
+    a shared head (``concat``) keeps the base lr."""
+    heads = getattr(model.fusion, "heads", None)
+    if isinstance(heads, nn.ModuleDict) and modality in heads:
+        return [p for p in heads[modality].parameters() if p.requires_grad]
+    return []
 
 
 def dynamic_ratio(acc: float, memory: list[float]) -> float:
@@ -59,8 +73,8 @@ class MSLR(Method):
 
     def param_groups(self, model, cfg: dict) -> list[dict]:
         lrs = modality_lrs(float(cfg["lr"]), model.modalities, self.scales)
-        groups = [{"params": model.modality_parameters(m), "lr": lrs[m] * self.ratio.get(m, 1.0), "modality": m}
-                  for m in model.modalities]
+        groups = [{"params": model.modality_parameters(m) + own_head(model, m), "lr": lrs[m] * self.ratio.get(m, 1.0),
+                   "modality": m} for m in model.modalities]
         encoder_ids = {id(p) for g in groups for p in g["params"]}
         rest = [p for p in model.parameters() if p.requires_grad and id(p) not in encoder_ids]
         return groups + [{"params": rest}]  # fusion head and method modules: base lr
