@@ -8,6 +8,7 @@ the same seed and data. A method that trains plain fusion under another name fai
 """
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -148,3 +149,28 @@ def test_a_method_that_does_nothing_is_caught(monkeypatch):
     assert set(series) == {"k_audio", "k_visual"} and len(series["k_audio"]) == EPOCHS
     assert not is_acting(series, Idle.acting["noop"])
     assert acting_series(res["history"], {"key": "q_*", "noop": 0.0}) == {}  # never logged: nothing to show
+
+
+def test_report_draws_each_methods_quantity(tmp_path):
+    """The report's ``acting.png`` finds each run's declared series in its DVCLive curves."""
+    from PIL import Image
+
+    from mmbalance.report import load_results
+    from mmbalance.report.diagnostics import acting_series_of, render_diagnostics, RunData
+    from mmbalance.report.plots import load_curves
+    from test_diagnostics import _run
+
+    paths = [_run(tmp_path, "concat", {"train/rho_audio": [1.0, 2.0]}),
+             _run(tmp_path, "mslr", {"train/lr_ratio_audio": [0.9, 0.9], "train/lr_ratio_visual": [1.1, 1.1],
+                                     "train/lr_audio": [0.009, 0.009]}),
+             _run(tmp_path, "dr", {"train/reinit_audio": [0.2], "train/reinit_visual": [0.0]})]
+    runs = {r.run: r for r in load_results(paths)}
+    curves = {name: load_curves(Path(r.source).parent) for name, r in runs.items()}
+    data = {n: RunData(r, curves[n], {}) for n, r in runs.items()}
+    assert acting_series_of(data["concat"]) is None  # a plain baseline declares nothing
+    assert acting_series_of(data["mslr"]) == (METHODS.get("mslr").acting, ["train/lr_ratio_audio", "train/lr_ratio_visual"])
+    out = tmp_path / "reports"
+    drawn = {d.name: d for d in render_diagnostics("cremad", runs, curves, out / "plots", out)}
+    assert drawn["acting"].path == "plots/cremad/acting.png" and drawn["acting"].paper == "arl"
+    with Image.open(out / drawn["acting"].path) as img:
+        assert img.format == "PNG" and img.width > 300

@@ -111,7 +111,7 @@ def test_render_diagnostics_from_fixture(tmp_path):
     out = tmp_path / "reports"
     drawn = render_diagnostics("cremad", runs, curves, out / "plots", out)
     links = {d.name: d.path for d in drawn}
-    assert links == {name: f"plots/cremad/{name}.png" for name in ("gmm_gap", "gmm_probes", "rho", "opm_q", "arl", "iprm")}
+    assert links == {name: f"plots/cremad/{name}.png" for name in ("gmm_gap", "gmm_probes", "rho", "opm_q", "arl", "iprm", "acting")}
     for link in links.values():
         with Image.open(out / link) as img:
             img.verify()  # a complete, valid PNG

@@ -14,7 +14,11 @@ and, for GMM-AL's histogram, the end-of-run ``diagnostics`` that ``fit`` stores 
   samples actually dropped per epoch;
 - ``arl.png`` (ARL Fig. 3): dependency ratio d^m/d^r against inverse-variance ratio q^m/q^r,
   and the coefficients a^m per epoch;
-- ``iprm.png``: IPRM's EMA weight λ and probe ω per epoch (one panel per modality pair).
+- ``iprm.png``: IPRM's EMA weight λ and probe ω per epoch (one panel per modality pair);
+- ``acting.png``: every rebalancing run's distinguishing quantity (``Method.acting``: a
+  modulation coefficient, drop rate, loss weight, lr ratio…) per epoch, one panel per run, its
+  no-op value as a black line: a curve lying on that line is a method that did nothing (on the
+  ARL page, whose Table 1 compares the most of these methods).
 
 A figure whose runs have no results is not drawn; the paper page then says "not run" (or "no
 data" when the results predate the logged quantity). Figures are deterministic, as in
@@ -23,6 +27,7 @@ data" when the results predate the logged quantity). Figures are deterministic, 
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -39,6 +44,9 @@ RHO_RUNS = ("concat", "ogm_ge", "ogm", "ogm_code", "ogm_star", "opm", "opm_code"
 OPM_RUNS = ("opm", "opm_code", "opm_ogm")
 ARL_RUNS = ("arl", "arl_code", "arl_ur", "arl_al", "arl_al_gr", "arl_ur_al")
 IPRM_RUNS = ("iprm", "iprm__linear_mixup", "iprm__no_ema", "iprm__one_pass")
+ACTING_RUNS = ("ogm_ge", "ogm", "ogm_code", "ogm_star", "opm", "opm_code", "opm_ogm", "arl", "iprm", "gmm_al",
+               "g_blending", "greedy", "pmr", "agm", "mla", "dr", "mmpareto", "reconboost", "lfm", "mslr",
+               "moddrop", "unimodal_loss")
 
 # A run's per-seed end-of-run diagnostics: seed → dict (``results.json`` seeds.<k>.diagnostics).
 SeedDiagnostics = dict[str, dict]
@@ -192,6 +200,49 @@ def plot_iprm(dataset: str, data: Mapping[str, RunData], path: Path) -> bool:
                        hline=0.5)
 
 
+def acting_series_of(run: RunData) -> tuple[dict, list[str]] | None:
+    """(the run's method's ``acting`` declaration, its ``train/`` series), or None when the method
+    declares none (plain baselines) or the run logged none of them (results predating it)."""
+    from mmbalance.methods import METHODS  # the declarations live on the method classes
+
+    if run.summary.method not in METHODS or not METHODS.get(run.summary.method).acting:
+        return None
+    acting = METHODS.get(run.summary.method).acting
+    keys = sorted(k for k in run.curves if fnmatch.fnmatchcase(k, f"train/{acting['key']}"))
+    return (acting, keys) if keys else None
+
+
+def plot_acting(dataset: str, data: Mapping[str, RunData], path: Path) -> bool:
+    """One panel per run: its distinguishing quantity per epoch (mean over seeds), the no-op value
+    as a black line; False if no run logged one."""
+    found = {r: a for r in data if (a := acting_series_of(data[r])) is not None}
+    if not found:
+        return False
+    cols = min(4, len(found))
+    rows = math.ceil(len(found) / cols)
+    width, height = 3.3 * cols, 2.5 * rows + 0.7
+    fig = _new_figure(width, height)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, (r, (acting, keys)) in zip(axes, found.items()):
+        for i, key in enumerate(keys):
+            x, y = mean_curve(data[r].curves[key])
+            ax.plot(x, y, color=f"C{i % 10}", marker="." if len(x) < 5 else None, label=key.removeprefix("train/"))
+        ax.axhline(float(acting["noop"]), color="black", linewidth=0.6, alpha=0.6)
+        ax.set_title(run_label(r))
+        ax.set_xlabel("epoch")
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="best")
+        _integer_epochs(ax)
+    for ax in axes[len(found):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{dataset_label(dataset)}: each method's distinguishing quantity per epoch (mean over seeds; "
+                 "black: its no-op value)")
+    fig.subplots_adjust(bottom=0.45 / height, top=1 - 0.75 / height, left=0.5 / width, right=1 - 0.15 / width,
+                        wspace=0.3, hspace=0.55)
+    save_figure(fig, path)
+    return True
+
+
 def plot_gmm_probes(dataset: str, data: Mapping[str, RunData], path: Path) -> bool:
     """Probe accuracy per modality and fused accuracy per epoch, concat beside GMM-AL (Fig. 4)."""
     if not _with_series(data, GMM_RUNS, "test/probe_acc_"):
@@ -331,6 +382,8 @@ FIGURES: tuple[Figure, ...] = (
     Figure("arl", "arl", "Dependency ratio against inverse-variance ratio, and coefficients (paper Fig. 3)",
            ARL_RUNS, ("arl",), plot_arl),
     Figure("iprm", "iprm", "λ (EMA mixing weight) and ω (probe) per epoch", IPRM_RUNS, ("iprm",), plot_iprm),
+    Figure("arl", "acting", "Each rebalancing method's distinguishing quantity per epoch (its no-op value in black)",
+           ACTING_RUNS, ("ogm_ge", "arl"), plot_acting),
 )
 
 
