@@ -1,8 +1,9 @@
-"""Run the throughput benchmarks P1-P3 and write their report (``make bench``).
+"""Run the throughput benchmarks P1-P4 and write their report (``make bench``).
 
 Generates a small CREMA-D set at the full-size profile's geometry under ``--work`` (reused when
 its settings have not changed), then P1 (raw → shards), P2 (loading) and P3 (step time per
-method), and writes the markdown report with the machine they ran on.
+method), and writes the markdown report with the machine they ran on; then P4, a no-op
+``dvc repro`` of this repository's pipeline (skipped when it is not up to date), in its own section.
 
 Usage: python benchmarks/run.py --work build/bench --out reports/performance.md
 """
@@ -43,6 +44,7 @@ def main() -> None:
     import p1_prepare
     import p2_loading
     import p3_step_time
+    import p4_noop_repro
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, required=True, help="scratch folder (synthetic data, shards, per-file outputs)")
@@ -52,6 +54,7 @@ def main() -> None:
     ap.add_argument("--clips-per-class", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steps", type=int, default=8, help="P3 training steps per epoch")
+    ap.add_argument("--repo", type=Path, default=Path("."), help="P4: the DVC repository whose no-op repro is timed")
     args = ap.parse_args()
 
     start = time.perf_counter()
@@ -74,7 +77,11 @@ def main() -> None:
                 "repeats": args.repeats}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     wall = time.perf_counter() - start
-    args.out.write_text(render(machine(), results, settings, wall))
+    t = time.perf_counter()
+    noop = p4_noop_repro.run(args.repo.resolve(), args.repeats)
+    print(f"P4 done in {time.perf_counter() - t:.0f} s", flush=True)
+    args.out.write_text(render(machine(), results, settings, wall) + "\n" + p4_noop_repro.render(noop))
+    results += noop
     (args.work / "results.json").write_text(json.dumps([m.as_dict() for m in results], indent=2))
     print(f"wrote {args.out} ({wall:.0f} s)")
 

@@ -1,0 +1,166 @@
+"""P4: a no-op ``dvc repro`` (every stage up to date): its time and where the time goes.
+
+Runs only on an up-to-date pipeline (``dvc status`` clean), so nothing is ever reproduced: on a
+pipeline with changes it reports that it was skipped. Measures, in interleaved rounds, ``dvc
+repro`` as installed and ``dvc repro`` with ruamel.yaml's pure-Python parser (what DVC used
+before ``ruamel.yaml.clib`` was a dependency), then one instrumented run that adds up the time
+spent in DVC's parts: reading params.yaml for each stage's params dependency, checking file and
+directory dependencies and outputs (hashes from DVC's state database), stage read/write locks,
+and loading dvc.yaml / dvc.lock. CPU seconds are the ones to compare with the goal: on a busy
+machine the wall time also counts waiting for a core.
+
+Usage: python benchmarks/p4_noop_repro.py --repo . [--update reports/performance.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import Measurement, median
+
+GOAL_S = 5.0
+SECTION = "## No-op dvc repro"
+# a dvc process without ruamel.yaml's C extension: the import of _ruamel_yaml fails
+PURE_YAML = "import sys; sys.modules['_ruamel_yaml'] = None; "
+RUN_DVC = "from dvc.cli import main; sys.exit(main(sys.argv[1:]))"
+# one instrumented run: CPU seconds per part, printed as JSON on stderr's last line
+INSTRUMENTED = """
+import atexit, functools, json, sys, time
+parts = {}
+def timed(owner, name, label):
+    f = getattr(owner, name)
+    @functools.wraps(f)
+    def g(*a, **k):
+        t = time.process_time()
+        try:
+            return f(*a, **k)
+        finally:
+            parts[label] = parts.get(label, 0.0) + time.process_time() - t
+    setattr(owner, name, g)
+import dvc.dependency.param as P, dvc.output as O, dvc.dependency.base as D, dvc.dvcfile as F
+timed(P.ParamsDependency, "workspace_status", "params")
+timed(O.Output, "workspace_status", "outs_and_file_deps")
+timed(D.Dependency, "workspace_status", "file_deps")
+timed(F.Lockfile, "load", "dvc_lock")
+atexit.register(lambda: print(json.dumps({k: round(v, 3) for k, v in parts.items()}), file=sys.stderr))
+"""
+PART_LABELS = {
+    "params": "params.yaml read and parsed once per stage with a params dependency",
+    "file_deps": "file and directory dependencies (state-database hashes)",
+    "outs": "outputs (state-database hashes, directory trees)",
+    "dvc_lock": "dvc.lock parsed (round-trip YAML)",
+    "rest": "start-up, dvc.yaml templating, stage graph, read/write locks",
+}
+
+
+def dvc_cmd(repo: Path, *args: str, prefix: str = "") -> list[str]:
+    return [sys.executable, "-c", "import sys; " + prefix + RUN_DVC, *args]
+
+
+def run_timed(cmd: list[str], repo: Path) -> tuple[float, float, subprocess.CompletedProcess]:
+    """(wall s, CPU s of the child, result)."""
+    r0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    res = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
+    t1, r1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    if res.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[3:])} failed in {repo}:\n{res.stderr[-2000:]}")
+    return t1 - t0, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), res
+
+
+def up_to_date(repo: Path) -> bool:
+    """True when ``dvc status`` reports no changed stage."""
+    _, _, res = run_timed(dvc_cmd(repo, "status", "--json"), repo)
+    return json.loads(res.stdout or "{}") == {}
+
+
+def pipeline_size(repo: Path) -> dict:
+    """Stages, file/directory dependencies, params dependencies and outputs of the pipeline."""
+    code = ("from dvc.repo import Repo; import json; r = Repo('.'); st = list(r.index.stages); "
+            "print(json.dumps({'stages': len(st), "
+            "'deps': sum(1 for s in st for d in s.deps if d.__class__.__name__ != 'ParamsDependency'), "
+            "'outs': sum(len(s.outs) for s in st)}))")
+    return json.loads(subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True,
+                                     check=True).stdout)
+
+
+def breakdown(repo: Path) -> dict[str, float]:
+    """CPU seconds per part of one instrumented no-op ``dvc repro`` (``PART_LABELS``)."""
+    _, cpu, res = run_timed(dvc_cmd(repo, "repro", prefix=INSTRUMENTED), repo)
+    parts = json.loads(res.stderr.strip().splitlines()[-1])
+    file_deps = parts.get("file_deps", 0.0)
+    out = {"params": parts.get("params", 0.0), "file_deps": file_deps,
+           "outs": parts.get("outs_and_file_deps", 0.0) - file_deps, "dvc_lock": parts.get("dvc_lock", 0.0)}
+    out["rest"] = max(cpu - sum(out.values()), 0.0)
+    return {k: round(v, 2) for k, v in out.items()}
+
+
+def run(repo: Path, repeats: int) -> list[Measurement]:
+    """Interleaved rounds of the no-op repro with the C and the pure-Python YAML parser."""
+    if not up_to_date(repo):
+        return [Measurement("P4", "no-op dvc repro", 0.0, "s", None, "", None,
+                            "skipped: the pipeline has changes (dvc status), a repro would run them")]
+    runs = {"c": [], "pure": []}
+    for _ in range(repeats):
+        for kind, prefix in (("c", ""), ("pure", PURE_YAML)):
+            wall, cpu, res = run_timed(dvc_cmd(repo, "repro", prefix=prefix), repo)
+            if "up to date" not in res.stdout + res.stderr:
+                raise RuntimeError(f"dvc repro in {repo} was not a no-op:\n{res.stdout[-2000:]}")
+            runs[kind].append((wall, cpu))
+    size = pipeline_size(repo)
+    cpu = median([c for _, c in runs["c"]])
+    pure_cpu = median([c for _, c in runs["pure"]])
+    parts = breakdown(repo)
+    out = [Measurement("P4", "no-op dvc repro (CPU)", cpu, "s", cpu, "s CPU", ("<=", GOAL_S),
+                       f"{size['stages']} stages, {size['deps']} file/dir deps, {size['outs']} outputs; wall "
+                       f"{median([w for w, _ in runs['c']]):.1f} s; median of {repeats}"),
+           Measurement("P4", "same, pure-Python YAML parser", pure_cpu, "s", pure_cpu / cpu, "× with C parser", None,
+                       "ruamel.yaml without ruamel.yaml.clib (DVC reads params.yaml once per stage)")]
+    out += [Measurement("P4", f"  {PART_LABELS[k]}", v, "s CPU", v / cpu, "of total", None, "one instrumented run")
+            for k, v in parts.items()]
+    return out
+
+
+def render(results: list[Measurement]) -> str:
+    """The report section (appended to reports/performance.md by run.py or ``--update``)."""
+    lines = [SECTION, "", "`benchmarks/p4_noop_repro.py`: `dvc repro` with every stage up to date, on this",
+             "repository's pipeline. The CPU time is what a 2-core machine with nothing else running waits.", "",
+             "| measurement | value | ratio | goal | verdict | notes |", "|---|---|---|---|---|---|"]
+    for m in results:
+        goal = "—" if m.goal is None else f"{m.goal[0]} {m.goal[1]:g} s"
+        verdict = {True: "**PASS**", False: "**FAIL**", None: "info"}[m.passed]
+        ratio = "—" if m.ratio is None else f"{m.ratio:.2f} ({m.ratio_label})"
+        lines.append(f"| {m.name} | {m.value:.1f} {m.unit} | {ratio} | {goal} | {verdict} | {m.note} |")
+    return "\n".join(lines) + "\n"
+
+
+def update_report(path: Path, section: str) -> None:
+    """Replace this benchmark's section of ``path`` (or append it), leaving the rest as it is."""
+    text = path.read_text() if path.exists() else ""
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repo", type=Path, default=Path("."), help="the DVC repository (its pipeline up to date)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--update", type=Path, default=None, help="report whose no-op section to replace")
+    args = ap.parse_args()
+    results = run(args.repo.resolve(), args.repeats)
+    for m in results:
+        print(m.as_dict())
+    if args.update is not None:
+        update_report(args.update, render(results))
+        print(f"updated {args.update}")
+
+
+if __name__ == "__main__":
+    main()
