@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from mmbalance.params import load_params, lookup, split_options
-from mmbalance.prepare import prepare
+from mmbalance.prepare import prepare, recipe_from_params
 
 
 def main() -> None:
@@ -19,10 +19,8 @@ def main() -> None:
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
     params = load_params(args.params)
-    common, ds = lookup(params, "prepare"), lookup(params, f"datasets.{args.dataset}")
-    # the adapter's decoding recipe: the shared audio settings + this dataset's own block
-    recipe = {**common["audio"], "spec_dtype": common["spec_dtype"],
-              **{k: v for k, v in ds.items() if k not in ("root", "split_csv", "split")}}
+    common = lookup(params, "prepare")
+    recipe = recipe_from_params(params, args.dataset)  # the same recipe `stages/validate.py` checks with
     split = split_options(params, args.dataset, args.split_csv)
     index = prepare(args.dataset, args.root, args.out, recipe, split, common["workers"], common["shard_max_count"])
     counts = {s: v["count"] for s, v in index["splits"].items()}

@@ -2,7 +2,8 @@
 reason in index.json, and every other clip still reaches the shards (nothing is dropped silently).
 
 One tiny generated root per dataset (module fixtures); each case copies it, breaks one thing, runs
-``validate`` and ``prepare`` in-process. Combinations that do not apply to a dataset are listed as
+``validate`` and ``prepare`` in-process; ``validate`` must list exactly the problems ``prepare``
+records (or fail with the same error). Combinations that do not apply to a dataset are listed as
 skipped parameters with the reason (UCF-101 has no audio; MOSI has no media files).
 """
 
@@ -24,7 +25,7 @@ from mmbalance.datasets import DatasetLayoutError, get_dataset
 from mmbalance.datasets.mini import get_generator
 from mmbalance.prepare import prepare
 from mmbalance.shards import iter_samples, shard_urls
-from mmbalance.validate import validate
+from mmbalance.validate import check_root, validate
 
 # 3-s spectrograms and 16-px frames keep every prepare run well under a second
 RECIPE = dict(sample_rate=16000, clip_seconds=3, n_fft=512, win_length=512, hop_length=159, window="tukey",
@@ -155,7 +156,6 @@ class Expect:
 
     error: str | None = None
     skip: str | None = None
-    at_scan: bool = False  # the skip is found by the layout scan, so validate lists it too
     dropped: bool = True
     listed_by_id: bool = True  # the skip carries the victim's id (False: e.g. its whole folder is listed)
     names_file: bool = True
@@ -232,9 +232,9 @@ def _cremad_cases():
         "implausible sample rate": (lambda c: sf.write(wav(c), _noise(300), 100), LOW_RATE),
         "unknown emotion code": (lambda c: [shutil.copy(p, p.with_name(p.name.replace(p.stem.split("_")[2], "XYZ")))
                                             for p in (wav(c), flv(c))],
-                                 Expect(skip="unknown emotion code", at_scan=True, dropped=False, names_file=False)),
+                                 Expect(skip="unknown emotion code", dropped=False, names_file=False)),
         "duplicate clip id (.wav and .WAV)": (lambda c: shutil.copy(wav(c), wav(c).with_suffix(".WAV")),
-                                              Expect(skip="duplicate clip id", at_scan=True, dropped=False)),
+                                              Expect(skip="duplicate clip id", dropped=False)),
         "empty folders": (lambda c: [p.unlink() for d in ("AudioWAV", "VideoFlash") for p in (c.root / d).iterdir()],
                           Expect(error="no CREMA-D clip")),
     }
@@ -272,8 +272,8 @@ def _mp4_cases(ds: str):
             path.write_text(path.read_text() + other + "&" + line.split("&", 1)[1] + "\n")
 
         cases["event span shorter than one STFT window"] = (short_span, SHORT)
-        cases["unknown category"] = (unknown, Expect(skip="unknown category", at_scan=True, names_file=False))
-        cases["duplicate video id"] = (duplicate, Expect(skip="duplicate video id", at_scan=True, dropped=False,
+        cases["unknown category"] = (unknown, Expect(skip="unknown category", names_file=False))
+        cases["duplicate video id"] = (duplicate, Expect(skip="duplicate video id", dropped=False,
                                                          names_file=False))
         cases["empty video folder"] = (lambda c: [p.unlink() for p in (c.root / "AVE").iterdir()],
                                        Expect(error="no AVE clip"))
@@ -286,9 +286,9 @@ def _mp4_cases(ds: str):
             other = next(d for d in sorted((c.root / "train").iterdir()) if d != mp4(c).parent)
             shutil.copy(mp4(c), other / mp4(c).name)
 
-        cases["unknown class folder"] = (unknown, Expect(skip="not in class list", at_scan=True, listed_by_id=False,
+        cases["unknown class folder"] = (unknown, Expect(skip="not in class list", listed_by_id=False,
                                                          names_file=False))
-        cases["duplicate clip id"] = (duplicate, Expect(skip="duplicate clip id", at_scan=True, dropped=False))
+        cases["duplicate clip id"] = (duplicate, Expect(skip="duplicate clip id", dropped=False))
         cases["empty class folders"] = (lambda c: [p.unlink() for p in c.root.rglob("*.mp4")],
                                         Expect(error="no Kinetics-Sounds clip found"))
     return cases
@@ -321,9 +321,9 @@ def _ucf_cases():
         "truncated video": (lambda c: _truncate(avi(c)), TRUNCATED),
         "zero decodable frames": (lambda c: _zero_video_packets(avi(c)), ZERO_FRAMES),
         "a single frame (flow needs two)": (one_frame, Expect(skip="fewer than 2")),
-        "unknown label (not in classInd)": (unknown_label, Expect(skip="disagrees with classInd", at_scan=True,
+        "unknown label (not in classInd)": (unknown_label, Expect(skip="disagrees with classInd",
                                                                  names_file=False)),
-        "duplicate list entry": (duplicate, Expect(skip="listed again", at_scan=True, dropped=False, names_file=False)),
+        "duplicate list entry": (duplicate, Expect(skip="listed again", dropped=False, names_file=False)),
         "empty video folders": (lambda c: [p.unlink() for p in c.root.rglob("*.avi")],
                                 Expect(error="no UCF-101 video")),
         "video without audio stream": na, "silent audio": na, "audio shorter than one STFT window": na,
@@ -348,9 +348,9 @@ def _mosi_cases():
 
     na = pytest.mark.skip(reason=NA_MEDIA)
     return {
-        "NaN label (unknown label)": (set_label(np.nan), Expect(skip="not a finite number", at_scan=True,
+        "NaN label (unknown label)": (set_label(np.nan), Expect(skip="not a finite number",
                                                                 names_file=False)),
-        "label out of range": (set_label(7.5), Expect(skip=r"outside the sentiment range", at_scan=True,
+        "label out of range": (set_label(7.5), Expect(skip=r"outside the sentiment range",
                                                       names_file=False)),
         "NaN features": (feature(np.nan), Expect(skip="non-finite vision")),
         "inf features": (feature(np.inf), Expect(skip="non-finite vision")),
@@ -398,20 +398,25 @@ def test_bad_input(ds, breaker, expect, pristine, tmp_path):
     original = base.clips[victim_key]
     clip = replace(original, paths={k: root / Path(p).relative_to(base.root) for k, p in original.paths.items()})
     breaker(Ctx(root, ds, clip, base.clips))
-    usable, lines = validate(ds, root, SPLITS[ds])
+    usable, lines = validate(ds, root, SPLITS[ds], RECIPE)
     out = tmp_path / "shards"
 
     if expect.error:
         assert not usable and re.search(expect.error, lines[0]) and str(root) in lines[0], lines
         with pytest.raises(DatasetLayoutError, match=expect.error) as err:
             prepare(ds, root, out, RECIPE, SPLITS[ds], workers=1, shard_max_count=100)
-        assert str(root) in str(err.value)
+        assert str(root) in str(err.value) and lines == [f"ERROR {err.value}"]
         return
 
     assert usable, lines
     index = prepare(ds, root, out, RECIPE, SPLITS[ds], workers=1, shard_max_count=100)
     keys = _shard_keys(out, index)
     skipped = index["skipped"]
+    # validate decodes with the same per-clip check: the same problems, the same usable counts
+    report = check_root(ds, root, SPLITS[ds], RECIPE)
+    assert report.problems == skipped
+    assert report.counts == {split: v["count"] for split, v in index["splits"].items()}
+    assert lines == report.lines()
     if expect.skip:
         hits = [s for s in skipped if re.search(expect.skip, s["reason"])]
         assert hits, skipped
@@ -419,8 +424,6 @@ def test_bad_input(ds, breaker, expect, pristine, tmp_path):
             assert any(s["clip_id"] == clip.clip_id for s in hits), hits
         if expect.names_file:
             assert any(Path(p).name in s["reason"] + s["path"] for s in hits for p in clip.paths.values()), hits
-        if expect.at_scan:
-            assert any(re.search(expect.skip, line) for line in lines), lines
     else:
         assert len(skipped) == len(base.skips), skipped
     # nothing dropped silently: every other clip is in the shards, the victim too unless skipped

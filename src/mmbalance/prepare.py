@@ -2,65 +2,48 @@
 
 The dataset's adapter lists the clips and decodes each one into arrays (spectrograms, frames,
 flow, feature sequences); this module parallelises that over clips and writes the shards. A clip
-whose media cannot be decoded is skipped and listed, with its reason, in the index.
+whose media cannot be decoded is skipped and listed, with its file and reason, in the index; the
+per-clip check is ``mmbalance.validate.check_clip``, so ``validate`` lists the same problems.
 """
 
 from __future__ import annotations
 
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from mmbalance.datasets import Clip, DatasetAdapter, get_dataset
-from mmbalance.datasets.base import SPLITS
-from mmbalance.media import MediaError
-from mmbalance.validate import format_skip
+from mmbalance.params import lookup
+from mmbalance.validate import by_split, checked_clips, format_problem, skip_problem, sorted_problems, worker_pool
 
 
-def _extract_one(args: tuple[str, Clip, dict]) -> tuple[Clip, dict | None, str | None]:
-    dataset, clip, recipe = args
-    try:
-        return clip, get_dataset(dataset).extract(clip, recipe), None
-    except MediaError as err:  # names the file and what is wrong
-        return clip, None, str(err)
-
-
-def _extracted(dataset: str, clips: list[Clip], recipe: dict, pool, desc: str):
-    """(clip, arrays | None, error | None) in the order of ``clips``; parallel over clips when
-    a worker pool is given (ordered ``imap``, so the output order never depends on timing)."""
-    jobs = [(dataset, c, recipe) for c in clips]
-    results = pool.imap(_extract_one, jobs, chunksize=8) if pool is not None else map(_extract_one, jobs)
-    yield from tqdm(results, total=len(jobs), desc=desc, mininterval=2.0)
+def recipe_from_params(params: dict, dataset: str) -> dict:
+    """The adapter's decoding recipe: the shared ``prepare.audio`` settings and ``spec_dtype``
+    plus the dataset's own block (without its root and split options)."""
+    common, ds = lookup(params, "prepare"), lookup(params, f"datasets.{dataset}")
+    return {**common["audio"], "spec_dtype": common["spec_dtype"],
+            **{k: v for k, v in ds.items() if k not in ("root", "split_csv", "split")}}
 
 
 def prepare(dataset: str, root: Path, out_dir: Path, recipe: dict, split_options: dict, workers: int, shard_max_count: int) -> dict:
     """Scan ``root`` with the dataset's adapter, extract every clip, write shards and the index."""
-    # imported here, not at module level: spawned extraction workers import this module for
-    # _extract_one, and the shard package pulls in webdataset → torch (~1.4 s per worker)
+    # imported here, not at module level: the shard package pulls in webdataset → torch
+    # (~1.4 s), which the extraction workers (mmbalance.validate.check_clip) never need
     from mmbalance.shards import write_index
     adapter = get_dataset(dataset)
     clips, skips = adapter.scan(root, **split_options)
     # the layout check comes first: every problem is listed before any long decoding starts
     print(f"{dataset}: {len(clips)} clips, {len(skips)} skipped at scan", flush=True)
-    for skip in skips:
-        print(f"  {format_skip(skip)}", flush=True)
-    skipped = [{"clip_id": s.clip_id, "path": str(s.path), "reason": s.reason} for s in skips]
+    skipped = [skip_problem(s) for s in skips]
+    for problem in skipped:
+        print(f"  {format_problem(problem)}", flush=True)
     index = {"dataset": dataset, "classes": list(adapter.classes), "modalities": {}, "splits": {},
              "frames_per_clip": int(recipe.get("frames_per_clip", adapter.frames_per_clip)),
              "recipe": {k: v for k, v in sorted(recipe.items())}}
-    pool = get_context("spawn").Pool(workers) if workers > 1 else None
-    try:
-        for split in SPLITS:
-            members = sorted((c for c in clips if c.split == split), key=lambda c: c.clip_id)
-            if members:
-                index["splits"][split] = _write_split(adapter, split, members, recipe, pool, out_dir, shard_max_count, index, skipped)
-    finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
-    index["skipped"] = sorted(skipped, key=lambda s: (s["clip_id"], s["path"]))
+    with worker_pool(workers) as pool:
+        for split, members in by_split(clips).items():
+            index["splits"][split] = _write_split(adapter, split, members, recipe, pool, out_dir, shard_max_count, index, skipped)
+    index["skipped"] = sorted_problems(skipped)
     write_index(out_dir / "index.json", index)
     return index
 
@@ -73,9 +56,10 @@ def _write_split(adapter: DatasetAdapter, split: str, members: list[Clip], recip
     per_class = {name: 0 for name in adapter.classes}
 
     def samples():
-        for clip, arrays, error in _extracted(adapter.name, members, recipe, pool, f"{adapter.name}/{split}"):
-            if error is not None:
-                skipped.append({"clip_id": clip.clip_id, "path": ", ".join(str(p) for p in clip.paths.values()), "reason": error})
+        # the same per-clip check as `validate`, so both list the same problems
+        for clip, arrays, problem in checked_clips(adapter.name, members, recipe, pool, f"{adapter.name}/{split}"):
+            if problem is not None:
+                skipped.append(problem)
                 continue
             per_class[adapter.classes[clip.label]] += 1
             _record_shapes(index["modalities"], arrays, adapter.kinds, adapter.dequantize)
