@@ -88,6 +88,12 @@ METHOD_NAMES: dict[str, str] = {
     "mslr": "MSLR",
     "moddrop": "ModDrop",
     "unimodal_loss": "Unimodal loss",
+    "mmcosine": "MMCosine",
+    "umt": "UMT",
+    "mbsd": "MBSD",
+    "cml": "CML",
+    "amco": "AMCo",
+    "valuation": "Modality valuation",
 }
 
 # Variant suffix (after "__") -> label; fusions come from FUSION_NAMES.
@@ -102,6 +108,7 @@ VARIANT_LABELS: dict[str, str] = {
     "linear_mixup": "linear mixup",
     "no_ema": "w/o EMA",
     "one_pass": "one-pass",
+    "modality_level": "modality-level",
 }
 
 
