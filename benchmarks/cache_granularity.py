@@ -39,9 +39,10 @@ def status(stages: list[str]) -> dict:
 
 
 def checked_stages() -> list[str]:
-    """The training stages and the evaluate stages (reading every trained model), by name."""
+    """The training stages and the evaluate stages (reading every trained model), as their
+    matrix/foreach group names (one target per group: ``dvc status`` collects each target apart)."""
     names = dvc("stage", "list", "--name-only").split()
-    return [n for n in names if n.startswith((*RUN_STAGES, "evaluate"))]
+    return sorted({n.split("@")[0] for n in names if n.startswith((*RUN_STAGES, "evaluate"))})
 
 
 def expected_stages(edited: Path, manifests: Path) -> set[str]:
