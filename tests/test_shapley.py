@@ -92,3 +92,16 @@ def test_a_run_that_cannot_predict_is_skipped_with_its_reason(tmp_path, monkeypa
     out = shapley_runs([tmp_path / "greedy"], {}, tiny_split(6), log=logs.append)
     assert out["runs"] == {} and out["skipped"] == {"greedy": "predict needs training-time state"}
     assert "greedy" in logs[0] and "training-time state" in logs[0]
+
+
+def test_greedy_reloaded_predicts_without_a_training_forward(tmp_path):
+    """Greedy fuses gated features with the model's fusion head at test time: a reloaded model
+    (no training forward, no epoch hook) has it through ``Method.bind`` and gets Shapley values."""
+    info = {**INFO, "classes": [f"c{i}" for i in range(6)]}
+    folder = tmp_path / "greedy"
+    folder.mkdir()
+    method, model = build_run(info, "greedy", {}, MODEL_CFG, 2)
+    torch.save({"state": model.state_dict(), "method": "greedy", "method_cfg": {}, "model_cfg": MODEL_CFG,
+                "epochs": 2, "seed": 0, "method_state": method.state_dict()}, folder / "seed0.pt")
+    out = shapley_runs([folder], info, tiny_split(12, seed=2))
+    assert out["skipped"] == {} and sorted(out["runs"]["greedy"]["seeds"]) == ["0"]

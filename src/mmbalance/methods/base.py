@@ -61,6 +61,10 @@ class Method:
         self.cfg = dict(cfg or {})
         self.ctx = ctx
 
+    def bind(self, model: MultimodalModel) -> None:
+        """Called once the model is built (training and reloading alike): a method that needs a
+        model part at test time (e.g. Greedy's fusion head) keeps it here; default nothing."""
+
     def modalities(self, available: list[str]) -> list[str]:
         """Modalities the model is built with (default: all of the dataset's)."""
         return list(available)

@@ -120,6 +120,9 @@ class Greedy(Method):
             gates[m] = self.avg_gate[m].expand_as(gates[m])  # cut the cross-modal path of m
         return gates
 
+    def bind(self, model) -> None:
+        self.fusion = model.fusion  # a reloaded model predicts without a training forward first
+
     def on_epoch_start(self, epoch: int, trainer) -> None:
         self.fusion = trainer.model.fusion
 

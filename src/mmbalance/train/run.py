@@ -58,6 +58,7 @@ def build_run(info: dict, method_name: str, method_cfg: dict, model_cfg: dict, e
     kinds = {m: s["kind"] for m, s in info["modalities"].items()}
     model = build_model(model_cfg, mods, in_channels_of(info), len(info["classes"]), model_cfg.get("fusion", "concat"), kinds)
     model.method_modules.update(method.modules(model.feature_dims, len(info["classes"])))
+    method.bind(model)
     return method, model
 
 
