@@ -46,8 +46,6 @@ class OGMGE(Method):
 
     acting = {"key": "k_*", "noop": 1.0}  # gradient coefficient of each encoder
 
-    acting = {"key": "k_*", "noop": 1.0}  # gradient coefficient of each encoder
-
     def after_backward(self, model, out, labels) -> None:
         epoch = self.ctx.epoch
         if not self.cfg.get("start_epoch", 0) <= epoch <= self.cfg.get("end_epoch", 10**9):
