@@ -129,3 +129,10 @@ def test_a_copy_outside_the_methods_dir_is_refused(tmp_path):
     (tmp_path / "mla.py").write_text("# not the imported module\n")
     with pytest.raises(FileNotFoundError, match="not in"):
         method_files("mla", tmp_path)
+
+
+def test_a_byte_identical_copy_is_accepted(tmp_path):
+    """A queued experiment's temporary workspace holds a copy of the methods folder while Python
+    imports the installed checkout: the same bytes describe the code that runs."""
+    (tmp_path / "mla.py").write_bytes((METHODS_DIR / "mla.py").read_bytes())
+    assert method_files("mla", tmp_path) == [tmp_path / "mla.py"]

@@ -261,13 +261,13 @@ def test_queue_and_collect(tmp_path):
     p["tune"].update(budget=2, runs={"cremad": ["concat", "moddrop"]})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     pipeline = yaml.safe_load((tmp_path / "dvc.yaml").read_text())
-    stages = {k: v for k, v in pipeline["stages"].items() if k in ("generate", "prepare", "tune-cremad")}
+    stages = {k: v for k, v in pipeline["stages"].items() if k in ("generate", "prepare", "method-sources", "tune-cremad")}
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", OMP_NUM_THREADS="1",
                PYTHONPATH=str(tmp_path / "src"), DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
                GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"],
-                ["dvc", "repro", "-q", "prepare"], ["git", "add", "-A"], ["git", "commit", "-qm", "base"]):
+                ["dvc", "repro", "-q", "prepare", "method-sources"], ["git", "add", "-A"], ["git", "commit", "-qm", "base"]):
         _run(cmd, tmp_path, env)
     try:
         out = _run([sys.executable, "-m", "mmbalance.tune", "queue", "--dataset", "cremad", "-j", "2", "--wait"],

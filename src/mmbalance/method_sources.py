@@ -41,15 +41,21 @@ def method_imports(path: Path) -> set[str]:
 def defining_file(method: str, methods_dir: Path) -> Path:
     """``methods_dir/<file>`` of the module that defines the class registered as ``method``.
 
-    The file is found with ``inspect`` on the registered class and must be the one in
-    ``methods_dir`` (the code DVC hashes), not another installed copy of the package."""
+    The module is found with ``inspect`` on the registered class; its file of the same name in
+    ``methods_dir`` (the code DVC hashes) is returned. The imported package may be another copy
+    with the same bytes (a queued ``dvc exp run`` works in a temporary copy of the workspace while
+    Python imports the installed editable package); a copy that differs is refused, since its hash
+    would not describe the code that runs."""
     from mmbalance.methods import METHODS
 
-    source = Path(inspect.getsourcefile(METHODS.get(method)))
+    cls = METHODS.get(method)
+    source = Path(inspect.getsourcefile(cls))
     path = methods_dir / source.name
-    if not path.is_file() or not path.samefile(source):
-        raise FileNotFoundError(f"method {method!r} is defined in {source}, which is not in {methods_dir}: "
-                                f"install this checkout (pip install -e .) or pass its methods folder")
+    same = path.is_file() and (path.samefile(source) or path.read_bytes() == source.read_bytes())
+    if cls.__module__ != f"{METHODS_PACKAGE}.{source.stem}" or not same:
+        raise FileNotFoundError(f"method {method!r} is defined in {source}, which is not in {methods_dir} "
+                                f"(nor a byte-identical copy): install this checkout (pip install -e .) or "
+                                f"pass its methods folder")
     return path
 
 
