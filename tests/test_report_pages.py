@@ -283,8 +283,10 @@ def test_report_stage_is_fast_for_100_runs(tmp_path):
                     "--methods", "concat", "--git-rev", "x", "--out", str(tmp_path / "reports" / "README.md")],
                    check=True, cwd=ROOT)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    # CPU time of the stage process (wall time on a shared machine says little): < 10 s
-    assert (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime) < 10.0
+    # a guard against accidental quadratic work, not a benchmark: CPU time of the stage process
+    # (~10 s on 2 idle cores with the paper pages, costs and Shapley columns; wall time on a shared
+    # machine says little), with room for a loaded machine
+    assert (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime) < 20.0
 
 
 def test_cpu_model_from_cpuinfo(tmp_path):
