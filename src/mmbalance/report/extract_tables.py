@@ -31,6 +31,8 @@ from pathlib import Path
 
 import yaml
 
+from mmbalance.report.papers import TableCell
+
 CAPTION = re.compile(r"^(?:Table|TABLE)\s+(\d+)\b")
 _TAGS = re.compile(r"</?[a-z]+>")
 _CITATION = re.compile(r"\s*\[\d+(?:,\s*\d+)*\]")
@@ -47,21 +49,8 @@ CSV_COLUMNS = ("paper", "table", "row", "column", "value", "unit", "dataset", "m
 NUMBERS_COLUMNS = ("paper", "table", "dataset", "method", "metric", "value", "note")
 
 
-@dataclass(frozen=True)
-class Cell:
-    """One numeric cell of a paper table; ``value`` as printed (a string)."""
-
-    paper: str
-    table: int
-    row: str
-    column: str
-    value: str
-    unit: str
-    dataset: str
-    metric: str
-    backbone: str
-    method: str
-    note: str = ""
+# one extracted cell is the record the report reads back (a line of paper_tables.csv)
+Cell = TableCell
 
 
 @dataclass
