@@ -130,6 +130,16 @@ def load_trained(path: Path, info: dict):
     return method, model, ckpt
 
 
+def trained_seeds(model_dir: Path, info: dict):
+    """Yield ``(seed, method, model, checkpoint)`` for every ``seed<k>.pt`` of a run's model
+    folder, in seed order; a folder without any is an error naming it."""
+    checkpoints = seed_checkpoints(model_dir)
+    if not checkpoints:
+        raise FileNotFoundError(f"{model_dir}: no seed<k>.pt model files")
+    for k, path in checkpoints:
+        yield (k, *load_trained(path, info))
+
+
 def evaluate_run(model_dir: Path, info: dict, data: SplitData, drop_probs: Sequence[float], seed: int = 0,
                  batch_size: int = 256, joint: Mapping | None = None) -> dict:
     """Sweep every seed's model of one run; masks use ``seed`` + the model's seed.
@@ -138,12 +148,8 @@ def evaluate_run(model_dir: Path, info: dict, data: SplitData, drop_probs: Seque
     ``method_state`` is "absent" when the checkpoints lack it (test-time state at defaults).
     """
     start = time.perf_counter()
-    checkpoints = seed_checkpoints(model_dir)
-    if not checkpoints:
-        raise FileNotFoundError(f"{model_dir}: no seed<k>.pt model files")
     out: dict = {"seeds": {}}
-    for k, path in checkpoints:
-        method, model, ckpt = load_trained(path, info)
+    for k, method, model, ckpt in trained_seeds(model_dir, info):
         out.update(method=ckpt["method"], modalities=list(model.modalities),
                    method_state="saved" if ckpt.get("method_state") is not None else "absent")
         out["seeds"][str(k)] = sweep(model, method, data, drop_probs, seed + k, batch_size)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from mmbalance.evaluate.robustness import accuracy_with_drops, load_trained, seed_checkpoints
+from mmbalance.evaluate.robustness import accuracy_with_drops, seed_checkpoints, trained_seeds
 from mmbalance.train.data import SplitData
 
 EMPTY_SET = "all modalities masked (features set to 0 before the fusion)"
@@ -69,12 +69,8 @@ def shapley_seed(model, method, data: SplitData, batch_size: int = 256) -> dict:
 def shapley_run(model_dir: Path, info: dict, data: SplitData, batch_size: int = 256) -> dict:
     """Every seed's model of one run → ``{"method", "modalities", "seeds": {k: shapley_seed}, "wall_s"}``."""
     start = time.perf_counter()
-    checkpoints = seed_checkpoints(model_dir)
-    if not checkpoints:
-        raise FileNotFoundError(f"{model_dir}: no seed<k>.pt model files")
     out: dict = {"seeds": {}}
-    for k, path in checkpoints:
-        method, model, ckpt = load_trained(path, info)
+    for k, method, model, ckpt in trained_seeds(model_dir, info):
         out.update(method=ckpt["method"], modalities=list(model.modalities))
         out["seeds"][str(k)] = shapley_seed(model, method, data, batch_size)
     out["wall_s"] = round(time.perf_counter() - start, 3)
