@@ -37,7 +37,7 @@ BREAKS = {"truncated": _truncate, "emptied": lambda p: p.write_bytes(b""), "dele
 
 
 def _victim(clip) -> Path:
-    """The clip's video where it has one (a WAV cut short still reads, as a shorter recording)."""
+    """The clip's video where it has one (a WAV cut short: test_truncated_wav_is_listed_by_both)."""
     return clip.paths.get("video") or next(iter(clip.paths.values()))
 
 
@@ -111,6 +111,20 @@ def test_validate_lists_problems_with_paths(tmp_path):
     assert line.startswith(f"SKIP {empty.stem}: {empty}: cannot decode video") and line.endswith(f"[{empty}]")
     layout = _validate(root, "--layout-only")  # no decoding: the empty file goes unseen
     assert layout.returncode == 0 and "11 usable clips" in layout.stdout and str(empty) not in layout.stdout
+
+
+def test_truncated_wav_is_listed_by_both(tmp_path):
+    """A WAV cut short decodes as a shorter recording; its header's data size says otherwise."""
+    root = tmp_path / "cremad"
+    get_generator("cremad")(root, **TINY["cremad"], seed=0, show_progress=False)
+    victim = sorted((root / "AudioWAV").glob("*.wav"))[0]
+    _truncate(victim)
+    split, recipe = split_options(PARAMS, "cremad", ""), recipe_from_params(PARAMS, "cremad")
+    validated = _validated("cremad", root, split, recipe)
+    assert validated == _prepared("cremad", root, tmp_path / "shards", split, recipe)
+    (problem,) = validated[1]
+    assert problem["clip_id"] == victim.stem and Path(problem["path"]) == victim
+    assert "truncated wav: the header declares" in problem["reason"]
 
 
 def test_validate_missing_root_fails(tmp_path):

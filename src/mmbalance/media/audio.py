@@ -50,12 +50,38 @@ def load_audio(path: Path, sample_rate: int) -> np.ndarray:
 
 
 def _read_wav(path: Path) -> tuple[np.ndarray, int]:
-    """Read a wav with soundfile -> (mono float32 [n], rate)."""
+    """Read a wav with soundfile -> (mono float32 [n], rate); a file cut short is an error."""
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # [n, channels]
     except (sf.LibsndfileError, RuntimeError, OSError) as err:
         raise MediaError(f"{path}: cannot read wav file ({err})") from None
+    _check_wav_length(path)
     return data.mean(axis=1, dtype=np.float32), int(rate)
+
+
+def _check_wav_length(path: Path) -> None:
+    """Raise MediaError when the RIFF header declares more audio bytes than the file holds.
+
+    libsndfile reads a truncated wav silently as a shorter recording (it trusts the file size),
+    so a copy interrupted half-way would pass as a short clip; the ``data`` chunk's declared
+    size tells. Sizes 0 and 0xFFFFFFFF (streaming writers that never patch the header) are not
+    checked.
+    """
+    total = path.stat().st_size
+    with path.open("rb") as f:
+        if f.read(12)[:4] not in (b"RIFF", b"RF64"):
+            return
+        pos = 12  # after "RIFF" <size> "WAVE": walk the chunk headers only
+        while pos + 8 <= total:
+            f.seek(pos)
+            head = f.read(8)
+            size = int.from_bytes(head[4:8], "little")
+            if head[:4] == b"data":
+                held = total - pos - 8
+                if 0 < size < 0xFFFFFFFF and held < size:
+                    raise MediaError(f"{path}: truncated wav: the header declares {size} bytes of audio, the file holds {held}")
+                return
+            pos += 8 + size + (size & 1)  # chunks are word-aligned
 
 
 def _read_av_audio(path: Path) -> tuple[np.ndarray, int]:
