@@ -36,6 +36,7 @@ from mmbalance.report import (
 )
 from mmbalance.report.data_summary import load_data_summaries
 from mmbalance.report.diagnostics import diagnostics_section
+from mmbalance.report.gmm_fit import first_fit_section
 from mmbalance.report.render import mini_note
 from mmbalance.report.stats import StatsConfig, stats_by_dataset
 from mmbalance.report.tables import leaderboard_order, load_costs, load_shapley, ordered_datasets
@@ -170,8 +171,10 @@ def main(argv: list[str] | None = None) -> None:
     write_tuned(existing(args.tuned, "tuned results"), runs, stats_cfg, out)
     mini = any(r.profile == "mini" for r in runs)
     for paper in config.papers:
-        section = diagnostics_section(paper, diagnostics)
-        text = render_paper_page(paper, cells, runs, config, out.name, mini, mini_note(), [section] if section else [],
+        sections = [diagnostics_section(paper, diagnostics)]
+        if paper == "gmm_adaptive_loss":  # the first mixture fit beside the paper's Fig. 2
+            sections.insert(0, first_fit_section(runs))
+        text = render_paper_page(paper, cells, runs, config, out.name, mini, mini_note(), [s for s in sections if s],
                                  expected=methods)
         write_report(text, out.parent / page_name(paper))
 
