@@ -4,11 +4,12 @@ import math
 
 import pytest
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from mmbalance.methods import MethodContext, build_method
 from mmbalance.methods.iprm import IPRMOutput, ema_update, kl_to_fused, linear_mix, slerp, strength_weight
-from mmbalance.models import build_model
+from mmbalance.models import Output, build_model
 
 from conftest import IN_CHANNELS, MODEL_CFG
 
@@ -195,3 +196,140 @@ def test_three_modalities_pairwise_heads_and_projection(batch, pairs, heads, tra
             assert p.grad is not None and torch.isfinite(p.grad).all(), name
     with torch.no_grad():
         assert method.predict(model(inputs)).shape == (8, 6)
+
+
+# ---- Tri-CLS and Single-CLS (paper §5.5 "GMM Strategy for Trimodal Dataset", Tab. 5) --------
+
+NVG = ["rgb", "flow", "depth"]
+
+
+@pytest.mark.parametrize("pairs, heads", [("all", {"rgb__flow", "rgb__depth", "flow__depth"}), ("random", {"shared"})])
+def test_pair_enumeration_and_heads(pairs, heads):
+    # every unordered pair once, in modality order: (RGB, OF), (RGB, Depth), (OF, Depth) as in §5.5
+    method = build_method("iprm", {"pairs": pairs}, MethodContext(NVG, 4, 1))
+    assert method.pairs == [("rgb", "flow"), ("rgb", "depth"), ("flow", "depth")]
+    method.modules({m: 8 for m in NVG}, 4)
+    assert set(method.heads) == heads  # Tri-CLS: three fused heads; Single-CLS: one for all pairs
+    assert build_method("iprm", {"pairs": pairs}, MethodContext(AV, 4, 1)).pairs == [("audio", "visual")]
+
+
+def _head_grads(method, loss):
+    """{head name: gradient of ``loss`` w.r.t. its weight [C, D]} (zeros where it does not reach)."""
+    weights = {k: h.weight for k, h in method.heads.items()}
+    grads = torch.autograd.grad(loss, list(weights.values()), retain_graph=True, allow_unused=True)
+    return {k: torch.zeros_like(w) if g is None else g for (k, w), g in zip(weights.items(), grads)}
+
+
+def test_tri_cls_each_head_learns_from_its_own_pair_only(batch):
+    inputs, labels = _tri_inputs(batch)
+    method, model = make({"pairs": "all"}, TRI, TRI_CFG, TRI_IN)
+    out = method.forward(model, inputs, labels)
+    keys = ["audio__visual", "audio__flow", "visual__flow"]
+    total = _head_grads(method, method.loss(out, labels))
+    for k, fused in zip(keys, out.pair_logits):
+        own = _head_grads(method, F.cross_entropy(fused, labels))
+        assert own[k].abs().sum() > 0 and all(own[o].abs().sum() == 0 for o in keys if o != k)
+        torch.testing.assert_close(total[k], own[k])  # the summed loss reaches head k only through its pair
+    # every pair probed and rebalanced this step: three λ moved off λ₀ and three logged
+    assert sorted(method.ctx.logs) == sorted(f"{p}_{i}_vs_{j}" for p in ("lambda", "omega") for i, j in method.pairs)
+
+
+class _Features(nn.Module):
+    """A stand-in model whose features and unimodal logits are fixed tensors (no random draws
+    besides the method's own): [B, 4] features and [B, 3] logits per modality."""
+
+    def __init__(self, mods):
+        super().__init__()
+        gen = torch.Generator().manual_seed(1)
+        self.feats = {m: torch.randn(6, 4, generator=gen) for m in mods}
+        self.uni = {m: torch.randn(6, 3, generator=gen) for m in mods}
+
+    def encode(self, inputs):
+        return self.feats
+
+    def fuse(self, feats):
+        return Output(logits=sum(self.uni.values()), features=feats, unimodal_logits=self.uni)
+
+
+def _drawn(seed, steps=12):
+    """Pairs Single-CLS trains in ``steps`` forwards after ``torch.manual_seed(seed)``."""
+    method = build_method("iprm", {"pairs": "random"}, MethodContext(NVG, 3, 1))
+    method.modules({m: 4 for m in NVG}, 3)
+    model, drawn = _Features(NVG), []
+    torch.manual_seed(seed)
+    for _ in range(steps):
+        method.ctx.logs = {}
+        out = method.forward(model, {}, torch.zeros(6, dtype=torch.long))
+        assert len(out.pair_logits) == 1
+        (key,) = [k.removeprefix("lambda_") for k in method.ctx.logs if k.startswith("lambda_")]
+        drawn.append(tuple(key.split("_vs_")))
+    return method, drawn
+
+
+def test_single_cls_draws_one_pair_per_step_deterministically():
+    method, drawn = _drawn(0)
+    # the draw is torch.randint(3) on the run's seeded generator, one per step
+    gen = torch.Generator().manual_seed(0)
+    assert drawn == [method.pairs[int(torch.randint(3, (1,), generator=gen))] for _ in range(12)]
+    assert _drawn(0)[1] == drawn and _drawn(1)[1] != drawn
+    assert set(_drawn(0, 60)[1]) == set(method.pairs)  # every pair gets trained
+    # λ moves only for the pairs drawn; a never-drawn pair would keep λ₀ = 0.5
+    assert all((float(method.lam[p]) != 0.5) == (p in drawn) for p in method.pairs)
+
+
+def test_single_cls_shared_head_gets_every_drawn_pair(batch):
+    inputs, labels = _tri_inputs(batch)
+    method, model = make({"pairs": "random"}, TRI, TRI_CFG, TRI_IN)
+    torch.manual_seed(3)
+    out = method.forward(model, inputs, labels)
+    grads = _head_grads(method, method.loss(out, labels))
+    assert set(grads) == {"shared"} and grads["shared"].abs().sum() > 0
+    # the un-drawn modality still learns from its own CE but not through the mixup
+    (pair,) = [tuple(k.removeprefix("lambda_").split("_vs_")) for k in method.ctx.logs if k.startswith("lambda_")]
+    (left_out,) = set(TRI) - set(pair)
+    proj = method.proj[left_out].weight
+    (g,) = torch.autograd.grad(method.loss(out, labels), [proj], allow_unused=True)
+    assert g is None
+
+
+@pytest.mark.parametrize("pairs", ["all", "random"])
+def test_predict_averages_the_pairs_with_their_own_lambda(batch, pairs):
+    inputs, labels = _tri_inputs(batch)
+    method, model = make({"pairs": pairs}, TRI, TRI_CFG, TRI_IN)
+    method.lam = {p: torch.tensor(v) for p, v in zip(method.pairs, (0.2, 0.5, 0.9))}
+    with torch.no_grad():
+        out = model(inputs)
+        z = {m: F.normalize(method.proj[m](out.features[m]), dim=1) for m in TRI}
+        head = {p: method.heads["shared" if pairs == "random" else f"{p[0]}__{p[1]}"] for p in method.pairs}
+        by_hand = sum(head[p](slerp(z[p[0]], z[p[1]], float(method.lam[p]))) for p in method.pairs) / 3
+        torch.testing.assert_close(method.predict(out), by_hand)
+
+
+@pytest.mark.parametrize("pairs", ["all", "random"])
+def test_table5_columns_are_probe_and_fused_accuracy(pairs):
+    """Tab. 5's per-modality columns: each modality's own head (the loop's probe accuracy, from the
+    model's Output); "Multi": the method's prediction. Three sequence modalities as on CMU-MOSI."""
+    from mmbalance.train.data import make_batch
+    from mmbalance.train.loop import fit
+    from test_methods import TRAIN
+    from test_sequence_encoders import DIMS, SMALL, _split
+
+    method = build_method("iprm", {"pairs": pairs}, MethodContext(list(DIMS), 2, 2))
+    torch.manual_seed(0)
+    model_cfg = {"fusion": "concat", "encoders": {"sequence": {"name": "transformer", **SMALL["transformer"]}}}
+    model = build_model(model_cfg, list(DIMS), DIMS, 2, "concat", {m: "sequence" for m in DIMS})
+    model.method_modules.update(method.modules(model.feature_dims, 2))
+    splits = {split: _split(12, seed) for split, seed in (("train", 0), ("val", 1), ("test", 2))}
+    res = fit(model, method, splits, TRAIN, seed=0, name="iprm")
+    model.load_state_dict(res["best_state"]["model"])
+    method.load_state_dict(res["best_state"]["method"])
+    model.eval()
+    inputs, labels = make_batch(splits["test"], torch.arange(12), False, torch.Generator())
+    with torch.no_grad():
+        out = model(inputs)
+        fused = method.predict(out)
+    acc = lambda logits: float((logits.argmax(1) == labels).float().mean())  # noqa: E731
+    assert set(res["test"]["probe_acc"]) == set(DIMS)
+    for m in DIMS:
+        assert res["test"]["probe_acc"][m] == pytest.approx(acc(out.unimodal_logits[m]))
+    assert res["test"]["acc"] == pytest.approx(acc(fused))

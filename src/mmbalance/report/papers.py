@@ -108,6 +108,7 @@ VARIANT_LABELS: dict[str, str] = {
     "linear_mixup": "linear mixup",
     "no_ema": "w/o EMA",
     "one_pass": "one-pass",
+    "single_cls": "Single-CLS",
     "modality_level": "modality-level",
 }
 
@@ -399,7 +400,9 @@ class PaperIndex:
     """Paper figures indexed by the run each row maps to (built once per report).
 
     ``figure(paper, dataset, run, metric)`` is the figure printed for the row mapped to
-    ``run`` on ``dataset`` for the paper's ``metric``, from the lowest-numbered table.
+    ``run`` on ``dataset`` for the paper's ``metric``, from the lowest-numbered table. A row
+    compared with another metric of the run (``probe:<modality>``: IPRM Tab. 5's per-modality
+    rows) is not the run's figure and is left out.
     """
 
     def __init__(self, numbers: Iterable[PaperNumber], config: ReportConfig | None = None) -> None:
@@ -408,11 +411,15 @@ class PaperIndex:
         self._by_run: dict[tuple[str, str, str, str], PaperNumber] = {}
         for n in self.numbers:
             m = self.config.row(n.paper, n.table, n.method, n.dataset)
-            if m is None or not m.run:
+            if m is None or not m.run or self._other_metric(m, n.metric):
                 continue
             key = (n.paper, n.dataset, m.run, n.metric)
             if key not in self._by_run or n.table < self._by_run[key].table:
                 self._by_run[key] = n
+
+    def _other_metric(self, mapping: RowMapping, paper_metric: str) -> bool:
+        """Whether the row is compared with a metric other than the default for ``paper_metric``."""
+        return bool(mapping.metric) and mapping.metric != self.config.our_metric(paper_metric)
 
     def figure(self, paper: str, dataset: str, run: str, metric: str = "acc") -> PaperNumber | None:
         """The paper's figure for ``run`` on registry or CSV ``dataset``, or None."""
