@@ -2,7 +2,7 @@
 
 Reads params: profile, seeds, train, model, methods.<run>. ``train.by_dataset.<dataset>`` and
 ``model.by_dataset.<dataset>`` override those blocks for one dataset (the paper profile's
-per-dataset settings).
+per-dataset settings); a variant's ``train_scale`` then scales the run's train settings.
 
 With ``train.nproc_per_node`` > 1 this script re-executes itself under
 ``torchrun --standalone --nproc_per_node N`` (DDP on one node); launched by torchrun already
@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from mmbalance.params import load_params, lookup, resolve_run
+from mmbalance.params import load_params, lookup, resolve_run, scale_train
 from mmbalance.train.distributed import launched_by_torchrun
 from mmbalance.train.run import for_dataset, run
 
@@ -38,7 +38,7 @@ def main() -> None:
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
     p = load_params(args.params)
-    train_cfg = for_dataset(lookup(p, "train"), args.dataset)
+    train_cfg = scale_train(p, args.method, for_dataset(lookup(p, "train"), args.dataset))
     nproc = int(train_cfg.get("nproc_per_node", 1))
     if nproc > 1 and not launched_by_torchrun():
         relaunch_under_torchrun(nproc)

@@ -157,3 +157,40 @@ def test_model_with_fusion_trains_one_step(name, batch):
     F.cross_entropy(out.logits, labels).backward()
     for pname, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), f"{name}: no gradient for {pname}"
+
+
+def test_mlp_by_hand():
+    """Two layers, hidden = concatenated size (8 + 5): W2·ReLU(W1·[φ_a; φ_v] + b1) + b2, and each
+    modality's logits = the same head with the other modality's features zeroed."""
+    torch.manual_seed(0)
+    fusion = FUSIONS.get("mlp")(TWO, 6)
+    first, last = fusion.head[0], fusion.head[2]
+    assert (first.in_features, first.out_features, last.in_features, last.out_features) == (13, 13, 13, 6)
+    feats = features(TWO)
+    fused, uni = fusion(feats)
+
+    def by_hand(a, v):
+        return torch.relu(torch.cat([a, v], 1) @ first.weight.t() + first.bias) @ last.weight.t() + last.bias
+
+    torch.testing.assert_close(fused, by_hand(feats["audio"], feats["visual"]))
+    torch.testing.assert_close(uni["audio"], by_hand(feats["audio"], torch.zeros(4, 5)))
+    torch.testing.assert_close(uni["visual"], by_hand(torch.zeros(4, 8), feats["visual"]))
+    # not additive: the zeroed estimates do not sum to the fused logits
+    assert not torch.allclose(uni["audio"] + uni["visual"], fused)
+
+
+def test_mlp_depth_width_and_three_modalities():
+    fusion = FUSIONS.get("mlp")(THREE, 6, hidden=10, layers=3)
+    shapes = [(m.in_features, m.out_features) for m in fusion.head if isinstance(m, torch.nn.Linear)]
+    assert shapes == [(14, 10), (10, 10), (10, 6)]
+    assert sum(isinstance(m, torch.nn.ReLU) for m in fusion.head) == 2
+    check_forward_backward("mlp", THREE)
+    with pytest.raises(ValueError, match="fusion 'mlp' needs at least 2 layers"):
+        FUSIONS.get("mlp")(TWO, 6, layers=1)
+
+
+def test_mlp_options_from_params():
+    """``model.fusion_options.mlp`` reaches the head (hidden width, depth)."""
+    cfg = {**MODEL_CFG, "fusion_options": {"mlp": {"hidden": 7, "layers": 2}}}
+    model = build_model(cfg, ["audio", "visual"], IN_CHANNELS, 6, "mlp")
+    assert model.fusion.head[0].out_features == 7 and model.fusion.head[2].in_features == 7

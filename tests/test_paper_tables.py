@@ -18,6 +18,7 @@ import yaml
 
 from mmbalance.report import load_config, load_paper_numbers, load_paper_tables
 from mmbalance.report.extract_tables import extract, load_spec, number_rows
+from mmbalance.report.papers import registry_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = ROOT.parent / "shared" / "seeds"
@@ -154,7 +155,7 @@ def test_mapped_runs_are_in_the_full_profile(cells):
     for c in cells:
         m = config.row(c.paper, c.table, c.method, c.dataset)
         if m is not None and m.run and not config.unavailable_reason(c.dataset):
-            ds = {"CREMA-D": "cremad", "AVE": "ave", "KS": "kinetics_sounds", "UCF-101": "ucf101", "MOSI": "mosi"}[c.dataset]
+            ds = registry_dataset(c.dataset)
             if m.run not in bench[ds]:
                 missing.add((ds, m.run))
     assert not missing, sorted(missing)

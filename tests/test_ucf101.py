@@ -13,7 +13,7 @@ import torch
 from mmbalance.datasets import DatasetLayoutError, get_dataset
 from mmbalance.datasets.mini import get_generator
 from mmbalance.datasets.mini.ucf101 import TRUTH_FILE
-from mmbalance.datasets.ucf101 import UCF101, parse_video_name, read_class_index, read_list
+from mmbalance.datasets.ucf101 import UCF101, UCF101Three, parse_video_name, read_class_index, read_list
 from mmbalance.media import MediaError
 from mmbalance.media.flow import dequantize, read_frame_pairs
 from mmbalance.media.video import read_frames
@@ -244,6 +244,23 @@ def test_extract_modality_choice_and_errors(mini, tmp_path):
     broken.write_bytes(b"garbage")
     with pytest.raises(MediaError, match="broken.avi"):
         adapter.extract(type(clip)(clip.clip_id, clip.label, clip.split, {"video": broken}), RECIPE)
+
+
+def test_ucf101_three_is_ucf101_with_three_modalities(mini, tmp_path):
+    """``ucf101_three`` (TPAMI Tab. 11): the same videos and splits, RGB difference by default,
+    its own params block named in errors; prepare writes all three modalities."""
+    adapter = get_dataset("ucf101_three")
+    assert isinstance(adapter, UCF101Three) and adapter.name == "ucf101_three"
+    assert adapter.default_modalities == ("rgb", "flow", "rgb_diff") and get_dataset("ucf101").default_modalities == ("rgb", "flow")
+    clips, _ = adapter.scan(mini, split_csv=None, **SPLIT)
+    assert [c.clip_id for c in clips] == [c.clip_id for c in get_dataset("ucf101").scan(mini, split_csv=None, **SPLIT)[0]]
+    assert set(adapter.extract(clips[0], {"frame_fps": 1, "frame_size": 16})) == {"rgb", "flow", "rgb_diff"}
+    with pytest.raises(ValueError, match=r"datasets\.ucf101_three\.modalities must be"):
+        adapter.extract(clips[0], {**RECIPE, "modalities": []})
+    recipe = {k: v for k, v in RECIPE.items() if k != "modalities"}
+    index = prepare("ucf101_three", mini, tmp_path, recipe, {"split_csv": None, "official_split": 1, **SPLIT},
+                    workers=1, shard_max_count=50)
+    assert index["dataset"] == "ucf101_three" and set(index["modalities"]) == {"rgb", "flow", "rgb_diff"}
 
 
 def test_prepare_round_trip(mini, tmp_path):

@@ -30,15 +30,39 @@ def resolve_run(params: dict, run: str) -> tuple[str, dict, dict]:
     naming its method (``method: gmm_al``) and optionally a fusion (``fusion: sum``), a backbone
     (``backbone: mmtm``) or the frames per video its model reads (``frames: 1``): ablation, fusion
     and backbone rows of the papers are such variants, e.g.
-    ``gmm_al__alpha0``, ``opm__sum`` or ``arl__mmtm``.
+    ``gmm_al__alpha0``, ``opm__sum`` or ``arl__mmtm``. A variant's ``train_scale`` (factors on the
+    ``train`` settings) is applied by ``scale_train``, not passed to the method.
     """
     cfg = dict(lookup(params, f"methods.{run}") or {})
     method = cfg.pop("method", run)
+    cfg.pop("train_scale", None)
     model = dict(lookup(params, "model"))
     for key in ("fusion", "backbone", "frames"):
         if key in cfg:
             model[key] = cfg.pop(key)
     return method, cfg, model
+
+
+def scale_train(params: dict, run: str, train_cfg: dict) -> dict:
+    """The run's ``train`` settings: ``train_cfg`` (already resolved for the dataset) with each key
+    of ``methods.<run>.train_scale`` multiplied by its factor, e.g. ``{lr: 0.1}`` or
+    ``{batch_size: 2}`` (the batch size rounded to a whole number). Factors, not values, so one
+    variant means the same step away from the recipe in every profile and on every dataset (the
+    batch-size / learning-rate rows of TPAMI 2024 Tab. 1).
+
+    Raises ValueError naming the run for a key missing from ``train``, a non-numeric setting or a
+    factor that is not a positive number.
+    """
+    scales = (lookup(params, f"methods.{run}") or {}).get("train_scale") or {}
+    out = dict(train_cfg)
+    for key, factor in scales.items():
+        value = out.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"params methods.{run}.train_scale.{key}: train.{key} is {value!r}, not a number to scale")
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor <= 0:
+            raise ValueError(f"params methods.{run}.train_scale.{key} must be a positive number; got {factor!r}")
+        out[key] = max(1, round(value * factor)) if isinstance(value, int) else value * factor
+    return out
 
 
 def split_options(params: dict, dataset: str, split_csv: str) -> dict:

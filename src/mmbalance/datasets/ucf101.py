@@ -9,7 +9,8 @@ train/test; a stratified, seeded ``val_fraction`` of train is held out for valid
 
 Modalities (TPAMI OPM/OGM §4.1: UCF-101 = RGB + optical flow; UCF-101-Three adds RGB
 difference, which no source defines: here the difference of the sampled frame and its next
-decoded frame). The recipe key ``modalities`` picks which are extracted.
+decoded frame). The recipe key ``modalities`` picks which are extracted; ``ucf101_three``
+is the same adapter with all three by default (the UCF-101-Three rows of TPAMI Tab. 11).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ __all__ = [
     "RGB_DIFF_BOUND",
     "VIDEO_DIR",
     "UCF101",
+    "UCF101Three",
     "official_split_groups",
     "parse_video_name",
     "read_class_index",
@@ -170,6 +172,7 @@ class UCF101(DatasetAdapter):
     frames_per_clip = 3  # TPAMI §4.2: 1 fps, three frames uniformly sampled
     official_split = 1  # the split of the official lists used when params give none
     dequantize = {"flow": quantization(FLOW_BOUND), "rgb_diff": quantization(RGB_DIFF_BOUND)}
+    default_modalities = DEFAULT_MODALITIES  # extracted when the recipe names none
 
     def extract(self, clip: Clip, recipe: dict) -> dict[str, np.ndarray]:
         """Decode the video once; per 1-fps time t: ``rgb`` [T, H, W, 3] uint8, ``flow``
@@ -181,7 +184,7 @@ class UCF101(DatasetAdapter):
         as a loader resizing a stored flow dump sees them), quantised over ±FLOW_BOUND px.
         ``rgb_diff`` = next frame − kept frame, resized, stored as 128 + difference.
         """
-        wanted = _requested(recipe)
+        wanted = _requested(recipe, self.name, self.default_modalities)
         path = clip.paths["video"]
         frames, pairs = read_frame_pairs(path, float(recipe.get("frame_fps", 1)))  # [T,H,W,3], [T,2,H,W,3]
         size = recipe.get("frame_size")
@@ -230,16 +233,26 @@ class UCF101(DatasetAdapter):
         return clips, sorted(skips, key=lambda k: (k.clip_id, k.path))
 
 
-def _requested(recipe: dict) -> tuple[str, ...]:
-    """The recipe's ``modalities`` (default rgb + flow), checked against MODALITIES."""
-    wanted = tuple(recipe.get("modalities", DEFAULT_MODALITIES))
+def _requested(recipe: dict, name: str = "ucf101", default: tuple[str, ...] = DEFAULT_MODALITIES) -> tuple[str, ...]:
+    """The recipe's ``modalities`` (else ``default``), checked against MODALITIES; ``name`` is the
+    dataset's params block, named in errors."""
+    wanted = tuple(recipe.get("modalities", default))
     unknown = [m for m in wanted if m not in MODALITIES]
     if unknown or not wanted:
-        raise ValueError(f"datasets.ucf101.modalities must be a non-empty subset of {MODALITIES}, got {list(wanted)}")
+        raise ValueError(f"datasets.{name}.modalities must be a non-empty subset of {MODALITIES}, got {list(wanted)}")
     algorithm = recipe.get("flow_algorithm", "farneback")
     if "flow" in wanted and algorithm not in FLOW_ALGORITHMS:
-        raise ValueError(f"datasets.ucf101.flow_algorithm must be one of {FLOW_ALGORITHMS}, got {algorithm!r}")
+        raise ValueError(f"datasets.{name}.flow_algorithm must be one of {FLOW_ALGORITHMS}, got {algorithm!r}")
     return wanted
+
+
+@register_dataset("ucf101_three")
+class UCF101Three(UCF101):
+    """UCF-101-Three (TPAMI 2024 OPM/OGM §4.1, Tab. 11): the UCF-101 videos, lists and splits
+    with RGB, optical flow and RGB difference (read from the same raw root as ``ucf101``)."""
+
+    name = "ucf101_three"
+    default_modalities = MODALITIES
 
 
 def _flow(path: Path, pairs: np.ndarray, algorithm: str, size) -> np.ndarray:

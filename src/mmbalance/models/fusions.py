@@ -3,11 +3,12 @@
 Every fusion returns ``(fused [B, C], {modality: [B, C]})``. The per-modality logits are the
 modality's own share of the prediction where the head is additive (``concat``, ``sum``,
 ``weight``: the shares sum exactly to the fused logits) and, for the non-linear heads (``film``,
-``gated``), the fused prediction with every other modality's features zeroed
+``gated``, ``mlp``), the fused prediction with every other modality's features zeroed
 (``Fusion.zeroed_estimate``).
 
 Options reach a fusion as keyword arguments of its constructor (``x_film``, ``x_gate``, ``dim``,
-``form``); the model is built with the fusion named by ``model.fusion`` in params.
+``form``, ``hidden``, ``layers``); the model is built with the fusion named by ``model.fusion``
+in params.
 """
 
 from __future__ import annotations
@@ -69,6 +70,35 @@ class ConcatFusion(Fusion):
         share = self.head.bias / len(self.modalities)
         uni = {m: features[m] @ w.t() + share for m, w in zip(self.modalities, weights)}
         return fused, uni
+
+
+@FUSIONS.register("mlp")
+class MLPFusion(Fusion):
+    """A multi-layer classifier over the concatenated features (TPAMI 2024 OPM/OGM §4.3.7, Tab. 10).
+
+    z = W_L·ReLU(… ReLU(W_1·[φ_1; …; φ_M] + b_1) …) + b_L: ``layers`` linear layers (default 2)
+    with ReLU between them, each hidden layer ``hidden`` wide (default: the concatenated feature
+    size). The paper gives neither depth nor width. Its logits do not split into per-modality
+    shares, so a modality's logits are the prediction with every other modality's features set
+    to 0, the paper's zero-out estimate for this head (§4.3.7).
+    """
+
+    def __init__(self, dims: dict[str, int], num_classes: int, hidden: int | None = None, layers: int = 2) -> None:
+        super().__init__(dims, num_classes)
+        if int(layers) < 2:
+            raise ValueError(f"fusion 'mlp' needs at least 2 layers (1 is the concat head); got {layers}")
+        width = int(hidden or sum(dims.values()))
+        sizes = [sum(dims.values())] + [width] * (int(layers) - 1)  # input, then each hidden layer
+        blocks: list[nn.Module] = []
+        for d_in, d_out in zip(sizes[:-1], sizes[1:]):
+            blocks += [nn.Linear(d_in, d_out), nn.ReLU()]
+        self.head = nn.Sequential(*blocks, nn.Linear(sizes[-1], num_classes))
+
+    def fuse(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.head(torch.cat([features[m] for m in self.modalities], dim=1))  # [B, C]
+
+    def forward(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.fuse(features), self.zeroed_estimate(features)
 
 
 @FUSIONS.register("sum")

@@ -32,6 +32,7 @@ DATASET_NAMES: dict[str, str] = {
     "ave": "AVE",
     "kinetics_sounds": "KS",
     "ucf101": "UCF-101",
+    "ucf101_three": "UCF-101-Three",
     "mosi": "MOSI",
 }
 CSV_DATASETS: dict[str, str] = {v: k for k, v in DATASET_NAMES.items()}
@@ -43,6 +44,7 @@ FUSION_NAMES: dict[str, str] = {
     "film": "FiLM",
     "weight": "Weight",
     "gated": "Gated",
+    "mlp": "MLP head",
 }
 
 # Registry backbone name -> the papers' spelling (labels of ``<method>__<backbone>`` runs).
@@ -114,6 +116,18 @@ VARIANT_LABELS: dict[str, str] = {
     "one_pass": "one-pass",
     "single_cls": "Single-CLS",
     "modality_level": "modality-level",
+    # TPAMI 2024 OPM/OGM Tab. 1 (factors on the recipe's train settings), Tab. 14 (γ¹, γ²), Tab. 15 (ρ, z)
+    "lr0_1": "lr × 0.1",
+    "lr0_01": "lr × 0.01",
+    "batch2": "batch × 2",
+    "batch4": "batch × 4",
+    "bias0": "γ¹=0, γ²=0",
+    "bias1": "γ¹=1, γ²=1",
+    "bias13": "γ¹=1/3, γ²=2/3",
+    "bias23": "γ¹=2/3, γ²=1/3",
+    "sigmoid": "ρ ratio, z sigmoid",
+    "diff": "ρ difference, z tanh",
+    "diff_sigmoid": "ρ difference, z sigmoid",
 }
 
 
