@@ -36,6 +36,7 @@ UNIMODAL = {
     "cremad": ("audio_only", ["visual_only"]),
     "ave": ("audio_only", ["visual_only"]),
     "kinetics_sounds": ("audio_only", ["visual_only"]),
+    "vggsound": ("audio_only", ["visual_only"]),
     "ucf101": ("rgb_only", ["flow_only"]),
     "mosi": ("text_only", ["audio_only", "vision_only"]),
 }

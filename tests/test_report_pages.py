@@ -89,7 +89,7 @@ def test_reasons_instead_of_gaps(runs, config):
     """A cell without our figure says why: dataset, model, task, or which profile trains it."""
     tables = load_paper_tables(TABLES_CSV)
     page = render_paper_page("opm_ogm", tables, runs, config)
-    assert cells(page, "2", "Concatenation")[8] == "VGGSound: no adapter yet (paper 52.7)"
+    assert cells(page, "2", "Concatenation")[8] == "not run (paper 52.7)"  # VGGSound: no run in these results
     assert cells(page, "7", "AVGA")[2] == "task: event localisation, not implemented (paper 73.6)"
     assert cells(page, "3", "CentralNet")[2] == "CentralNet: not implemented (paper 66.4)"
     arl = render_paper_page("arl", tables, runs, config)

@@ -23,6 +23,8 @@ TINY = {
     "ave": {"num_classes": 2, "clips_per_class": 3, "duplicate_lines": 0, "frame_size": 16},
     "kinetics_sounds": {"num_classes": 2, "clips_per_class": 4, "val_fraction": 0.0, "no_audio_clips": 0,
                         "frame_size": 16},
+    "vggsound": {"num_classes": 2, "clips_per_class": 4, "test_fraction": 0.25, "missing_videos": 0,
+                 "no_audio_clips": 0, "frame_size": 16},
     "ucf101": {"clips_per_class": 8, "groups": 8, "duration_s": 2.0, "classes": ["ApplyEyeMakeup", "Basketball"]},
     "mosi": {"utterances": 100},
 }

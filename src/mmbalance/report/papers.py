@@ -31,6 +31,7 @@ DATASET_NAMES: dict[str, str] = {
     "cremad": "CREMA-D",
     "ave": "AVE",
     "kinetics_sounds": "KS",
+    "vggsound": "VGGSound",
     "ucf101": "UCF-101",
     "ucf101_three": "UCF-101-Three",
     "mosi": "MOSI",
