@@ -39,8 +39,10 @@ UNIMODAL = {
     "vggsound": ("audio_only", ["visual_only"]),
     "ucf101": ("rgb_only", ["flow_only"]),
     "mosi": ("text_only", ["audio_only", "vision_only"]),
+    "iemocap": ("text_only", ["audio_only", "video_only"]),
 }
-WEAK_MODALITY = {"audio_only": "audio", "visual_only": "visual", "flow_only": "flow", "vision_only": "vision"}
+WEAK_MODALITY = {"audio_only": "audio", "visual_only": "visual", "flow_only": "flow", "vision_only": "vision",
+                 "video_only": "video"}
 
 
 def _shard_hash(stage: dict, ds: str, key: str) -> str | None:

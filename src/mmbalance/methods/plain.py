@@ -41,6 +41,7 @@ METHODS.register("audio_only")(Unimodal)
 METHODS.register("visual_only")(Unimodal)
 METHODS.register("text_only")(Unimodal)  # CMU-MOSI
 METHODS.register("vision_only")(Unimodal)  # CMU-MOSI
+METHODS.register("video_only")(Unimodal)  # IEMOCAP
 METHODS.register("rgb_only")(Unimodal)  # UCF-101
 METHODS.register("flow_only")(Unimodal)  # UCF-101
 METHODS.register("rgb_diff_only")(Unimodal)  # UCF-101-Three

@@ -35,6 +35,7 @@ DATASET_NAMES: dict[str, str] = {
     "ucf101": "UCF-101",
     "ucf101_three": "UCF-101-Three",
     "mosi": "MOSI",
+    "iemocap": "IEMOCAP",
 }
 CSV_DATASETS: dict[str, str] = {v: k for k, v in DATASET_NAMES.items()}
 
@@ -63,6 +64,7 @@ METHOD_NAMES: dict[str, str] = {
     "rgb_diff_only": "RGB-diff-only",
     "text_only": "Text-only",
     "vision_only": "Vision-only",
+    "video_only": "Video-only",
     "concat": "Concat",
     "ogm_ge": "OGM-GE",
     "opm": "OPM",

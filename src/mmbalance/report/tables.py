@@ -34,6 +34,7 @@ MODALITY_NAMES: dict[str, str] = {
     "rgb_diff": "RGB difference",
     "text": "Text",
     "vision": "Vision",
+    "video": "Video",
 }
 # Footnote markers, in order of first use within a table.
 MARKERS = ("†", "‡", "§", "¶", "‖")
