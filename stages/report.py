@@ -4,7 +4,7 @@ files of the evaluate stages and the costs.json files of the costs stages.
 
 Also lists each dataset's clip counts and skipped clips from its shard index.json (--indexes).
 
-Reads params: profile, benchmark, stats (and hashes the whole params file for provenance).
+Reads params: profile, benchmark, stats, sweeps (and hashes the whole params file for provenance).
 The statistics (intervals, paired tests, ranks) come from each run's predictions/ folder beside
 its results.json.
 Writes next to --out: <paper>.md for each seed paper and plots/<dataset>/*.png.
@@ -113,9 +113,21 @@ def draw_plots(out_dir: Path, runs, robustness, methods, stats=None, shapley=Non
     return links
 
 
-def draw_diagnostics(out_dir: Path, runs) -> list:
+def load_sweep_points(paths: list[Path], params_path: Path) -> list:
+    """The sweep stages' points, each with the paper's default from params ``sweeps``."""
+    from mmbalance.report.sweeps import load_sweeps
+
+    try:
+        declared = lookup(load_params(params_path), "sweeps")
+    except KeyError:
+        declared = None
+    return load_sweeps(paths, declared)
+
+
+def draw_diagnostics(out_dir: Path, runs, sweeps=()) -> list:
     """The seed methods' diagnostics figures of every dataset under ``out_dir/plots`` (after
-    ``draw_plots`` cleared it); each figure with its link or the reason it is missing."""
+    ``draw_plots`` cleared it), the sensitivity figures from ``sweeps``; each figure with its
+    link or the reason it is missing."""
     from mmbalance.report.diagnostics import render_diagnostics
     from mmbalance.report.plots import load_curves
 
@@ -123,7 +135,7 @@ def draw_diagnostics(out_dir: Path, runs) -> list:
     for ds in ordered_datasets(runs, []):
         by_run = {r.run: r for r in runs if r.dataset == ds}
         curves = {r.run: load_curves(Path(r.source).parent) for r in by_run.values() if r.source}
-        drawn += render_diagnostics(ds, by_run, curves, out_dir / "plots", out_dir)
+        drawn += render_diagnostics(ds, by_run, curves, out_dir / "plots", out_dir, sweeps)
     return drawn
 
 
@@ -132,6 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--results", nargs="*", default=[], help="results.json, one per (dataset, run)")
     ap.add_argument("--tuned", nargs="*", default=[],
                     help="results.json of the tune stages (results/tuned/<dataset>/<run>/) → tuned.md beside --out")
+    ap.add_argument("--sweeps", nargs="*", default=[],
+                    help="results.json of the sweep stages (results/sweeps/<dataset>/<run>/<param>=<value>/) → sensitivity figures")
     ap.add_argument("--robustness", nargs="*", default=[], help="robustness.json, one per dataset (stages/evaluate.py)")
     ap.add_argument("--costs", nargs="*", default=[], help="costs.json, one per dataset (stages/costs.py)")
     ap.add_argument("--shapley", nargs="*", default=[], help="shapley.json, one per dataset (stages/evaluate.py --shapley)")
@@ -163,7 +177,8 @@ def main(argv: list[str] | None = None) -> None:
 
     stats, stats_cfg = load_stats(Path(args.params), runs)
     plots = {} if args.no_plots else draw_plots(out.parent, runs, robustness, methods, stats, shapley, stats_cfg.level)
-    diagnostics = [] if args.no_plots else draw_diagnostics(out.parent, runs)
+    sweeps = [] if args.no_plots else load_sweep_points(existing(args.sweeps, "sweep results"), Path(args.params))
+    diagnostics = [] if args.no_plots else draw_diagnostics(out.parent, runs, sweeps)
     pages = [(config.papers[p]["short"], page_name(p)) for p in config.papers] + [("Tuned, equal budget", TUNED_PAGE)]
     coverage = coverage_summary(cells, runs, config, methods)
     write_report(render_summary(runs, index, methods, prov, robustness, plots, pages, data, stats, stats_cfg, coverage,

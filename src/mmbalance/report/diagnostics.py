@@ -19,6 +19,8 @@ and, for GMM-AL's histogram, the end-of-run ``diagnostics`` that ``fit`` stores 
   modulation coefficient, drop rate, loss weight, lr ratio…) per epoch, one panel per run, its
   no-op value as a black line: a curve lying on that line is a method that did nothing (on the
   ARL page, whose Table 1 compares the most of these methods).
+- ``sensitivity_<run>.png`` (IPRM Fig. 2, OPM/OGM Fig. 9): the run's accuracy against each
+  swept param, from the sweep stages' results (:mod:`.sweeps`), Concat's accuracy as a line.
 
 A figure whose runs have no results is not drawn; the paper page then says "not run" (or "no
 data" when the results predate the logged quantity). Figures are deterministic, as in
@@ -31,11 +33,12 @@ import fnmatch
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .papers import dataset_label, run_label
 from .plots import STYLE, Curves, _integer_epochs, _new_figure, mean_curve, save_figure
+from .sweeps import REFERENCE, SweepPoint, plot_sensitivity
 from .tables import MODALITY_NAMES, RunSummary
 
 # Runs each figure draws, in legend order (the main run of the family first).
@@ -60,6 +63,7 @@ class RunData:
     summary: RunSummary
     curves: Curves
     diagnostics: SeedDiagnostics
+    sweep: tuple[SweepPoint, ...] = ()  # the run's sensitivity points on this dataset
 
 
 @dataclass(frozen=True)
@@ -359,6 +363,28 @@ def plot_gmm_gap(dataset: str, data: Mapping[str, RunData], path: Path) -> bool:
     return True
 
 
+def with_sweeps(data: Mapping[str, RunData], points: Sequence[SweepPoint]) -> dict[str, RunData]:
+    """``data`` with each run's sweep points attached; a run swept but without benchmark results
+    enters with its first point's summary and no curves (so only its sensitivity figure shows it)."""
+    out = dict(data)
+    for run in dict.fromkeys(p.run for p in points):
+        mine = tuple(p for p in points if p.run == run)
+        base = out.get(run) or RunData(mine[0].summary, {}, {})
+        out[run] = replace(base, sweep=mine)
+    return out
+
+
+def sensitivity(run: str) -> Callable[[str, Mapping[str, RunData], Path], bool]:
+    """The drawing function of ``sensitivity_<run>.png``: the run's sweep points, Concat's
+    per-seed accuracy (when it ran) as the reference line."""
+    def draw(dataset: str, data: Mapping[str, RunData], path: Path) -> bool:
+        if run not in data or not data[run].sweep:
+            return False
+        reference = data[REFERENCE].summary.metrics.get("acc") if REFERENCE in data else None
+        return plot_sensitivity(dataset, run, data[run].sweep, reference, path)
+    return draw
+
+
 @dataclass(frozen=True)
 class Figure:
     """A diagnostics figure: the paper page it belongs to, file stem, caption, the runs it can
@@ -370,6 +396,7 @@ class Figure:
     runs: tuple[str, ...]
     main: tuple[str, ...]
     draw: Callable[[str, Mapping[str, RunData], Path], bool]
+    sweep: bool = False  # drawn from the sweep stages' points: left out of a dataset without any
 
 
 FIGURES: tuple[Figure, ...] = (
@@ -385,11 +412,19 @@ FIGURES: tuple[Figure, ...] = (
     Figure("iprm", "iprm", "λ (EMA mixing weight) and ω (probe) per epoch", IPRM_RUNS, ("iprm",), plot_iprm),
     Figure("arl", "acting", "Each rebalancing method's distinguishing quantity per epoch (its no-op value in black)",
            ACTING_RUNS, ("ogm_ge", "arl"), plot_acting),
+    Figure("iprm", "sensitivity_iprm", "Accuracy against the EMA weight α, Concat as a line (paper Fig. 2)",
+           ("iprm",), ("iprm",), sensitivity("iprm"), sweep=True),
+    Figure("opm_ogm", "sensitivity_opm", "OPM accuracy against q_base and λ, Concat as a line (paper Fig. 9)",
+           ("opm",), ("opm",), sensitivity("opm"), sweep=True),
+    Figure("opm_ogm", "sensitivity_ogm", "OGM accuracy against α, Concat as a line (paper Fig. 9)",
+           ("ogm",), ("ogm",), sensitivity("ogm"), sweep=True),
 )
 
 
 def _missing_reason(figure: Figure, data: Mapping[str, RunData]) -> str:
     """Why ``figure`` was not drawn: none of its runs ran, or their results lack the data."""
+    if figure.sweep:
+        return f"not run (no {', '.join(f'`sweep-{r}_*`' for r in figure.runs)} results; params `sweeps`)"
     present = [r for r in figure.runs if r in data]
     names = ", ".join(f"`{r}`" for r in (present or figure.main))
     if not present:
@@ -398,18 +433,22 @@ def _missing_reason(figure: Figure, data: Mapping[str, RunData]) -> str:
 
 
 def render_diagnostics(dataset: str, runs: Mapping[str, RunSummary], curves: Mapping[str, Curves], out_dir: Path,
-                       link_root: Path) -> list[Drawn]:
+                       link_root: Path, sweeps: Sequence[SweepPoint] = ()) -> list[Drawn]:
     """Draw every diagnostics figure of one dataset under ``out_dir/<dataset>/`` (runs by name,
-    their curves from :func:`.plots.load_curves`); returns each figure with its link relative
-    to ``link_root`` or the reason it is missing, in :data:`FIGURES` order."""
+    their curves from :func:`.plots.load_curves`, the dataset's sweep points); returns each
+    figure with its link relative to ``link_root`` or the reason it is missing, in
+    :data:`FIGURES` order."""
     import matplotlib
 
     data = {r: RunData(s, curves.get(r, {}), load_diagnostics(s.source)) for r, s in runs.items()}
+    data = with_sweeps(data, [p for p in sweeps if p.dataset == dataset])
     out = []
     with matplotlib.rc_context():
         matplotlib.rcdefaults()  # same pixels whatever the user's matplotlibrc
         matplotlib.rcParams.update(STYLE)
         for fig in FIGURES:
+            if fig.sweep and not any(p.dataset == dataset for p in sweeps):
+                continue  # no sensitivity sweep on this dataset: nothing to say
             path = out_dir / dataset / f"{fig.name}.png"
             if fig.draw(dataset, data, path):
                 out.append(Drawn(fig.paper, fig.name, fig.label, dataset, path.relative_to(link_root).as_posix()))

@@ -1,0 +1,34 @@
+"""Stage `sweep`: one hyper-parameter sensitivity point, one run trained with every seed at one
+value of one of its params → results.json (with ``sweep: {param, value}``), metrics.json, live/,
+predictions/ (as the train stage).
+
+Reads params: profile, seeds, train, model, methods.<run>. ``--param`` is set like a
+tune.space key (train.<key> / model.<key> set those blocks, other keys the run's method block);
+the points dvc.yaml generates are listed in params ``sweeps`` (see ``mmbalance.sweeps``).
+"""
+
+import argparse
+from pathlib import Path
+
+from mmbalance.params import load_params
+from mmbalance.sweeps import parse_value, run_point
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--run", required=True, help="run name: a method or a variant block under params methods")
+    ap.add_argument("--param", required=True, help="the swept key, e.g. alpha, q_base or train.lr")
+    ap.add_argument("--value", required=True, help="its value at this point (parsed as YAML: 0.1, 4, true)")
+    ap.add_argument("--shards", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True, help="results folder of the point")
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = ap.parse_args()
+    value = parse_value(args.value)
+    res = run_point(args.shards, args.out, args.dataset, args.run, args.param, value, load_params(args.params))
+    acc = res["summary"]["acc"]
+    print(f"{args.dataset}/{args.run} {args.param}={args.value}: acc {acc['mean']:.4f} ± {acc['std']:.4f}")
+
+
+if __name__ == "__main__":
+    main()
