@@ -40,9 +40,10 @@ UNIMODAL = {
     "ucf101": ("rgb_only", ["flow_only"]),
     "mosi": ("text_only", ["audio_only", "vision_only"]),
     "iemocap": ("text_only", ["audio_only", "video_only"]),
+    "sarcasm": ("text_only", ["image_only"]),
 }
 WEAK_MODALITY = {"audio_only": "audio", "visual_only": "visual", "flow_only": "flow", "vision_only": "vision",
-                 "video_only": "video"}
+                 "video_only": "video", "image_only": "image"}
 
 
 def _shard_hash(stage: dict, ds: str, key: str) -> str | None:

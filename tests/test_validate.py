@@ -27,6 +27,7 @@ TINY = {
                  "no_audio_clips": 0, "frame_size": 16},
     "ucf101": {"clips_per_class": 8, "groups": 8, "duration_s": 2.0, "classes": ["ApplyEyeMakeup", "Basketball"]},
     "mosi": {"utterances": 100},
+    "sarcasm": {"train_size": 12, "val_size": 4, "test_size": 4, "image_size": 16},
     "iemocap": {"split_counts": [6, 2, 4], "other_utterances": 2, "frame_size": 16},
 }
 

@@ -45,3 +45,4 @@ METHODS.register("video_only")(Unimodal)  # IEMOCAP
 METHODS.register("rgb_only")(Unimodal)  # UCF-101
 METHODS.register("flow_only")(Unimodal)  # UCF-101
 METHODS.register("rgb_diff_only")(Unimodal)  # UCF-101-Three
+METHODS.register("image_only")(Unimodal)  # Twitter sarcasm (image + text)

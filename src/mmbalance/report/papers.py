@@ -36,6 +36,7 @@ DATASET_NAMES: dict[str, str] = {
     "ucf101_three": "UCF-101-Three",
     "mosi": "MOSI",
     "iemocap": "IEMOCAP",
+    "sarcasm": "Sarcasm",
 }
 CSV_DATASETS: dict[str, str] = {v: k for k, v in DATASET_NAMES.items()}
 
@@ -64,6 +65,7 @@ METHOD_NAMES: dict[str, str] = {
     "rgb_diff_only": "RGB-diff-only",
     "text_only": "Text-only",
     "vision_only": "Vision-only",
+    "image_only": "Image-only",
     "video_only": "Video-only",
     "concat": "Concat",
     "ogm_ge": "OGM-GE",

@@ -35,6 +35,7 @@ MODALITY_NAMES: dict[str, str] = {
     "text": "Text",
     "vision": "Vision",
     "video": "Video",
+    "image": "Image",
 }
 # Footnote markers, in order of first use within a table.
 MARKERS = ("†", "‡", "§", "¶", "‖")
