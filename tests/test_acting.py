@@ -21,7 +21,7 @@ from mmbalance.train.loop import fit
 from test_methods import TRAIN, make, splits_for
 
 # Plain baselines: nothing to act with (fused CE, or one modality alone).
-EXEMPT = {"concat", "audio_only", "visual_only", "text_only", "vision_only", "rgb_only", "flow_only", "rgb_diff_only"}
+EXEMPT = {"concat", "audio_only", "visual_only", "text_only", "vision_only", "rgb_only", "flow_only", "rgb_diff_only", "depth_only"}
 EPOCHS = 4
 # Settings that bring a method's first action inside a 4-epoch run; params.yaml's values otherwise.
 TINY = {

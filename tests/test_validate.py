@@ -26,6 +26,8 @@ TINY = {
     "vggsound": {"num_classes": 2, "clips_per_class": 4, "test_fraction": 0.25, "missing_videos": 0,
                  "no_audio_clips": 0, "frame_size": 16},
     "ucf101": {"clips_per_class": 8, "groups": 8, "duration_s": 2.0, "classes": ["ApplyEyeMakeup", "Basketball"]},
+    "nvgesture": {"num_classes": 2, "subjects": 3, "test_subjects": 1, "repetitions": 2, "video_frames": 8,
+                  "gesture_frames": 4, "frame_size": 16},
     "mosi": {"utterances": 100},
     "sarcasm": {"train_size": 12, "val_size": 4, "test_size": 4, "image_size": 16},
     "iemocap": {"split_counts": [6, 2, 4], "other_utterances": 2, "frame_size": 16},

@@ -45,4 +45,5 @@ METHODS.register("video_only")(Unimodal)  # IEMOCAP
 METHODS.register("rgb_only")(Unimodal)  # UCF-101
 METHODS.register("flow_only")(Unimodal)  # UCF-101
 METHODS.register("rgb_diff_only")(Unimodal)  # UCF-101-Three
+METHODS.register("depth_only")(Unimodal)  # NVGesture
 METHODS.register("image_only")(Unimodal)  # Twitter sarcasm (image + text)

@@ -31,6 +31,7 @@ MODALITY_NAMES: dict[str, str] = {
     "visual": "Visual",
     "rgb": "RGB",
     "flow": "Optical flow",
+    "depth": "Depth",
     "rgb_diff": "RGB difference",
     "text": "Text",
     "vision": "Vision",
