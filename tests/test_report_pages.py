@@ -100,7 +100,9 @@ def test_reasons_instead_of_gaps(runs, config):
     assert cells(arl, "1", "ARL")[2] == "not run yet (paper 76.61)"
     assert cells(arl, "3", "MMTM")[2] == "not run: full profile (paper 51.86)"
     iprm = render_paper_page("iprm", tables, runs, config)
-    assert cells(iprm, "1", "Concat")[6] == "NVGesture: no adapter yet (paper 82.37)"
+    assert cells(iprm, "1", "Concat")[6] == "not run (paper 82.37)"  # NVGesture: no run in these results
+    iprm = render_paper_page("iprm", tables, runs, config)
+    assert cells(iprm, "6", "CLIP")[2] == "pretrained CLIP ViT-B/16: weights not available offline (paper 74.82)"
 
 
 def test_every_table_complete_with_coverage(runs, config):

@@ -17,6 +17,8 @@ from mmbalance.validate import check_root
 ROOT = Path(__file__).parents[1]
 PARAMS = load_params(ROOT / "params.yaml")
 
+# datasets written by another dataset's generator (they share its raw root)
+GENERATOR = {"ucf101_three": "ucf101"}
 # Generator settings for a root of a few clips per dataset (each builds in under a second).
 TINY = {
     "cremad": {"clips_per_class": 1},
@@ -26,6 +28,8 @@ TINY = {
     "vggsound": {"num_classes": 2, "clips_per_class": 4, "test_fraction": 0.25, "missing_videos": 0,
                  "no_audio_clips": 0, "frame_size": 16},
     "ucf101": {"clips_per_class": 8, "groups": 8, "duration_s": 2.0, "classes": ["ApplyEyeMakeup", "Basketball"]},
+    # UCF-101-Three reads the UCF-101 layout (datasets.ucf101_three.root is the ucf101 raw root)
+    "ucf101_three": {"clips_per_class": 8, "groups": 8, "duration_s": 2.0, "classes": ["ApplyEyeMakeup", "Basketball"]},
     "nvgesture": {"num_classes": 2, "subjects": 3, "test_subjects": 1, "repetitions": 2, "video_frames": 8,
                   "gesture_frames": 4, "frame_size": 16},
     "mosi": {"utterances": 100},
@@ -78,7 +82,7 @@ def _cases(files: list[Path]) -> list[list[tuple[str, Path]]]:
 def test_validate_lists_what_prepare_skips(dataset, tmp_path):
     assert dataset in TINY, f"no tiny generator settings for {dataset!r} in TINY"
     pristine = tmp_path / "pristine"
-    get_generator(dataset)(pristine, seed=0, show_progress=False, **TINY[dataset])
+    get_generator(GENERATOR.get(dataset, dataset))(pristine, seed=0, show_progress=False, **TINY[dataset])
     split, recipe = split_options(PARAMS, dataset, ""), recipe_from_params(PARAMS, dataset)
     clips, _ = get_dataset(dataset).scan(pristine, **split)
     owner = {_victim(c): c.clip_id for c in reversed(clips)}  # file -> first clip using it
