@@ -46,11 +46,12 @@ GMM_RUNS = ("gmm_al",)
 RHO_RUNS = ("concat", "ogm_ge", "ogm", "ogm_code", "ogm_star", "opm", "opm_code", "opm_ogm")
 OPM_RUNS = ("opm", "opm_code", "opm_ogm")
 ARL_RUNS = ("arl", "arl_code", "arl_ur", "arl_al", "arl_al_gr", "arl_ur_al")
-IPRM_RUNS = ("iprm", "iprm__linear_mixup", "iprm__no_ema", "iprm__one_pass")
+IPRM_RUNS = ("iprm", "iprm__linear_mixup", "iprm__no_ema", "iprm__one_pass", "iprm__single_cls")
 ACTING_RUNS = ("ogm_ge", "ogm", "ogm_code", "ogm_star", "opm", "opm_code", "opm_ogm", "arl", "iprm", "gmm_al",
                "g_blending", "greedy", "pmr", "agm", "mla", "dr", "mmpareto", "reconboost", "lfm", "mslr",
                "moddrop", "unimodal_loss", "mmcosine", "umt", "mbsd", "cml", "amco", "valuation",
-               "valuation__modality_level")
+               "valuation__modality_level", "dropout", "annealed_dropout", "evolutional_dropout",
+               "curriculum_dropout")
 
 # A run's per-seed end-of-run diagnostics: seed → dict (``results.json`` seeds.<k>.diagnostics).
 SeedDiagnostics = dict[str, dict]

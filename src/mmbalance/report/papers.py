@@ -118,6 +118,7 @@ VARIANT_LABELS: dict[str, str] = {
     "adam_reset": "Adam, reset",
     "sgd_same_state": "SGD, same state",
     "adam_same_state": "Adam, same state",
+    "converged_warmup": "warm-up to convergence",
     "linear_mixup": "linear mixup",
     "no_ema": "w/o EMA",
     "one_pass": "one-pass",
