@@ -38,13 +38,14 @@ UNIMODAL = {
     "kinetics_sounds": ("audio_only", ["visual_only"]),
     "vggsound": ("audio_only", ["visual_only"]),
     "ucf101": ("rgb_only", ["flow_only"]),
+    "ucf101_three": ("rgb_only", ["flow_only", "rgb_diff_only"]),
     "nvgesture": ("depth_only", ["rgb_only", "flow_only"]),
     "mosi": ("text_only", ["audio_only", "vision_only"]),
     "iemocap": ("text_only", ["audio_only", "video_only"]),
     "sarcasm": ("text_only", ["image_only"]),
 }
 WEAK_MODALITY = {"audio_only": "audio", "visual_only": "visual", "flow_only": "flow", "vision_only": "vision", "rgb_only": "rgb",
-                 "video_only": "video", "image_only": "image"}
+                 "video_only": "video", "image_only": "image", "rgb_diff_only": "rgb_diff"}
 
 
 def _shard_hash(stage: dict, ds: str, key: str) -> str | None:
