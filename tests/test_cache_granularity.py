@@ -136,3 +136,15 @@ def test_a_byte_identical_copy_is_accepted(tmp_path):
     imports the installed checkout: the same bytes describe the code that runs."""
     (tmp_path / "mla.py").write_bytes((METHODS_DIR / "mla.py").read_bytes())
     assert method_files("mla", tmp_path) == [tmp_path / "mla.py"]
+
+
+def test_byte_code_caches_do_not_count_as_code_changes(tmp_path):
+    # a code folder's hash must not move when Python writes __pycache__/*.pyc next to the sources
+    # (they hold the source's mtime): DVC would re-run every stage after any import otherwise
+    from dvc.ignore import DvcIgnoreFilter
+    from dvc.fs import LocalFileSystem
+
+    ignore = DvcIgnoreFilter(LocalFileSystem(), str(ROOT))
+    pyc = ROOT / "src" / "mmbalance" / "train" / "__pycache__" / "loop.cpython-311.pyc"
+    assert ignore.is_ignored_file(str(pyc)) and ignore.is_ignored_dir(str(pyc.parent))
+    assert not ignore.is_ignored_file(str(ROOT / "src" / "mmbalance" / "train" / "loop.py"))
