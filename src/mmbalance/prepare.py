@@ -8,6 +8,8 @@ per-clip check is ``mmbalance.validate.check_clip``, so ``validate`` lists the s
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -40,24 +42,31 @@ def prepare(dataset: str, root: Path, out_dir: Path, recipe: dict, split_options
     index = {"dataset": dataset, "classes": list(adapter.classes), "modalities": {}, "splits": {},
              "frames_per_clip": int(recipe.get("frames_per_clip", adapter.frames_per_clip)),
              "recipe": {k: v for k, v in sorted(recipe.items())}}
+    splits = by_split(clips)
+    ordered = [c for members in splits.values() for c in members]
     with worker_pool(workers) as pool:
-        for split, members in by_split(clips).items():
-            index["splits"][split] = _write_split(adapter, split, members, recipe, pool, out_dir, shard_max_count, index, skipped)
+        # one ordered stream over every split: the workers never wait at a split's end for the
+        # parent to start the next one; each split takes its own clips off the front
+        results = checked_clips(adapter.name, ordered, recipe, pool, dataset)
+        for split, members in splits.items():
+            index["splits"][split] = _write_split(adapter, split, islice(results, len(members)), out_dir,
+                                                  shard_max_count, index, skipped)
     index["skipped"] = sorted_problems(skipped)
     write_index(out_dir / "index.json", index)
     return index
 
 
-def _write_split(adapter: DatasetAdapter, split: str, members: list[Clip], recipe: dict, pool, out_dir: Path,
-                 shard_max_count: int, index: dict, skipped: list) -> dict:
-    """Shards of one split, sorted by clip id; returns its index entry and extends ``skipped``."""
+def _write_split(adapter: DatasetAdapter, split: str, results: Iterator[tuple[Clip, dict | None, dict | None]],
+                 out_dir: Path, shard_max_count: int, index: dict, skipped: list) -> dict:
+    """Shards of one split from its ``checked_clips`` results ``(clip, arrays, problem)``, sorted
+    by clip id; returns its index entry and extends ``skipped``."""
     from mmbalance.shards import encode_sample, write_shards  # see prepare()
 
     per_class = {name: 0 for name in adapter.classes}
 
     def samples():
         # the same per-clip check as `validate`, so both list the same problems
-        for clip, arrays, problem in checked_clips(adapter.name, members, recipe, pool, f"{adapter.name}/{split}"):
+        for clip, arrays, problem in results:
             if problem is not None:
                 skipped.append(problem)
                 continue

@@ -20,6 +20,7 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from mmbalance.media.errors import MediaError
 from mmbalance.media.video import check_complete
@@ -138,7 +139,8 @@ def read_frame_pairs(path: Path, fps: float = 1.0) -> tuple[np.ndarray, np.ndarr
         raise MediaError(f"{path}: video file does not exist")
     frames: list[np.ndarray] = []
     pairs: list[tuple[np.ndarray, np.ndarray]] = []
-    last, prev, before_prev = -1, None, None
+    last, prev, before_prev = -1, None, None  # [frame, its RGB array or None] of the last two decoded
+    to_rgb = VideoReformatter()  # one swscale context for the clip (see media.video)
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -147,15 +149,16 @@ def read_frame_pairs(path: Path, fps: float = 1.0) -> tuple[np.ndarray, np.ndarr
             rate = float(stream.average_rate or stream.guessed_rate or 25)
             decoded, t = 0, 0.0
             for index, frame in enumerate(container.decode(stream)):
-                image = frame.to_ndarray(format="rgb24")  # [H, W, 3]
+                # only kept frames, their successors and the last two frames are converted to RGB
+                current = [frame, None]
                 if len(pairs) < len(frames):  # the previous frame was kept: this one follows it
-                    pairs.append((prev, image))
+                    pairs.append((_rgb(prev, to_rgb), _rgb(current, to_rgb)))
                 t = frame.time if frame.time is not None else index / rate
                 interval = math.floor(max(t, 0.0) * fps + _TIME_EPS)
                 if interval > last:
-                    frames.append(image)
+                    frames.append(_rgb(current, to_rgb))
                     last = interval
-                before_prev, prev = prev, image
+                before_prev, prev = prev, current
                 decoded += 1
             if decoded:
                 check_complete(path, container, stream, decoded, t + 1.0 / rate)
@@ -164,5 +167,12 @@ def read_frame_pairs(path: Path, fps: float = 1.0) -> tuple[np.ndarray, np.ndarr
     if before_prev is None:
         raise MediaError(f"{path}: fewer than 2 decodable video frames (flow needs a frame pair)")
     if len(pairs) < len(frames):  # the last kept frame is the video's last frame
-        pairs.append((before_prev, prev))
+        pairs.append((_rgb(before_prev, to_rgb), _rgb(prev, to_rgb)))
     return np.stack(frames), np.stack([np.stack(p) for p in pairs])
+
+
+def _rgb(slot: list, to_rgb: VideoReformatter) -> np.ndarray:
+    """The RGB array [H, W, 3] of ``slot`` = [decoded frame, array or None], converted once."""
+    if slot[1] is None:
+        slot[1] = to_rgb.reformat(slot[0], format="rgb24").to_ndarray()
+    return slot[1]

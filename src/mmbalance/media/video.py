@@ -8,6 +8,7 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from mmbalance.media.errors import MediaError
 
@@ -44,6 +45,9 @@ def _decode_sampled(path: Path, fps: float) -> list[np.ndarray]:
     """Decode the first video stream once; return the first RGB frame [H, W, 3] per interval."""
     kept: list[np.ndarray] = []
     last, decoded, t = -1, 0, 0.0
+    # one converter for the clip: frame.to_ndarray(format=...) builds a new swscale context for
+    # every frame it converts; a shared one gives the same pixels without re-initialising
+    to_rgb = VideoReformatter()
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -55,7 +59,7 @@ def _decode_sampled(path: Path, fps: float) -> list[np.ndarray]:
                 decoded += 1
                 interval = math.floor(max(t, 0.0) * fps + _TIME_EPS)
                 if interval > last:
-                    kept.append(frame.to_ndarray(format="rgb24"))
+                    kept.append(to_rgb.reformat(frame, format="rgb24").to_ndarray())  # [H, W, 3]
                     last = interval
             if decoded:
                 check_complete(path, container, stream, decoded, t + 1.0 / rate)
