@@ -36,3 +36,21 @@ def test_resume_matches_uninterrupted(name, tmp_path, monkeypatch):
     assert resumed["test"] == full["test"]
     assert resumed["best_epoch"] == full["best_epoch"]
     assert [r["train_loss"] for r in resumed["history"]] == [r["train_loss"] for r in full["history"]]
+
+
+def test_checkpoint_key_changes_with_rewritten_shards(tmp_path):
+    # regenerated data may keep index.json unchanged (same clips and counts, other pixels): the
+    # shard files' stamps are part of the key, so such a checkpoint is never resumed
+    import os
+
+    from mmbalance.train.run import fingerprint, shard_stamp
+
+    info = {"splits": {"train": {"shards": ["train-000000.tar"]}, "test": {"shards": ["test-000000.tar"]}}}
+    for name in ("train-000000.tar", "test-000000.tar"):
+        (tmp_path / name).write_bytes(b"x" * 10)
+        os.utime(tmp_path / name, ns=(1_000_000_000, 1_000_000_000))
+    before = fingerprint(info, shard_stamp(tmp_path, info), "concat", {}, {}, {})
+    assert fingerprint(info, shard_stamp(tmp_path, info), "concat", {}, {}, {}) == before  # a resume: same files
+    assert [s[0] for s in shard_stamp(tmp_path, info)] == ["test-000000.tar", "train-000000.tar"]
+    (tmp_path / "train-000000.tar").write_bytes(b"y" * 10)  # rewritten, same size
+    assert fingerprint(info, shard_stamp(tmp_path, info), "concat", {}, {}, {}) != before

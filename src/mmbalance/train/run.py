@@ -67,6 +67,15 @@ def fingerprint(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def shard_stamp(shard_dir: Path, info: dict) -> list[tuple[str, int, int]]:
+    """(name, size, mtime_ns) of every shard the index lists: part of a checkpoint's key, because
+    regenerated data can keep the index unchanged (same clips, classes and counts, other pixels).
+    Rewritten shards invalidate checkpoints even when their bytes are equal (a retrain, never a
+    resume on other data); a killed run resumes on the very same files."""
+    names = sorted(n for split in info["splits"].values() for n in split["shards"])
+    return [(n, (st := (Path(shard_dir) / n).stat()).st_size, st.st_mtime_ns) for n in names]
+
+
 def train_seed(info: dict, splits, method_name: str, method_cfg: dict, model_cfg: dict, train_cfg: dict, seed: int,
                live=None, checkpoint: Path | None = None) -> dict:
     """Build model and method for one seed and fit them (resuming from ``checkpoint`` if valid)."""
@@ -147,7 +156,8 @@ def _run(shard_dir, out_dir, dataset, method_name, method_cfg, model_cfg, train_
                **({"frames": int(model_cfg["frames"])} if model_cfg.get("frames") else {}),
                "runtime": {"device": rt.device.type, "bf16": rt.bf16, "processes": dist.world_size(), "loader": train_cfg.get("loader", "memory")},
                "selection": "best validation accuracy" if "val" in splits else "last-best test accuracy", "seeds": {}}
-    key = fingerprint(info, method_name, method_cfg, model_cfg, train_cfg)  # stale checkpoints are not resumed
+    # stale checkpoints (other config or other shard files) are not resumed
+    key = fingerprint(info, shard_stamp(shard_dir, info), method_name, method_cfg, model_cfg, train_cfg)
     job = _SeedJob(info, splits, method_name, method_cfg, model_cfg, train_cfg, out_dir, checkpoints, models, key, main)
     workers = seed_workers(train_cfg, rt, len(seeds))
     if workers > 1:
