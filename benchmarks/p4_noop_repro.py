@@ -140,6 +140,18 @@ def render(results: list[Measurement]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def previous_section(path: Path) -> str | None:
+    """This benchmark's section as ``path`` holds it now, marked as carried over (a run on a
+    pipeline with changes measures nothing and keeps the last measurement), or None."""
+    text = path.read_text() if path.exists() else ""
+    found = re.search(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", text, re.S | re.M)
+    if found is None:
+        return None
+    body = found.group(0).rstrip("\n").split("\n", 1)[1]
+    note = "\n> Not re-measured in the latest `make bench`: its pipeline had changes (`dvc status`). The table below is the previous measurement.\n"
+    return SECTION + "\n" + (body if "Not re-measured" in body else note + body) + "\n"
+
+
 def update_report(path: Path, section: str) -> None:
     """Replace this benchmark's section of ``path`` (or append it), leaving the rest as it is."""
     text = path.read_text() if path.exists() else ""
