@@ -27,6 +27,9 @@ from common import Measurement, median
 
 GOAL_S = 5.0
 SECTION = "## No-op dvc repro"
+# this benchmark's section of the report: its heading up to the next heading or the end
+SECTION_RE = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+SKIPPED = "skipped: the pipeline has changes (dvc status), a repro would run them"
 # a dvc process without ruamel.yaml's C extension: the import of _ruamel_yaml fails
 PURE_YAML = "import sys; sys.modules['_ruamel_yaml'] = None; "
 RUN_DVC = "from dvc.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -105,7 +108,7 @@ def run(repo: Path, repeats: int) -> list[Measurement]:
     """Interleaved rounds of the no-op repro with the C and the pure-Python YAML parser."""
     if not up_to_date(repo):
         return [Measurement("P4", "no-op dvc repro", 0.0, "s", None, "", None,
-                            "skipped: the pipeline has changes (dvc status), a repro would run them")]
+                            SKIPPED)]
     runs = {"c": [], "pure": []}
     for _ in range(repeats):
         for kind, prefix in (("c", ""), ("pure", PURE_YAML)):
@@ -143,8 +146,7 @@ def render(results: list[Measurement]) -> str:
 def previous_section(path: Path) -> str | None:
     """This benchmark's section as ``path`` holds it now, marked as carried over (a run on a
     pipeline with changes measures nothing and keeps the last measurement), or None."""
-    text = path.read_text() if path.exists() else ""
-    found = re.search(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", text, re.S | re.M)
+    found = SECTION_RE.search(path.read_text() if path.exists() else "")
     if found is None:
         return None
     body = found.group(0).rstrip("\n").split("\n", 1)[1]
@@ -152,11 +154,17 @@ def previous_section(path: Path) -> str | None:
     return SECTION + "\n" + (body if "Not re-measured" in body else note + body) + "\n"
 
 
+def report_section(results: list[Measurement], path: Path) -> str:
+    """The section for ``results``; when they are only the skip notice, the section ``path``
+    already holds (marked as carried over), if it has one."""
+    skipped = bool(results) and all(m.note == SKIPPED for m in results)
+    return (previous_section(path) if skipped else None) or render(results)
+
+
 def update_report(path: Path, section: str) -> None:
     """Replace this benchmark's section of ``path`` (or append it), leaving the rest as it is."""
     text = path.read_text() if path.exists() else ""
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    text = SECTION_RE.sub(lambda _: section + "\n", text) if SECTION_RE.search(text) else text.rstrip("\n") + "\n\n" + section
     path.write_text(text)
 
 
@@ -170,7 +178,7 @@ def main() -> None:
     for m in results:
         print(m.as_dict())
     if args.update is not None:
-        update_report(args.update, render(results))
+        update_report(args.update, report_section(results, args.update))
         print(f"updated {args.update}")
 
 

@@ -81,8 +81,7 @@ def main() -> None:
     t = time.perf_counter()
     noop = p4_noop_repro.run(args.repo.resolve(), args.repeats)
     print(f"P4 done in {time.perf_counter() - t:.0f} s", flush=True)
-    skipped = all(m.value == 0.0 and m.note.startswith("skipped") for m in noop)
-    p4 = (p4_noop_repro.previous_section(args.out) if skipped else None) or p4_noop_repro.render(noop)
+    p4 = p4_noop_repro.report_section(noop, args.out)
     args.out.write_text(render(machine(), results, settings, wall) + "\n" + p4)
     results += noop
     (args.work / "results.json").write_text(json.dumps([m.as_dict() for m in results], indent=2))
