@@ -6,8 +6,10 @@ out of date, next to the stages expected from the manifests (the runs whose meth
 the edited one). The file and the manifests are restored afterwards, whatever happens.
 
 Stages already out of date before the edit (other work in progress) are left out of the comparison.
-Checked: the train/tune/experiment stages and the evaluate stages; the report stage depends on the
-results the re-run stages write, so it changes only once they have run.
+Checked: the train/tune/experiment stages and the evaluate / costs stages (one per dataset: they
+load every trained model of their dataset, and depend on the method files of that dataset's runs
+only); the report stage depends on the results the re-run stages write, so it changes only once
+they have run.
 
 Usage: python benchmarks/cache_granularity.py src/mmbalance/methods/lfm.py
 Exit status 0 when the stages that changed are exactly the expected ones.
@@ -23,6 +25,7 @@ from pathlib import Path
 
 MANIFEST_STAGE = "method-sources"
 RUN_STAGES = ("train-", "tune-", "experiment")
+DATASET_STAGES = ("evaluate@", "costs@")
 
 
 def dvc(*args: str) -> str:
@@ -42,7 +45,7 @@ def checked_stages() -> list[str]:
     """The training stages and the evaluate stages (reading every trained model), as their
     matrix/foreach group names (one target per group: ``dvc status`` collects each target apart)."""
     names = dvc("stage", "list", "--name-only").split()
-    return sorted({n.split("@")[0] for n in names if n.startswith((*RUN_STAGES, "evaluate"))})
+    return sorted({n.split("@")[0] for n in names if n.startswith((*RUN_STAGES, *DATASET_STAGES))})
 
 
 def expected_stages(edited: Path, manifests: Path) -> set[str]:
@@ -56,6 +59,13 @@ def expected_stages(edited: Path, manifests: Path) -> set[str]:
             if run in runs or (run is None and _experiment_run() in runs):
                 out.add(line)
     return out
+
+
+def expected_dataset_stages(edited: Path, manifests: Path) -> set[str]:
+    """evaluate@<ds> / costs@<ds> of the datasets whose dataset manifest lists ``edited``."""
+    datasets = {p.stem for p in (manifests / "datasets").glob("*.json")
+                if edited.name in json.loads(p.read_text())["files"]}
+    return {f"{stage}{ds}" for stage in DATASET_STAGES for ds in datasets}
 
 
 def _experiment_run() -> str:
@@ -79,14 +89,15 @@ def main() -> int:
         after = status(stages)
         changed = {s for s in after if s not in before and s != MANIFEST_STAGE}
         expected = expected_stages(args.file, args.manifests) - set(before)
+        expected_ds = expected_dataset_stages(args.file, args.manifests) - set(before)
         print(f"edited {args.file}; dvc status of the stages this made out of date:\n")
         print(dvc("status", *sorted(changed)) if changed else "(none)\n")
         runs = sorted(s for s in changed if s.startswith(RUN_STAGES))
         others = sorted(changed - set(runs))
         print(f"training stages changed: {len(runs)}; expected from the manifests: {len(expected)}")
-        print(f"other stages changed: {others or 'none'} (evaluate scores every trained run; the report "
-              f"follows the results the re-run writes)")
-        ok = set(runs) == expected and all(s.startswith("evaluate") for s in others)
+        print(f"evaluate / costs stages changed: {others or 'none'}; expected: {sorted(expected_ds) or 'none'} "
+              f"(the datasets this method is trained on; the report follows the results the re-run writes)")
+        ok = set(runs) == expected and set(others) == expected_ds
         print("OK: only this method's runs" if ok else f"MISMATCH: unexpected {sorted(set(runs) - expected)}, "
               f"missing {sorted(expected - set(runs))}, others {others}")
         return 0 if ok else 1

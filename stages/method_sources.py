@@ -1,9 +1,11 @@
 """Stage `method-sources`: one manifest per run, <out>/<run>.json, naming the method files the run
 trains with (the file defining its registered class and the method files it imports) and their
 SHA-256. Each train/tune stage depends on its run's manifest only, so editing one method's file
-re-runs that method's runs and no others.
+re-runs that method's runs and no others. <out>/datasets/<dataset>.json merges the manifests of
+a dataset's runs, for the stages that load all of a dataset's models (evaluate, costs).
 
-Reads params: methods (run name → its registered method: the run itself or ``method:``).
+Reads params: methods (run name → its registered method: the run itself or ``method:``),
+benchmark (each dataset's runs).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mmbalance.method_sources import write_manifests
+from mmbalance.method_sources import write_dataset_manifests, write_manifests
 from mmbalance.params import load_params, lookup, resolve_run
 
 
@@ -24,7 +26,8 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     runs = {run: resolve_run(params, run)[0] for run in lookup(params, "methods")}
     written = write_manifests(runs, args.methods_dir, args.out)
-    print(f"method-sources: {len(written)} run manifests in {args.out}")
+    datasets = write_dataset_manifests(lookup(params, "benchmark"), args.out, args.out / "datasets")
+    print(f"method-sources: {len(written)} run manifests and {len(datasets)} dataset manifests in {args.out}")
 
 
 if __name__ == "__main__":

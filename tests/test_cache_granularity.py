@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmbalance.method_sources import manifest, method_files, method_imports, write_manifests
+from mmbalance.method_sources import (dataset_manifest, manifest, method_files, method_imports,
+                                      write_dataset_manifests, write_manifests)
 from mmbalance.methods import METHODS
 from mmbalance.params import resolve_run
 
@@ -20,7 +21,9 @@ METHODS_DIR = ROOT / "src" / "mmbalance" / "methods"
 MANIFESTS = "data/method_sources"
 SHARED_METHOD_FILES = {"src/mmbalance/methods/__init__.py", "src/mmbalance/methods/base.py"}
 # stages whose run names a method (option after which the run name follows in the command)
-RUN_STAGES = {"train-": "--method", "tune-": "--run", "experiment": "--method"}
+RUN_STAGES = {"train-": "--method", "tune-": "--run", "sweep-": "--run", "experiment": "--method"}
+# stages that load every trained model of one dataset (name: <stage>@<dataset>)
+DATASET_STAGES = ("evaluate@", "costs@")
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +151,58 @@ def test_byte_code_caches_do_not_count_as_code_changes(tmp_path):
     pyc = ROOT / "src" / "mmbalance" / "train" / "__pycache__" / "loop.cpython-311.pyc"
     assert ignore.is_ignored_file(str(pyc)) and ignore.is_ignored_dir(str(pyc.parent))
     assert not ignore.is_ignored_file(str(ROOT / "src" / "mmbalance" / "train" / "loop.py"))
+
+
+def test_dataset_stages_depend_on_their_dataset_manifest_only(stages, params):
+    """evaluate / costs load every model of their dataset: of the method plug-ins they depend on
+    the shared files and the dataset's merged manifest, not on the methods folder."""
+    found = {n for n in stages if n.startswith(DATASET_STAGES)}
+    assert found == {f"{s}{ds}" for s in DATASET_STAGES for ds in params["benchmark"]}
+    for name in found:
+        deps = stages[name]["deps"]
+        method_deps = {d for d in deps if d.startswith("src/mmbalance/methods")}
+        assert method_deps == SHARED_METHOD_FILES, f"{name}: method code deps {sorted(method_deps)}"
+        assert f"{MANIFESTS}/datasets/{name.split('@')[1]}.json" in deps, name
+    # the costs stage times every run against Concat: it must be one of each dataset's runs
+    assert all("concat" in runs for runs in params["benchmark"].values())
+
+
+def test_dataset_manifest_by_hand():
+    runs = {"mla": {"files": {"mla.py": "a"}}, "ogm": {"files": {"ogm.py": "b", "ogm_ge.py": "c"}},
+            "concat": {"files": {"ogm_ge.py": "c", "plain.py": "d"}}}
+    body = dataset_manifest("x", ["ogm", "concat"], runs)
+    assert body == {"dataset": "x", "runs": ["concat", "ogm"], "files": {"ogm.py": "b", "ogm_ge.py": "c", "plain.py": "d"}}
+    with pytest.raises(KeyError, match="benchmark.x lists run 'nope'"):
+        dataset_manifest("x", ["nope"], runs)
+
+
+def _manifests(params: dict, out: Path) -> dict[str, str]:
+    """Run and dataset manifests written to ``out`` → {repository-style path: text}."""
+    runs = {run: resolve_run(params, run)[0] for run in params["methods"]}
+    write_manifests(runs, METHODS_DIR, out)
+    write_dataset_manifests(params["benchmark"], out, out / "datasets")
+    return {f"{MANIFESTS}/{p.relative_to(out).as_posix()}": p.read_text() for p in out.rglob("*.json")}
+
+
+@pytest.mark.parametrize("edited", ["amco.py", "gmm_al.py", "ogm_ge.py"])
+def test_editing_one_method_file_makes_only_its_stages_stale(stages, params, tmp_path, edited):
+    """The stages whose dependencies change when ``edited`` changes (its new hash in every
+    manifest that lists it): exactly the train / tune / sweep / experiment stages of the runs
+    that use it and the evaluate / costs stages of the datasets those runs are trained on."""
+    before = _manifests(params, tmp_path)
+    after = {path: text for path, text in before.items()}
+    for path, text in before.items():
+        body = json.loads(text)
+        if edited in body["files"]:
+            body["files"][edited] = "0" * 64
+            after[path] = json.dumps(body)
+    changed = {path for path in before if before[path] != after[path]}
+    stale = {name for name, st in stages.items() if changed & set(st["deps"])}
+    users = {run for run in params["methods"] if edited in {p.name for p in method_files(resolve_run(params, run)[0], METHODS_DIR)}}
+    runs = run_stages(stages)
+    expected = {name for name, run in runs.items() if run in users}
+    expected |= {f"{s}{ds}" for s in DATASET_STAGES for ds, listed in params["benchmark"].items() if users & set(listed)}
+    assert stale == expected
+    if edited == "amco.py":  # AMCo runs on three datasets: seven others keep their evaluate / costs
+        assert sorted(n for n in stale if n.startswith("evaluate@")) == [
+            "evaluate@cremad", "evaluate@kinetics_sounds", "evaluate@ucf101"]

@@ -6,6 +6,10 @@ variants build on ``ogm_ge.py`` and ``opm.py``; Concat imports ``ogm_ge.discrepa
 DVC cannot look a run's file up by name in a templated ``dvc.yaml``, so the ``method-sources``
 stage writes one small manifest per run, ``<run>.json`` (the files and their SHA-256): a train
 stage depends on its own run's manifest, which changes only when one of that run's files does.
+
+The per-dataset stages that load every trained model of a dataset (``evaluate``, ``costs``) depend
+on ``datasets/<dataset>.json`` instead: the union of the manifests of that dataset's runs. Editing
+a method's file re-runs them only for the datasets that method is trained on.
 """
 
 from __future__ import annotations
@@ -93,6 +97,36 @@ def write_manifests(runs: dict[str, str], methods_dir: Path, out: Path) -> list[
     for run, method in sorted(runs.items()):
         path = out / f"{run}.json"
         path.write_text(json.dumps(manifest(run, method, methods_dir), indent=1, sort_keys=True) + "\n")
+        written.append(path)
+    for stale in set(out.glob("*.json")) - set(written):
+        stale.unlink()
+    return written
+
+
+def dataset_manifest(dataset: str, runs: list[str], run_manifests: dict[str, dict]) -> dict:
+    """``{"dataset", "runs", "files": {file name: sha256}}``: the method files any of ``runs``
+    (the dataset's benchmark list) trains with, from their run manifests (``run_manifests``:
+    run → :func:`manifest`)."""
+    files: dict[str, str] = {}
+    for run in runs:
+        if run not in run_manifests:
+            raise KeyError(f"benchmark.{dataset} lists run {run!r}, which params `methods` does not define")
+        files.update(run_manifests[run]["files"])
+    return {"dataset": dataset, "runs": sorted(runs), "files": dict(sorted(files.items()))}
+
+
+def write_dataset_manifests(benchmark: dict[str, list[str]], runs_dir: Path, out: Path) -> list[Path]:
+    """One ``<dataset>.json`` per benchmark dataset in ``out`` (see :func:`dataset_manifest`),
+    read from the run manifests in ``runs_dir``; files of datasets no longer listed are removed."""
+    out.mkdir(parents=True, exist_ok=True)
+    needed = sorted({run for runs in benchmark.values() for run in runs})
+    run_manifests = {run: json.loads((runs_dir / f"{run}.json").read_text())
+                     for run in needed if (runs_dir / f"{run}.json").is_file()}
+    written = []
+    for dataset, runs in sorted(benchmark.items()):
+        path = out / f"{dataset}.json"
+        body = dataset_manifest(dataset, list(runs), run_manifests)
+        path.write_text(json.dumps(body, indent=1, sort_keys=True) + "\n")
         written.append(path)
     for stale in set(out.glob("*.json")) - set(written):
         stale.unlink()
