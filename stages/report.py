@@ -36,6 +36,7 @@ from mmbalance.report import (
 )
 from mmbalance.report.data_summary import load_data_summaries
 from mmbalance.report.diagnostics import diagnostics_section
+from mmbalance.report.embedding import embedding_section, load_embeddings
 from mmbalance.report.gmm_fit import first_fit_section
 from mmbalance.report.render import mini_note
 from mmbalance.report.stats import StatsConfig, stats_by_dataset
@@ -147,6 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sweeps", nargs="*", default=[],
                     help="results.json of the sweep stages (results/sweeps/<dataset>/<run>/<param>=<value>/) → sensitivity figures")
     ap.add_argument("--robustness", nargs="*", default=[], help="robustness.json, one per dataset (stages/evaluate.py)")
+    ap.add_argument("--embeddings", nargs="*", default=[],
+                    help="t-SNE results of the embed stages (results/embedding/<dataset>/<run>.json) → IPRM Fig. 4")
     ap.add_argument("--costs", nargs="*", default=[], help="costs.json, one per dataset (stages/costs.py)")
     ap.add_argument("--shapley", nargs="*", default=[], help="shapley.json, one per dataset (stages/evaluate.py --shapley)")
     ap.add_argument("--indexes", nargs="*", default=[], help="shard index.json files: clip counts and skipped clips per dataset")
@@ -170,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     robustness = load_robustness(existing(args.robustness, "robustness"))
     costs = load_costs(existing(args.costs, "costs"))
     shapley = load_shapley(existing(args.shapley, "shapley"))
+    embeddings = load_embeddings(existing(args.embeddings, "embedding results"))
     data = load_data_summaries(existing(args.indexes, "shard index"))
     config = load_config()
     index = PaperIndex(load_paper_numbers(args.paper_numbers), config)
@@ -189,6 +193,8 @@ def main(argv: list[str] | None = None) -> None:
         sections = [diagnostics_section(paper, diagnostics)]
         if paper == "gmm_adaptive_loss":  # the first mixture fit beside the paper's Fig. 2
             sections.insert(0, first_fit_section(runs))
+        if paper == "iprm":  # the t-SNE panels of the paper's Fig. 4
+            sections.append(embedding_section(embeddings, out.parent, draw=not args.no_plots))
         text = render_paper_page(paper, cells, runs, config, out.name, mini, mini_note(), [s for s in sections if s],
                                  expected=methods)
         write_report(text, out.parent / page_name(paper))

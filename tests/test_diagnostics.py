@@ -105,13 +105,23 @@ def test_render_diagnostics_from_fixture(tmp_path):
                                "train/arl_a_audio": [0.2, 0.8, 0.6, 0.5], "train/arl_a_visual": [0.8, 0.2, 0.4, 0.5]}),
         _run(tmp_path, "iprm", {"train/lambda_audio_vs_visual": [0.5, 0.45, 0.4, 0.38],
                                 "train/omega_audio_vs_visual": [0.3, 0.35, 0.3, 0.32]}),
+        # ARL Fig. 1: the unscaled and the "a*5" runs' ratios, the scaled run's accuracy
+        _run(tmp_path, "grad_scale__none", {"train/arl_d_ratio_audio": [1.5, 2.5, 3.0, 3.2],
+                                            "train/arl_q_ratio_audio": [1.0, 1.2, 1.3, 1.3]}),
+        _run(tmp_path, "grad_scale__audio5", {**_probes("test"), "train/arl_d_ratio_audio": [1.5, 2.0, 1.8, 1.6],
+                                              "train/arl_q_ratio_audio": [1.0, 1.3, 1.4, 1.4],
+                                              "train/grad_scale_audio": [5.0] * 4, "train/grad_scale_visual": [1.0] * 4}),
     ]
     runs = {r.run: r for r in load_results(paths)}
     curves = {name: load_curves(Path(r.source).parent) for name, r in runs.items()}
     out = tmp_path / "reports"
     drawn = render_diagnostics("cremad", runs, curves, out / "plots", out)
     links = {d.name: d.path for d in drawn}
-    assert links == {name: f"plots/cremad/{name}.png" for name in ("gmm_gap", "gmm_probes", "rho", "opm_q", "arl", "iprm", "acting")}
+    assert links == {name: f"plots/cremad/{name}.png"
+                     for name in ("gmm_gap", "gmm_probes", "rho", "opm_q", "arl", "arl_fig1", "iprm", "acting")}
+    # drawn for CREMA-D only (the paper's dataset): another dataset has no ARL Fig. 1 entry at all
+    other = render_diagnostics("ave", runs, curves, out / "plots", out)
+    assert "arl_fig1" not in {d.name for d in other}
     for link in links.values():
         with Image.open(out / link) as img:
             img.verify()  # a complete, valid PNG

@@ -46,12 +46,14 @@ GMM_RUNS = ("gmm_al",)
 RHO_RUNS = ("concat", "ogm_ge", "ogm", "ogm_code", "ogm_star", "opm", "opm_code", "opm_ogm")
 OPM_RUNS = ("opm", "opm_code", "opm_ogm")
 ARL_RUNS = ("arl", "arl_code", "arl_ur", "arl_al", "arl_al_gr", "arl_ur_al")
+# ARL Fig. 1 (CREMA-D): Concat's branches, Concat against "a*5", and both runs' ratios
+FIG1_SCALED, FIG1_VANILLA = "grad_scale__audio5", "grad_scale__none"
 IPRM_RUNS = ("iprm", "iprm__linear_mixup", "iprm__no_ema", "iprm__one_pass", "iprm__single_cls")
 ACTING_RUNS = ("ogm_ge", "ogm", "ogm_code", "ogm_star", "opm", "opm_code", "opm_ogm", "arl", "iprm", "gmm_al",
                "g_blending", "greedy", "pmr", "agm", "mla", "dr", "mmpareto", "reconboost", "lfm", "mslr",
                "moddrop", "unimodal_loss", "mmcosine", "umt", "mbsd", "cml", "amco", "valuation",
                "valuation__modality_level", "dropout", "annealed_dropout", "evolutional_dropout",
-               "curriculum_dropout")
+               "curriculum_dropout", FIG1_SCALED)
 
 # A run's per-seed end-of-run diagnostics: seed → dict (``results.json`` seeds.<k>.diagnostics).
 SeedDiagnostics = dict[str, dict]
@@ -194,6 +196,55 @@ def plot_arl(dataset: str, data: Mapping[str, RunData], path: Path) -> bool:
                                            for k, m in enumerate(coef_mods)]))
     return plot_series(f"{dataset_label(dataset)}: ARL dependency vs variance ratio and coefficients (mean over seeds)",
                        panels, runs, data, path)
+
+
+def plot_arl_fig1(dataset: str, data: Mapping[str, RunData], path: Path) -> bool:
+    """ARL Fig. 1: (a) each modality's probe accuracy in Concat per epoch, (b) test accuracy of
+    Concat and of Concat with the audio gradient × 5 ("a*5"), (c) the dependency ratio d_a/d_v
+    (Eq. 4) and inverse-variance ratio q_a/q_v (Eq. 17) of both (the vanilla one logged by the
+    unscaled ``grad_scale__none`` run, which trains exactly as Concat)."""
+    if FIG1_SCALED not in data or "concat" not in data:
+        return False
+    ratio_runs = [r for r in (FIG1_VANILLA, FIG1_SCALED) if r in data]
+    mods = _modalities(data[FIG1_SCALED].curves, "train/arl_d_ratio_")
+    if not mods:
+        return False
+    width, height = 13.0, 4.2
+    fig = _new_figure(width, height)
+    axes = fig.subplots(1, 3).ravel()
+    entries: dict[str, object] = {}
+
+    def curve(ax, run: str, key: str, colour: str, style: str = "-"):
+        if key not in data[run].curves:
+            return None
+        x, y = mean_curve(data[run].curves[key])
+        return ax.plot(x, y, color=colour, linestyle=style)[0]
+
+    for k, m in enumerate(_modalities(data["concat"].curves, "test/probe_acc_")):
+        line = curve(axes[0], "concat", f"test/probe_acc_{m}", f"C{k + 3}")
+        if line is not None:
+            entries[f"{_name(m)} branch of Concat"] = line
+    for i, r in enumerate(("concat", FIG1_SCALED)):
+        line = curve(axes[1], r, "test/acc", f"C{i}")
+        if line is not None:
+            entries.setdefault(run_label(r), line)
+    for r in ratio_runs:
+        colour = "C0" if r == FIG1_VANILLA else "C1"
+        for m in mods:
+            curve(axes[2], r, f"train/arl_d_ratio_{m}", colour, "-")
+            curve(axes[2], r, f"train/arl_q_ratio_{m}", colour, "--")
+    entries.setdefault(run_label("concat"), axes[2].plot([], [], color="C0")[0])
+    entries["dependency ratio d (c)"] = axes[2].plot([], [], color="grey", linestyle="-")[0]
+    entries["inverse-variance ratio q (c)"] = axes[2].plot([], [], color="grey", linestyle="--")[0]
+    ref = next(iter(set(data[FIG1_SCALED].summary.modalities or []) - set(mods)), "reference")
+    for ax, title, ylabel in zip(axes, ("(a) unimodal branches of Concat", "(b) multimodal, audio gradient × 5",
+                                        f"(c) {', '.join(_name(m) for m in mods)} / {_name(ref)} ratios"),
+                                 ("test accuracy", "test accuracy", "ratio")):
+        ax.set_title(title)
+        ax.set_ylabel(ylabel)
+    _finish(fig, axes, f"{dataset_label(dataset)}: ARL Fig. 1 (mean over seeds)", entries, width, height)
+    save_figure(fig, path)
+    return True
 
 
 def plot_iprm(dataset: str, data: Mapping[str, RunData], path: Path) -> bool:
@@ -398,6 +449,7 @@ class Figure:
     main: tuple[str, ...]
     draw: Callable[[str, Mapping[str, RunData], Path], bool]
     sweep: bool = False  # drawn from the sweep stages' points: left out of a dataset without any
+    only: tuple[str, ...] = ()  # the datasets the paper draws it for (others: left out), () = all
 
 
 FIGURES: tuple[Figure, ...] = (
@@ -410,6 +462,9 @@ FIGURES: tuple[Figure, ...] = (
     Figure("opm_ogm", "opm_q", "OPM drop probability per epoch (paper Fig. 7)", OPM_RUNS, ("opm",), plot_opm_q),
     Figure("arl", "arl", "Dependency ratio against inverse-variance ratio, and coefficients (paper Fig. 3)",
            ARL_RUNS, ("arl",), plot_arl),
+    Figure("arl", "arl_fig1", "Concat's unimodal branches, the audio gradient × 5, and the dependency against the "
+           "inverse-variance ratio (paper Fig. 1; runs `grad_scale__none`, `grad_scale__audio5`)",
+           (FIG1_SCALED, FIG1_VANILLA), (FIG1_SCALED,), plot_arl_fig1, only=("cremad",)),
     Figure("iprm", "iprm", "λ (EMA mixing weight) and ω (probe) per epoch", IPRM_RUNS, ("iprm",), plot_iprm),
     Figure("arl", "acting", "Each rebalancing method's distinguishing quantity per epoch (its no-op value in black)",
            ACTING_RUNS, ("ogm_ge", "arl"), plot_acting),
@@ -450,6 +505,8 @@ def render_diagnostics(dataset: str, runs: Mapping[str, RunSummary], curves: Map
         for fig in FIGURES:
             if fig.sweep and not any(p.dataset == dataset for p in sweeps):
                 continue  # no sensitivity sweep on this dataset: nothing to say
+            if fig.only and dataset not in fig.only:
+                continue  # a figure the paper draws for other datasets only
             path = out_dir / dataset / f"{fig.name}.png"
             if fig.draw(dataset, data, path):
                 out.append(Drawn(fig.paper, fig.name, fig.label, dataset, path.relative_to(link_root).as_posix()))

@@ -107,6 +107,7 @@ METHOD_NAMES: dict[str, str] = {
     "cml": "CML",
     "amco": "AMCo",
     "valuation": "Modality valuation",
+    "grad_scale": "Gradient scale",
 }
 
 # Variant suffix (after "__") -> label; fusions come from FUSION_NAMES.
@@ -124,6 +125,9 @@ VARIANT_LABELS: dict[str, str] = {
     "one_pass": "one-pass",
     "single_cls": "Single-CLS",
     "modality_level": "modality-level",
+    # ARL Fig. 1: the audio encoder's gradient × 5, and no scaling (Concat with ARL's ratios logged)
+    "audio5": "audio × 5, \"a*5\"",
+    "none": "none",
     # TPAMI 2024 OPM/OGM Tab. 1 (factors on the recipe's train settings), Tab. 14 (γ¹, γ²), Tab. 15 (ρ, z)
     "lr0_1": "lr × 0.1",
     "lr0_01": "lr × 0.01",
