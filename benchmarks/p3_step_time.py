@@ -7,7 +7,7 @@ untimed warm-up epoch in the method's active phase (after its warm-up / start ep
 adaptive, OGM modulating), then timed epochs exactly as ``fit`` runs them (``on_epoch_start``,
 ``train_epoch``, ``on_epoch_end``; evaluation excluded, it is the same for every method). A method
 whose epoch hooks do work every k epochs is timed over k epochs, so that work is amortised as in a
-run: GMM-AL's gap pass over the training split and GMM fit (every ``fit_every`` epoch),
+run: GMM-AL's GMM fit (every ``fit_every`` epoch; with ``gap_source: pass`` also its gap pass over the training split),
 G-Blending's loss measurements on train and val (every ``super_epoch`` epochs). The tiled
 training split keeps the real ratio of per-epoch hook work to steps (both scale with its size);
 val is a ninth of it, as in CREMA-D.

@@ -84,11 +84,12 @@ def test_train_deps_name_only_their_own_method(stages):
     assert "src/mmbalance/methods" in ms["deps"] and f"--out {MANIFESTS}" in ms["cmd"]
 
 
-@pytest.mark.parametrize("script", ["stages/train.py", "stages/tune.py"])
-def test_shared_deps_cover_what_the_stage_imports(stages, script):
+@pytest.mark.parametrize("script,prefix", [("stages/train.py", "train-"), ("stages/tune.py", "tune-"),
+                                           ("stages/embed.py", "embed-")])
+def test_shared_deps_cover_what_the_stage_imports(stages, script, prefix):
     """Every mmbalance file the stage imports is a dependency, except method plug-ins (in the
     run's manifest): a change to the shared code re-runs every run."""
-    name = next(n for n, st in stages.items() if n.startswith("train-" if "train" in script else "tune-"))
+    name = next(n for n, st in stages.items() if n.startswith(prefix))
     deps = stages[name]["deps"]
     missing = sorted(f for f in imported_modules(script)
                      if not covered(f, deps) and not (f.startswith("src/mmbalance/methods/") and f not in SHARED_METHOD_FILES))

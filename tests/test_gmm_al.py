@@ -138,3 +138,60 @@ def test_fit_through_adaptive_phase():
     assert res["epochs"] == 3 and math.isfinite(res["history"][-1]["train_loss"])
     assert "gmm_mu0" in res["history"][1] and "lambda_t" in res["history"][2]
     assert res["history"][2]["lambda_t"] == pytest.approx(0.96)
+
+
+def _step(method, trainer, batch_logits, labels):
+    """One training step's loss on given unimodal logits (a graph, as in training)."""
+    uni = {m: z.clone().requires_grad_(True) for m, z in batch_logits.items()}
+    fused = sum(uni.values())
+    return method.loss(Output(fused, {}, uni), labels)
+
+
+def test_step_gaps_feed_the_next_fit_without_a_pass(monkeypatch):
+    # gap_source steps: the fit at the start of epoch 1 uses exactly the gaps of epoch 0's steps
+    method, model = make({"warmup_epochs": 1, "gap_source": "steps"})
+    trainer = Trainer(model, method, splits(), TRAIN, seed=0, name="gmm_al")
+    monkeypatch.setattr(method, "collect_gaps", lambda t: pytest.fail("no evaluation pass with step gaps"))
+    gen = torch.Generator().manual_seed(0)
+    want = []
+    method.on_epoch_start(0, trainer)
+    for _ in range(3):
+        logits = {m: torch.randn(4, 6, generator=gen) for m in AV}
+        labels = torch.randint(0, 6, (4,), generator=gen)
+        want.append(modality_gap(logits, labels, AV))
+        _step(method, trainer, logits, labels)
+    with torch.no_grad():  # an evaluation-time loss is not a training step: not buffered
+        method.loss(Output(torch.zeros(2, 6), {}, {m: torch.zeros(2, 6) for m in AV}), torch.zeros(2, dtype=torch.long))
+    method.on_epoch_end(0, trainer)
+    gaps = torch.cat(want).numpy()
+    method.on_epoch_start(1, trainer)
+    assert method.fits[0]["n"] == 12 and method.fits[0]["gap_mean"] == pytest.approx(float(gaps.mean()), abs=1e-6)
+    assert method.gmm == fit_gmm(gaps, 0)
+
+
+def test_pass_source_and_missing_step_gaps_use_the_evaluation_pass():
+    for cfg, buffered in (({"gap_source": "pass"}, True), ({"gap_source": "steps"}, False)):
+        method, model = make({"warmup_epochs": 1, **cfg})
+        trainer = Trainer(model, method, splits(), TRAIN, seed=0, name="gmm_al")
+        if buffered:
+            _step(method, trainer, {m: torch.randn(4, 6) for m in AV}, torch.zeros(4, dtype=torch.long))
+            method.on_epoch_end(0, trainer)
+        method.on_epoch_start(1, trainer)
+        assert method.fits[0]["n"] == 12  # the whole training split, scored by the pass
+
+
+def test_step_gaps_travel_with_the_state():
+    method, model = make({"warmup_epochs": 1})
+    trainer = Trainer(model, method, splits(), TRAIN, seed=0, name="gmm_al")
+    _step(method, trainer, {m: torch.randn(5, 6) for m in AV}, torch.arange(5))
+    method.on_epoch_end(0, trainer)
+    other, _ = make({"warmup_epochs": 1})
+    other.load_state_dict(method.state_dict())
+    other.on_epoch_start(1, trainer)
+    method.on_epoch_start(1, trainer)
+    assert other.fits == method.fits and other.fits[0]["n"] == 5
+
+
+def test_unknown_gap_source():
+    with pytest.raises(ValueError, match="gap_source"):
+        make({"gap_source": "batch"})

@@ -22,3 +22,14 @@ def test_paper_profile_builds_resnet18_model():
                         {"audio": "spectrogram", "visual": "frames"})
     assert model.encoders["audio"].out_dim == 512
     assert model.encoders["audio"].body.conv1.in_channels == 1
+
+
+def test_every_profile_trains_the_runs_its_stages_read():
+    """Stages reading trained models of named runs (embed: params embedding.runs) must find them
+    in the profile's benchmark lists, or `dvc repro` stops on a missing dependency."""
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for profile in [None, *sorted((ROOT / "profiles").glob("*.yaml"))]:
+        params = base if profile is None else deep_merge(base, yaml.safe_load(profile.read_text()) or {})
+        for ds, runs in params["embedding"]["runs"].items():
+            missing = sorted(set(runs) - set(params["benchmark"].get(ds, [])))
+            assert not missing, f"{profile or 'params.yaml'}: embedding.runs.{ds} lists {missing}, not in benchmark.{ds}"
