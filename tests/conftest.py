@@ -1,5 +1,7 @@
 """Shared fixtures: tiny in-memory splits shaped like the prepared shards, for CPU step tests."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -37,3 +39,20 @@ def batch():
 
 # Tests run many tiny models: one thread avoids oversubscribing a small shared CPU.
 torch.set_num_threads(1)
+
+
+def save_concat_run(parent: Path, seed: int = 0):
+    """A Concat model (``MODEL_CFG``, 6 classes) saved as the train stage saves one, in
+    ``parent/concat/seed<seed>.pt``; returns (info, model, folder)."""
+    import torch
+
+    from mmbalance.train.run import build_run
+
+    info = {**INFO, "classes": [f"c{i}" for i in range(6)]}
+    torch.manual_seed(0)
+    _, model = build_run(info, "concat", {}, MODEL_CFG, 2)
+    folder = parent / "concat"
+    folder.mkdir()
+    torch.save({"state": model.state_dict(), "method": "concat", "method_cfg": {}, "model_cfg": MODEL_CFG,
+                "epochs": 2, "seed": seed}, folder / f"seed{seed}.pt")
+    return info, model, folder

@@ -11,9 +11,8 @@ import torch
 
 from mmbalance.embedding import MULTIMODAL, class_spread, embed_run, spread_ratio, split_features
 from mmbalance.report.embedding import embedding_section, load_embeddings
-from mmbalance.train.run import build_run
 
-from conftest import INFO, MODEL_CFG, tiny_split
+from conftest import save_concat_run, tiny_split
 
 
 def test_class_spread_by_hand():
@@ -33,19 +32,8 @@ def test_collapsed_classes_have_ratio_zero_and_one_class_ratio_one():
     assert spread_ratio(pts, np.array([0, 0, 0, 0])) == pytest.approx(1.0)
 
 
-def _saved_run(tmp_path):
-    info = {**INFO, "classes": [f"c{i}" for i in range(6)]}
-    torch.manual_seed(0)
-    _, model = build_run(info, "concat", {}, MODEL_CFG, 2)
-    folder = tmp_path / "concat"
-    folder.mkdir()
-    torch.save({"state": model.state_dict(), "method": "concat", "method_cfg": {}, "model_cfg": MODEL_CFG,
-                "epochs": 2, "seed": 0}, folder / "seed0.pt")
-    return info, model, folder
-
-
 def test_features_are_the_encoders_and_their_concatenation(tmp_path):
-    info, model, _ = _saved_run(tmp_path)
+    info, model, _ = save_concat_run(tmp_path)
     data = tiny_split(12, seed=1)
     views, labels = split_features(model, data, batch_size=5)
     assert list(views) == ["audio", "visual", MULTIMODAL] and labels.tolist() == data.labels.tolist()
@@ -53,7 +41,7 @@ def test_features_are_the_encoders_and_their_concatenation(tmp_path):
 
 
 def test_embed_run_writes_points_and_spreads_for_every_view(tmp_path):
-    info, _, folder = _saved_run(tmp_path)
+    info, _, folder = save_concat_run(tmp_path)
     data = tiny_split(24, seed=3)
     res = embed_run(folder, info, data, model_seed=0, perplexity=30, seed=0)
     assert res["views"] == ["audio", "visual", MULTIMODAL] and res["method"] == "concat"

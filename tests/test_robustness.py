@@ -15,9 +15,8 @@ from mmbalance.evaluate.robustness import (
     uniform_draws,
 )
 from mmbalance.train.data import batches
-from mmbalance.train.run import build_run
 
-from conftest import INFO, MODEL_CFG, tiny_split
+from conftest import save_concat_run, tiny_split
 from test_methods import make
 
 PROBS = [0.0, 0.25, 0.5, 0.75, 1.0]
@@ -86,13 +85,7 @@ def test_unimodal_model_sweeps_its_own_modality_only():
 
 
 def test_saved_models_round_trip(tmp_path):
-    info = {**INFO, "classes": [f"c{i}" for i in range(6)]}
-    torch.manual_seed(0)
-    _, model = build_run(info, "concat", {}, MODEL_CFG, 2)
-    folder = tmp_path / "concat"
-    folder.mkdir()
-    torch.save({"state": model.state_dict(), "method": "concat", "method_cfg": {}, "model_cfg": MODEL_CFG,
-                "epochs": 2, "seed": 0}, folder / "seed0.pt")
+    info, model, folder = save_concat_run(tmp_path)
     method, loaded, _ = load_trained(folder / "seed0.pt", info)
     for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
         assert torch.equal(a, b)
