@@ -4,7 +4,7 @@ files of the evaluate stages and the costs.json files of the costs stages.
 
 Also lists each dataset's clip counts and skipped clips from its shard index.json (--indexes).
 
-Reads params: profile, benchmark, stats, sweeps (and hashes the whole params file for provenance).
+Reads params: profile, benchmark, stats, sweeps, embedding.runs (and hashes the whole params file for provenance).
 The statistics (intervals, paired tests, ranks) come from each run's predictions/ folder beside
 its results.json.
 Writes next to --out: <paper>.md for each seed paper and plots/<dataset>/*.png.
@@ -114,6 +114,14 @@ def draw_plots(out_dir: Path, runs, robustness, methods, stats=None, shapley=Non
     return links
 
 
+def embedding_order(params_path: Path) -> dict[str, list[str]]:
+    """params ``embedding.runs``: each dataset's t-SNE runs in the order its figure draws them."""
+    try:
+        return dict(lookup(load_params(params_path), "embedding")["runs"])
+    except KeyError:
+        return {}
+
+
 def load_sweep_points(paths: list[Path], params_path: Path) -> list:
     """The sweep stages' points, each with the paper's default from params ``sweeps``."""
     from mmbalance.report.sweeps import load_sweeps
@@ -173,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     robustness = load_robustness(existing(args.robustness, "robustness"))
     costs = load_costs(existing(args.costs, "costs"))
     shapley = load_shapley(existing(args.shapley, "shapley"))
-    embeddings = load_embeddings(existing(args.embeddings, "embedding results"))
+    embeddings = load_embeddings(existing(args.embeddings, "embedding results"), embedding_order(Path(args.params)))
     data = load_data_summaries(existing(args.indexes, "shard index"))
     config = load_config()
     index = PaperIndex(load_paper_numbers(args.paper_numbers), config)

@@ -65,6 +65,10 @@ def test_the_iprm_page_section_draws_and_tabulates(tmp_path):
     assert "paper Fig. 4" in text and "| IPRM |" in text and "0.70" in text and "0.750" in text
     assert (tmp_path / "plots" / "cremad" / "tsne.png").stat().st_size > 0
     assert embedding_section({}, tmp_path) is None
+    (tmp_path / "mla.json").write_text(json.dumps({**body, "run": "mla"}))
+    files = [tmp_path / "iprm.json", tmp_path / "mla.json"]
+    assert [r["run"] for r in load_embeddings(files, {"cremad": ["mla", "iprm"]})["cremad"]] == ["mla", "iprm"]
+    assert [r["run"] for r in load_embeddings(files, {})["cremad"]] == ["iprm", "mla"]
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="bad.json"):
         load_embeddings([tmp_path / "bad.json"])

@@ -1,7 +1,7 @@
 """The IPRM page's t-SNE figure (IPRM Fig. 4) from the `embed` stages' JSON files.
 
 One figure per dataset, ``plots/<dataset>/tsne.png``: a row per run (in params
-``embedding.runs`` order, as the stage files arrive), a column per view (each modality's
+``embedding.runs`` order: the paper's L-Mixup, MLA, LFM, IPRM), a column per view (each modality's
 features, then the multimodal concatenation), points coloured by class; each panel's title
 carries the paper's number, the mean distance of a sample to its class centre in the 2-D map.
 A table beside it gives that number and the scale-free feature-space ratio for every panel.
@@ -10,7 +10,7 @@ A table beside it gives that number and the scale-free feature-space ratio for e
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from .papers import dataset_label, run_label
@@ -19,8 +19,9 @@ from .tables import Table, markdown_table
 __all__ = ["load_embeddings", "draw_tsne", "embedding_section"]
 
 
-def load_embeddings(paths: Iterable[Path]) -> dict[str, list[dict]]:
-    """dataset → the embed stage results of its runs (file order kept)."""
+def load_embeddings(paths: Iterable[Path], order: Mapping[str, Sequence[str]] | None = None) -> dict[str, list[dict]]:
+    """dataset → the embed stage results of its runs, in ``order[dataset]`` (params
+    ``embedding.runs``: the figure's row order), runs not listed there after them in file order."""
     out: dict[str, list[dict]] = {}
     for path in paths:
         body = json.loads(Path(path).read_text())
@@ -28,6 +29,9 @@ def load_embeddings(paths: Iterable[Path]) -> dict[str, list[dict]]:
         if missing:
             raise ValueError(f"{path}: not an embed stage result (missing {missing})")
         out.setdefault(body["dataset"], []).append(body)
+    for dataset, results in out.items():
+        rank = {run: i for i, run in enumerate((order or {}).get(dataset, []))}
+        results.sort(key=lambda r: rank.get(r["run"], len(rank)))  # stable: unlisted runs keep file order
     return out
 
 
