@@ -29,3 +29,18 @@ def test_skipped_run_keeps_the_previous_section_and_a_measured_one_replaces_it(t
     measured = [Measurement("P4", "no-op dvc repro (CPU)", 4.2, "s", 4.2, "s CPU", ("<=", 5.0), "")]
     section = p4_noop_repro.report_section(measured, report)
     assert "11.1 s" not in section and "Not re-measured" not in section
+
+
+def test_p2_shares_one_load_between_the_epochs_of_a_run():
+    # a run loads its split once: per epoch, a 20th of the load plus that epoch's batches
+    import p2_loading
+
+    assert p2_loading.per_epoch_of_run([2.0, 4.0], [0.5, 0.25], 20) == [0.6, 0.45]
+
+
+def test_p2_batches_epoch_sees_every_training_sample_once():
+    import p2_loading
+
+    from conftest import tiny_split
+
+    assert p2_loading.batches_epoch(tiny_split(13), 4, 0) == 13
