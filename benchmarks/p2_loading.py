@@ -62,8 +62,16 @@ class PerFileDataset:
         return spec, torch.stack(frames), clip.label  # [1, F, T], [n, 3, S, S], int
 
 
-def project_epoch(shards: Path, batch_size: int, seed: int, on_device: bool = False) -> int:
-    """load_split + one training epoch of batches; returns the samples seen.
+def loaded_split(shards: Path):
+    """The training split read into memory once (``load_split``), as a training run does."""
+    from mmbalance.train.data import load_split
+
+    return load_split(shards, "train", ["audio", "visual"])
+
+
+def batches_epoch(data, batch_size: int, seed: int, on_device: bool = True) -> int:
+    """One training epoch of batches from an already-loaded split (what each epoch after the
+    run's one ``load_split`` waits for); returns the samples seen.
 
     ``on_device``: stop where the Trainer hands a batch to the training device (uint8 frames,
     stored spectrograms: ``make_batch(raw=True)``); the float conversion and ImageNet
@@ -72,34 +80,17 @@ def project_epoch(shards: Path, batch_size: int, seed: int, on_device: bool = Fa
     """
     import torch
 
-    from mmbalance.train.data import index_batches, load_split, make_batch
-
-    data = load_split(shards, "train", ["audio", "visual"])
-    gen, seen = torch.Generator().manual_seed(seed), 0
-    for idx in index_batches(len(data), batch_size, True, gen):
-        inputs, labels = make_batch(data, idx, True, gen, raw=on_device)
-        seen += len(labels)
-    return seen
-
-
-def loaded_split(shards: Path):
-    """The training split read into memory once (``load_split``), as a training run does."""
-    from mmbalance.train.data import load_split
-
-    return load_split(shards, "train", ["audio", "visual"])
-
-
-def batches_epoch(data, batch_size: int, seed: int) -> int:
-    """One training epoch of raw batches (up to the device hand-off) from an already-loaded split:
-    what each epoch after the run's one ``load_split`` waits for."""
-    import torch
-
     from mmbalance.train.data import index_batches, make_batch
 
     gen, seen = torch.Generator().manual_seed(seed), 0
     for idx in index_batches(len(data), batch_size, True, gen):
-        seen += len(make_batch(data, idx, True, gen, raw=True)[1])
+        seen += len(make_batch(data, idx, True, gen, raw=on_device)[1])
     return seen
+
+
+def project_epoch(shards: Path, batch_size: int, seed: int, on_device: bool = False) -> int:
+    """A one-epoch run: load_split + one training epoch of batches; returns the samples seen."""
+    return batches_epoch(loaded_split(shards), batch_size, seed, on_device)
 
 
 def per_epoch_of_run(load: list[float], batches: list[float], epochs: int) -> list[float]:
