@@ -2,7 +2,8 @@
 value of one of its params → results.json (with ``sweep: {param, value}``), metrics.json, live/,
 predictions/ (as the train stage).
 
-Reads params: profile, seeds, train, model, methods.<run>. ``--param`` is set like a
+Reads params (from ``--params``: in the pipeline the run's file data/run_params/<run>.yaml,
+split from params.yaml by the run-params stage): profile, seeds, train, model, methods.<run>. ``--param`` is set like a
 tune.space key (train.<key> / model.<key> set those blocks, other keys the run's method block);
 the points dvc.yaml generates are listed in params ``sweeps`` (see ``mmbalance.sweeps``).
 """

@@ -1,6 +1,7 @@
 """Stage `train`: one method on one dataset's shards, every seed → metrics.json + DVCLive curves.
 
-Reads params: profile, seeds, train, model, methods.<run>. ``train.by_dataset.<dataset>`` and
+Reads params (from ``--params``: in the pipeline the run's own file, data/run_params/<run>.yaml,
+which the run-params stage splits from params.yaml): profile, seeds, train, model, methods.<run>. ``train.by_dataset.<dataset>`` and
 ``model.by_dataset.<dataset>`` override those blocks for one dataset (the paper profile's
 per-dataset settings); a variant's ``train_scale`` then scales the run's train settings.
 

@@ -159,7 +159,9 @@ def test_sweep_deps_follow_the_train_stage(sweep_stages):
     missing = sorted(f for f in imported_modules("stages/sweep.py")
                      if not covered(f, st["deps"]) and not (f.startswith("src/mmbalance/methods/") and f not in SHARED_METHOD_FILES))
     assert not missing, f"{name} imports files it does not depend on: {missing}"
-    assert st["params"] == sorted(["profile", "seeds", "train", "model", f"methods.{run}"])
+    # its settings come from the run's params file (run-params), not from params of its own
+    assert st["params"] == [] and f"data/run_params/{run}.yaml" in st["deps"]
+    assert _option(st["cmd"], "--params") == f"data/run_params/{run}.yaml"
 
 
 # ---- end to end on tiny data ------------------------------------------------------------------

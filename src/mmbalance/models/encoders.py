@@ -11,12 +11,12 @@ by side and exchange information between their feature maps.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
-import torchvision
 from torch import nn
 from torch.nn import functional as F
 
@@ -85,11 +85,18 @@ class FrameAveraging(nn.Module):
         body's current modules (a copied or moved model cuts its own)."""
         if isinstance(self.body, TinyCNN):
             return self.body.stages()
-        if isinstance(self.body, torchvision.models.ResNet):
+        if _is_resnet(self.body):
             return _resnet_stages(self.body, None)
-        if isinstance(self.body, nn.Sequential) and isinstance(self.body[-1], torchvision.models.ResNet):
+        if isinstance(self.body, nn.Sequential) and _is_resnet(self.body[-1]):
             return _resnet_stages(self.body[-1], self.body[0])
         return None
+
+
+def _is_resnet(module: nn.Module) -> bool:
+    """Whether ``module`` is a torchvision ResNet (without importing torchvision: if it was never
+    imported, no ResNet exists)."""
+    models = sys.modules.get("torchvision.models")
+    return models is not None and isinstance(module, models.ResNet)
 
 
 class TinyCNN(nn.Module):
@@ -138,6 +145,8 @@ def resnet18(in_channels: int, input_size: list[int] | None = None, pretrained: 
     """torchvision ResNet-18 with an ``in_channels`` stem (1 for spectrograms, 2 for flow): from
     scratch, or from the ImageNet weights file at ``pretrained`` (a local path; nothing is
     downloaded at run time)."""
+    import torchvision  # here, not at the top: its import costs ~1 s in every mini training stage
+
     net = torchvision.models.resnet18(weights=None)
     if pretrained:
         net.load_state_dict(imagenet_weights(Path(pretrained), in_channels))

@@ -1,0 +1,54 @@
+"""Each run's own params file, split from params.yaml, for the stages that train one run.
+
+DVC re-reads and re-parses the whole params file for every stage that declares a params
+dependency. With ~230 training stages and a params.yaml of ~1,700 lines that parsing was most of
+a no-op ``dvc repro`` and a fixed cost per stage of a full one. The ``run-params`` stage reads
+params.yaml once and writes ``<run>.yaml`` for every run of ``methods``: the keys a training stage
+reads (``profile``, ``seeds``, ``train``, ``model`` and ``methods.<run>``), in the same nesting as
+params.yaml. A training stage depends on its run's file and reads its settings from it; editing
+one run's block (``dvc exp run -S methods.arl.alpha=0.5``) rewrites the files of all runs, but only
+the edited run's file changes, so only that run's stages re-run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from mmbalance.params import lookup
+
+# the top-level keys every training run reads, besides its own ``methods.<run>`` block
+SHARED_KEYS = ("profile", "seeds", "train", "model")
+
+
+def run_params(params: dict, run: str) -> dict:
+    """The params a training stage of ``run`` reads: ``{profile, seeds, train, model,
+    methods: {run: …}}``, values untouched (a missing key names its path)."""
+    return {**{key: lookup(params, key) for key in SHARED_KEYS}, "methods": {run: lookup(params, f"methods.{run}")}}
+
+
+def dump(body: dict) -> str:
+    """``body`` as YAML, keys in params.yaml's order (the model's modules are built in that order).
+
+    Raises ValueError if the text does not load back to exactly ``body``."""
+    text = yaml.safe_dump(body, sort_keys=False, default_flow_style=False)
+    if yaml.safe_load(text) != body:
+        raise ValueError("run params do not survive a YAML round trip: " + ", ".join(sorted(body)))
+    return text
+
+
+def write_run_params(params: dict, out: Path) -> list[Path]:
+    """``<out>/<run>.yaml`` for every run of ``params["methods"]``; ``*.yaml`` of runs no longer
+    listed are removed. Returns the written paths (sorted by run)."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for run in sorted(lookup(params, "methods")):
+        path = out / f"{run}.yaml"
+        text = dump(run_params(params, run))
+        if not path.is_file() or path.read_text() != text:  # unchanged files keep their mtime
+            path.write_text(text)
+        written.append(path)
+    for stale in set(out.glob("*.yaml")) - set(written):
+        stale.unlink()
+    return written

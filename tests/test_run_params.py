@@ -1,0 +1,94 @@
+"""The run-params stage: each training run reads its own params file, split from params.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mmbalance.params import load_params, lookup, resolve_run, scale_train
+from mmbalance.run_params import SHARED_KEYS, dump, run_params, write_run_params
+from mmbalance.train.run import for_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_PARAMS = "data/run_params"
+
+
+@pytest.fixture(scope="module")
+def params() -> dict:
+    return load_params(ROOT / "params.yaml")
+
+
+@pytest.fixture(scope="module")
+def stages() -> dict:
+    """dvc.yaml's stages as DVC resolves them: name → (cmd, dep paths, params keys)."""
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        out = {}
+        for s in repo.index.stages:
+            keys = [k for p in s.deps if hasattr(p, "params") for k in (p.params or [])]
+            out[s.addressing] = {"cmd": s.cmd, "deps": [d.def_path for d in s.deps if not hasattr(d, "params")], "params": keys}
+        return out
+
+
+def _option(cmd: str, name: str) -> str:
+    words = cmd.split()
+    return words[words.index(name) + 1]
+
+
+def test_a_run_file_by_hand():
+    p = {"profile": "mini", "seeds": [0, 1], "train": {"lr": 0.01}, "model": {"fusion": "concat"},
+         "methods": {"arl": {"gamma": 4.0}, "concat": {}}, "benchmark": {"cremad": ["arl"]}}
+    assert run_params(p, "arl") == {"profile": "mini", "seeds": [0, 1], "train": {"lr": 0.01},
+                                    "model": {"fusion": "concat"}, "methods": {"arl": {"gamma": 4.0}}}
+    with pytest.raises(KeyError, match="methods.dr"):
+        run_params(p, "dr")
+
+
+def test_every_run_resolves_as_from_params_yaml(params, tmp_path):
+    """What a training stage computes from its run's file equals what it computed from params.yaml:
+    method, method block, model and (per dataset) train settings, in the same key order."""
+    write_run_params(params, tmp_path)
+    for run in params["methods"]:
+        own = load_params(tmp_path / f"{run}.yaml")
+        assert resolve_run(own, run) == resolve_run(params, run)
+        assert list(resolve_run(own, run)[2]) == list(resolve_run(params, run)[2])  # build order
+        for ds in params["benchmark"]:
+            assert scale_train(own, run, for_dataset(lookup(own, "train"), ds)) == \
+                scale_train(params, run, for_dataset(lookup(params, "train"), ds))
+        assert (own["seeds"], own["profile"]) == (params["seeds"], params["profile"])
+
+
+def test_files_of_removed_runs_go_and_unchanged_files_stay(params, tmp_path):
+    write_run_params(params, tmp_path)
+    (tmp_path / "gone.yaml").write_text("{}\n")
+    kept = tmp_path / "concat.yaml"
+    before = kept.stat().st_mtime_ns
+    written = write_run_params(params, tmp_path)
+    assert not (tmp_path / "gone.yaml").exists() and kept.stat().st_mtime_ns == before
+    assert sorted(p.stem for p in written) == sorted(params["methods"])
+
+
+def test_dump_round_trips_and_refuses_what_does_not():
+    body = {"train": {"lr": 1e-05, "epochs": 20, "name": "1.0", "none": None}, "seeds": [0, 1]}
+    assert yaml.safe_load(dump(body)) == body
+    with pytest.raises(ValueError, match="round trip"):
+        dump({"x": float("nan")})
+
+
+def test_training_stages_read_their_run_file_and_declare_no_params(stages):
+    """Train and sweep stages: ``--params data/run_params/<run>.yaml``, a dependency on that file,
+    no params dependency (DVC would parse params.yaml once per stage)."""
+    found = 0
+    for name, st in stages.items():
+        if not name.startswith(("train-", "sweep-")):
+            continue
+        run = _option(st["cmd"], "--method" if name.startswith("train-") else "--run")
+        assert _option(st["cmd"], "--params") == f"{RUN_PARAMS}/{run}.yaml", name
+        assert f"{RUN_PARAMS}/{run}.yaml" in st["deps"] and st["params"] == [], name
+        found += 1
+    assert found > 100
+    rp = stages["run-params"]
+    assert sorted(rp["params"]) == sorted([*SHARED_KEYS, "methods"]) and f"--out {RUN_PARAMS}" in rp["cmd"]
