@@ -6,6 +6,12 @@
   The encoders run stage by stage in lockstep, and after selected stages a module exchanges
   information between their feature maps (MMTM: squeeze-and-excitation over both modalities;
   mmFormer: intra- and inter-modal transformer layers over the maps' tokens).
+- ``tsn`` and ``tsm``: the action-recognition backbones of the OPM/OGM paper's Table 9 (TPAMI
+  2024), still late fusion. ``tsn`` (Temporal Segment Networks, Wang et al., ECCV 2016) samples
+  one frame per temporal segment of a video and averages the segments' features (TSN's average
+  consensus); ``tsm`` (Temporal Shift Module, Lin et al., ICCV 2019) shifts part of the channels
+  of a video's feature maps one frame back and one frame forward in time before each block of its
+  encoder. Spectrograms, images and sequence inputs run through their encoders unchanged.
 
 Every backbone returns one feature vector per modality ({m: [B, D_m]}), so fusion heads, methods
 (unimodal logits from the fusion head's split), probes and metrics work unchanged. Options reach a
@@ -13,6 +19,8 @@ backbone as keyword arguments, from ``model.backbone_options.<name>`` in params.
 """
 
 from __future__ import annotations
+
+import sys
 
 import torch
 from torch import nn
@@ -234,14 +242,185 @@ class MMFormerBackbone(IntermediateBackbone):
         return self.fusers[str(block)](maps, frames)
 
 
+def _is_clip(enc: nn.Module, x) -> bool:
+    """Whether ``x`` is a video batch [B, T, C, H, W] for a frame encoder (``FrameAveraging``)."""
+    return isinstance(x, torch.Tensor) and x.dim() == 5 and hasattr(enc, "select") and hasattr(enc, "body")
+
+
+def segment_indices(t: int, k: int, batch: int, training: bool, device=None,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """TSN's frame per segment: [B, K] indices into a clip's T frames.
+
+    Segment i < K covers frames [⌊i·T/K⌋, ⌊(i+1)·T/K⌋). Training: one frame drawn uniformly in each
+    segment, per clip (torch's RNG on ``device``, or ``generator``). Evaluation: each segment's
+    middle frame ⌊(start + end − 1) / 2⌋ (the earlier of the two middle frames of an even-length
+    segment). T ≤ K: every frame once, in order ([B, T]); no sampling.
+
+    The authors' loaders (TSN's and TSM's ``TSNDataSet``) differ at the edges: training draws from
+    K segments of ⌊T/K⌋ frames (the last T mod K frames never drawn) and evaluation reads frame
+    ⌊(2i+1)·T/(2K)⌋ (for T = 10, K = 3: 1, 5, 8; here 1, 4, 7), which can fall outside the
+    segment defined above (T = 4, K = 3: frame 2 for segment [1, 2)).
+    """
+    if t <= k:
+        return torch.arange(t, device=device).expand(batch, t)
+    starts = torch.tensor([i * t // k for i in range(k)], device=device)  # [K]
+    ends = torch.tensor([(i + 1) * t // k for i in range(k)], device=device)  # [K]
+    if not training:
+        return ((starts + ends - 1) // 2).expand(batch, k)
+    lengths = ends - starts
+    draw = torch.rand(batch, k, device=device, generator=generator)  # [B, K] in [0, 1)
+    offsets = torch.minimum((draw * lengths).long(), lengths - 1)  # uniform in 0 … length−1
+    return starts + offsets
+
+
+def sample_segments(x: torch.Tensor, k: int, training: bool) -> torch.Tensor:
+    """[B, T, C, H, W] → [B, K, C, H, W]: the frames ``segment_indices`` picks for each clip
+    ([B, T, …] unchanged when T ≤ K)."""
+    b, t = x.shape[:2]
+    if t <= k:
+        return x
+    idx = segment_indices(t, k, b, training, device=x.device)  # [B, K]
+    return x[torch.arange(b, device=x.device)[:, None], idx]
+
+
+@BACKBONES.register("tsn")
+class TSNBackbone(Backbone):
+    """Temporal Segment Networks (Wang et al., ECCV 2016; OPM/OGM Table 9, "TSN") on late fusion.
+
+    Each video (after its encoder's ``select``, i.e. ``model.frames``) is split into ``segments``
+    equal segments and one frame is read per segment (``segment_indices``: random within the
+    segment while training, the segment's middle frame in evaluation); the K frames run through the
+    encoder's 2-D body as rows ([B·K, C, H, W]) and the segmental consensus is the mean of their
+    features ([B, D]). TSN averages the segments' class scores; before a linear fusion head (concat,
+    sum) the mean of features gives exactly that average of scores. A clip with T ≤ K frames uses
+    every frame (so with T = K, TSN equals ``late``). Unlike the authors' code, a segment is one
+    frame (``new_length`` 1), also for optical flow (TSN stacked 5 flow fields per segment).
+    Spectrograms, images and sequence inputs run through their encoders unchanged.
+    """
+
+    def __init__(self, encoders: nn.ModuleDict, segments: int = 3) -> None:
+        super().__init__()
+        if int(segments) < 1:
+            raise ValueError(f"backbone 'tsn': segments must be at least 1; got {segments}")
+        self.segments = int(segments)
+
+    def forward(self, encoders: nn.ModuleDict, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {m: self.encode(enc, inputs[m]) for m, enc in encoders.items()}
+
+    def encode(self, enc: nn.Module, x) -> torch.Tensor:
+        """One modality's features [B, D]: segmental consensus for a video, ``enc(x)`` otherwise."""
+        if not _is_clip(enc, x):
+            return enc(x)
+        frames = sample_segments(enc.select(x), self.segments, self.training)  # [B, K, C, H, W]
+        k = frames.shape[1]
+        return average_frames(enc.body(frames.flatten(0, 1)), k)  # [B*K, D] → [B, D]
+
+
+def temporal_shift(x: torch.Tensor, t: int, shift_div: int) -> torch.Tensor:
+    """TSM's shift of maps [B·T, C, H, W] (rows: T consecutive frames per clip) → same shape.
+
+    With fold = C // shift_div: channels [0, fold) take frame t+1's values (shifted toward earlier
+    time), channels [fold, 2·fold) frame t−1's (toward later time), zeros where that frame is
+    outside the clip; the other channels are unchanged. As ``TemporalShift.shift`` in the authors'
+    code (mit-han-lab/temporal-shift-module, ops/temporal_shift.py), so a 1-frame clip loses its
+    2·fold shifted channels (zero-padded on both sides) rather than passing unchanged.
+    """
+    nt, c, h, w = x.shape
+    if nt % t:
+        raise ValueError(f"temporal_shift: {nt} rows are not clips of {t} frames")
+    fold = c // int(shift_div)
+    clips = x.reshape(nt // t, t, c, h, w)
+    out = torch.zeros_like(clips)
+    out[:, :-1, :fold] = clips[:, 1:, :fold]  # from t+1
+    out[:, 1:, fold : 2 * fold] = clips[:, :-1, fold : 2 * fold]  # from t−1
+    out[:, :, 2 * fold :] = clips[:, :, 2 * fold :]  # not shifted
+    return out.reshape(nt, c, h, w)
+
+
+def _is_basic_block(module: nn.Module) -> bool:
+    """Whether ``module`` is a torchvision ResNet ``BasicBlock`` (no torchvision import: if it was
+    never imported, no BasicBlock exists)."""
+    resnet = sys.modules.get("torchvision.models.resnet")
+    return resnet is not None and isinstance(module, resnet.BasicBlock)
+
+
+def _units(block: nn.Module) -> list[nn.Module]:
+    """The modules a shift goes before: a ResNet stage's BasicBlocks, else the block itself."""
+    children = list(block.children()) if isinstance(block, nn.Sequential) else []
+    return children if children and all(_is_basic_block(c) for c in children) else [block]
+
+
+def shifted_basic_block(block: nn.Module, x: torch.Tensor, t: int, shift_div: int) -> torch.Tensor:
+    """A torchvision BasicBlock on [B·T, C, H, W] with TSM's residual shift: the shift on the
+    residual branch only, before conv1; the identity (or downsample) path sees the unshifted maps.
+    relu(bn2(conv2(relu(bn1(conv1(shift(x)))))) + downsample(x)), with the block's own modules."""
+    identity = x if block.downsample is None else block.downsample(x)
+    out = block.relu(block.bn1(block.conv1(temporal_shift(x, t, shift_div))))
+    out = block.bn2(block.conv2(out))
+    return block.relu(out + identity)
+
+
+@BACKBONES.register("tsm")
+class TSMBackbone(Backbone):
+    """Temporal Shift Module (Lin et al., ICCV 2019; OPM/OGM Table 9, "TSM") on late fusion.
+
+    A video's selected frames (``model.frames``) run through its encoder's stages as rows
+    ([B·T, C, H, W]) and ``temporal_shift`` mixes neighbouring frames before every block; the
+    frames' features are then averaged (TSM's average consensus). ``shift_div``: 1/shift_div of
+    the channels shifted each way (8: TSM's default, 1/4 of the channels move). ``place``:
+
+    - ``residual`` (TSM's default, the authors' ``blockres``): inside each ResNet BasicBlock,
+      on the residual branch before conv1 (``shifted_basic_block``);
+    - ``inplace`` (the authors' ``block``): on the maps entering each BasicBlock, both paths.
+
+    The mini CNN's blocks (conv, BN, ReLU) have no residual branch: on it both places shift in
+    place, before each block. Spectrograms, images, sequence inputs and encoders that cannot be
+    cut into stages run unchanged. Frames are not sampled: TSM reads every selected frame.
+    """
+
+    PLACES = ("residual", "inplace")
+
+    def __init__(self, encoders: nn.ModuleDict, shift_div: int = 8, place: str = "residual") -> None:
+        super().__init__()
+        if int(shift_div) < 1:
+            raise ValueError(f"backbone 'tsm': shift_div must be at least 1; got {shift_div}")
+        if place not in self.PLACES:
+            raise ValueError(f"backbone 'tsm': place must be one of {', '.join(self.PLACES)}; got {place!r}")
+        self.shift_div, self.place = int(shift_div), place
+
+    def forward(self, encoders: nn.ModuleDict, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {m: self.encode(enc, inputs[m]) for m, enc in encoders.items()}
+
+    def encode(self, enc: nn.Module, x) -> torch.Tensor:
+        """One modality's features [B, D]: shifted stages for a video, ``enc(x)`` otherwise."""
+        stages = getattr(enc, "stages", None) if _is_clip(enc, x) else None  # cut once per step
+        if stages is None:
+            return enc(x)
+        rows, t = enc.frame_rows(x)  # [B*T, C, H, W]
+        maps = stages.entry(rows)
+        for block in stages.blocks:
+            maps = self.run_block(block, maps, t)
+        return average_frames(stages.exit(maps), t)  # [B*T, D] → [B, D]
+
+    def run_block(self, block: nn.Module, maps: torch.Tensor, t: int) -> torch.Tensor:
+        """One stage block on [B·T, C, H, W] maps, with the shift before each of its units."""
+        for unit in _units(block):
+            if self.place == "residual" and _is_basic_block(unit):
+                maps = shifted_basic_block(unit, maps, t, self.shift_div)
+            else:
+                maps = unit(temporal_shift(maps, t, self.shift_div))
+        return maps
+
+
 def build_backbone(name: str, encoders: nn.ModuleDict, options: dict | None = None) -> Backbone:
     """The backbone ``name`` over ``encoders``, with its params options as keyword arguments.
 
-    With one modality (a unimodal baseline) there is nothing to exchange: any backbone is ``late``,
-    as the FiLM and gated heads fall back to a linear layer.
+    With one modality (a unimodal baseline) there is nothing to exchange: an intermediate-fusion
+    backbone is ``late`` then, as the FiLM and gated heads fall back to a linear layer (TSN and
+    TSM, which change how one video encoder reads its frames, still apply).
     """
     factory = BACKBONES.get(name)  # an unknown name raises, listing the choices
-    if len(encoders) < 2:
+    if len(encoders) < 2 and factory.intermediate:
         return LateBackbone(encoders)
     return factory(encoders, **(options or {}))
 

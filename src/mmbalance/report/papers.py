@@ -55,6 +55,8 @@ FUSION_NAMES: dict[str, str] = {
 BACKBONE_NAMES: dict[str, str] = {
     "mmtm": "MMTM",
     "mmformer": "mmFormer",
+    "tsn": "TSN",
+    "tsm": "TSM",
 }
 
 # Registry method name -> the name the papers use; also the row label in the report.

@@ -77,9 +77,14 @@ def statistics_note(stats, cfg) -> str:
     return text
 
 
+# backbones whose encoders exchange information (the registry's ``intermediate``); TSN and TSM
+# only change how each video encoder treats its frames
+INTERMEDIATE_BACKBONES = frozenset({"mmtm", "mmformer"})
+
+
 def backbone_note(runs: Sequence[RunSummary]) -> str | None:
     """A note when some runs fuse inside the encoders (MMTM, mmFormer): their probes are not unimodal."""
-    fused = sorted(r.run for r in runs if r.backbone and r.backbone != "late")
+    fused = sorted(r.run for r in runs if r.backbone in INTERMEDIATE_BACKBONES)
     if not fused:
         return None
     listed = ", ".join(f"`{run}`" for run in fused)
