@@ -22,6 +22,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from mmbalance.outputs import remove_unlisted
+
 # the packages whose files a manifest lists (paths relative to the mmbalance source folder)
 PACKAGES = ("mmbalance.datasets", "mmbalance.media")
 # imported by every generate / prepare step: the stages depend on these directly
@@ -116,6 +118,5 @@ def write_manifests(generate: list[str], prepare: list[str], src_dir: Path, out:
             text = json.dumps(manifest(step, key, registry.get(key), src_dir), indent=1, sort_keys=True)
             path.write_text(text + "\n")
             written.append(path)
-        for stale in set(folder.glob("*.json")) - set(written):
-            stale.unlink()
+        remove_unlisted(folder, written, "*.json")
     return written

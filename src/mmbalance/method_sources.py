@@ -20,6 +20,8 @@ import inspect
 import json
 from pathlib import Path
 
+from mmbalance.outputs import remove_unlisted
+
 METHODS_PACKAGE = "mmbalance.methods"
 # imported by every run: train stages depend on these directly
 SHARED = ("__init__", "base")
@@ -98,7 +100,7 @@ def write_manifests(runs: dict[str, str], methods_dir: Path, out: Path) -> list[
         path = out / f"{run}.json"
         path.write_text(json.dumps(manifest(run, method, methods_dir), indent=1, sort_keys=True) + "\n")
         written.append(path)
-    return _remove_stale(out, written)
+    return remove_unlisted(out, written, "*.json")
 
 
 def dataset_manifest(dataset: str, runs: list[str], run_manifests: dict[str, dict]) -> dict:
@@ -126,12 +128,5 @@ def write_dataset_manifests(benchmark: dict[str, list[str]], runs_dir: Path, out
         body = dataset_manifest(dataset, list(runs), run_manifests)
         path.write_text(json.dumps(body, indent=1, sort_keys=True) + "\n")
         written.append(path)
-    return _remove_stale(out, written)
+    return remove_unlisted(out, written, "*.json")
 
-
-def _remove_stale(out: Path, written: list[Path]) -> list[Path]:
-    """Delete the ``*.json`` files of ``out`` not in ``written`` (runs or datasets no longer
-    listed); returns ``written``."""
-    for stale in set(out.glob("*.json")) - set(written):
-        stale.unlink()
-    return written

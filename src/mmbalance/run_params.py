@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from mmbalance.outputs import remove_unlisted
 from mmbalance.params import lookup
 
 # the top-level keys every training run reads, besides its own ``methods.<run>`` block
@@ -49,6 +50,4 @@ def write_run_params(params: dict, out: Path) -> list[Path]:
         if not path.is_file() or path.read_text() != text:  # unchanged files keep their mtime
             path.write_text(text)
         written.append(path)
-    for stale in set(out.glob("*.yaml")) - set(written):
-        stale.unlink()
-    return written
+    return remove_unlisted(out, written, "*.yaml")

@@ -1,0 +1,13 @@
+"""Folders of generated per-entry files (manifests, run params): one file per listed entry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def remove_unlisted(folder: Path, written: list[Path], pattern: str) -> list[Path]:
+    """Delete the files of ``folder`` matching ``pattern`` (e.g. ``"*.json"``) that are not in
+    ``written``: entries no longer listed leave no stale file behind. Returns ``written``."""
+    for stale in set(folder.glob(pattern)) - set(written):
+        stale.unlink()
+    return written
