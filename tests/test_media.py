@@ -166,3 +166,61 @@ def test_video_without_audio_stream(tmp_path):
     with pytest.raises(MediaError, match="no audio stream"):
         load_audio(path, SR)
     assert read_frames(path, size=None).shape == (1, 32, 32, 3)
+
+
+def _moving_video(path: Path, codec: str, fmt: str, gop: int, n: int = 75, fps: int = 30, **options) -> Path:
+    """A moving gradient, ``n`` frames at ``fps``, a key frame every ``gop`` frames."""
+    with av.open(str(path), "w", format=fmt) as c:
+        s = c.add_stream(codec, rate=fps, options=options)
+        s.width = s.height = 64
+        s.pix_fmt = "yuv420p"
+        s.gop_size = gop
+        y, x = np.mgrid[0:64, 0:64]
+        for i in range(n):
+            img = np.stack([(x * 4 + i * 3) % 256, (y * 4 + i * 5) % 256, (x + y + i) % 256], -1).astype(np.uint8)
+            c.mux(s.encode(av.VideoFrame.from_ndarray(img, "rgb24")))
+        c.mux(s.encode(None))
+    return path
+
+
+def _every_frame_reference(path: Path, fps: float) -> list[np.ndarray]:
+    """The first frame of each interval with every frame decoded (the rule read_frames keeps)."""
+    kept, last = [], -1
+    with av.open(str(path)) as c:
+        for frame in c.decode(c.streams.video[0]):
+            interval = int(np.floor(frame.time * fps + 1e-6))
+            if interval > last:
+                kept.append(frame.to_ndarray(format="rgb24"))
+                last = interval
+    return kept
+
+
+@pytest.mark.parametrize("codec, fmt, options", [
+    ("flv", "flv", {}),  # FLV1, as CREMA-D: P frames only
+    ("libx264", "mp4", {"bf": "2", "threads": "1"}),  # B frames: decode order differs from display order
+    ("libx264", "mp4", {"bf": "2", "threads": "1", "x264-params": "open-gop=1"}),
+])
+def test_partial_decode_equals_decoding_every_frame(tmp_path, codec, fmt, options):
+    from mmbalance.media import video
+
+    path = _moving_video(tmp_path / f"v.{fmt}", codec, fmt, gop=12, **options)
+    for fps in (1.0, 2.0, 7.0, 30.0):
+        ours = read_frames(path, fps=fps, size=None)
+        ref = _every_frame_reference(path, fps)
+        assert len(ours) == len(ref)
+        for a, b in zip(ours, ref):
+            np.testing.assert_array_equal(a, b)
+    with av.open(str(path)) as c:
+        packets = [p for p in c.demux(c.streams.video[0]) if p.size]
+        wanted, runs = video._plan(packets, c.streams.video[0].time_base, 1.0)
+    assert len(wanted) == 3 and sum(len(r) for r in runs) < len(packets) / 2  # 1 fps of 30: most groups skipped
+
+
+def test_partial_decode_falls_back_without_timestamps_plan():
+    from mmbalance.media import video
+
+    class P:  # a packet without pts: nothing to plan from
+        pts, is_keyframe = None, True
+
+    assert video._plan([P()], None, 1.0) is None
+    assert video._plan([], None, 1.0) is None

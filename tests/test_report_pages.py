@@ -298,3 +298,17 @@ def test_cpu_model_from_cpuinfo(tmp_path):
     info.write_text("processor\t: 0\nmodel name\t: Some  CPU @ 2.0GHz\n")
     assert cpu_model(info) == "Some CPU @ 2.0GHz"
     assert cpu_model(tmp_path / "absent")  # falls back to platform, never empty
+
+
+def test_per_class_plot_with_many_classes_draws_ranked_curves(tmp_path, runs, monkeypatch):
+    """VGGSound has 309 classes: one curve per prediction, classes sorted best first."""
+    import dataclasses
+
+    from mmbalance.report import plots
+
+    run = next(r for r in runs if r.dataset == "cremad" and r.per_class)
+    many = {k: {f"class_{i:03d}": [i / 400, (i + 1) / 400] for i in range(309)} for k in run.per_class}
+    drawn, real = [], plots._per_class_ranked
+    monkeypatch.setattr(plots, "_per_class_ranked", lambda ax, per, keys, classes: drawn.append(len(classes)) or real(ax, per, keys, classes))
+    assert plots.plot_per_class("vggsound", [run.run], {run.run: dataclasses.replace(run, per_class=many)}, tmp_path / "p.png")
+    assert drawn == [309] and (tmp_path / "p.png").stat().st_size > 0

@@ -219,6 +219,32 @@ def plot_probes(dataset: str, order: Sequence[str], curves: Mapping[str, Curves]
     return True
 
 
+# More classes than this (VGGSound's 309) are drawn as sorted curves: one bar per class is unreadable
+_MAX_CLASS_BARS = 40
+
+
+def _per_class_bars(ax, per: Mapping, keys: Sequence[str], classes: Sequence[str], rotation: int) -> None:
+    """One group of bars per class: fused (black) and each modality."""
+    width = 0.8 / len(keys)
+    for j, k in enumerate(keys):
+        means = [mean_std(per[k][c])[0] if per[k].get(c) else 0.0 for c in classes]
+        xs = [i - 0.4 + width * (j + 0.5) for i in range(len(classes))]
+        label = "Fused" if k == "fused" else MODALITY_NAMES.get(k, k)
+        ax.bar(xs, means, width=width, color="black" if k == "fused" else f"C{j - ('fused' in per)}", label=label)
+    ax.set_xticks(range(len(classes)), classes, rotation=rotation)
+
+
+def _per_class_ranked(ax, per: Mapping, keys: Sequence[str], classes: Sequence[str]) -> None:
+    """Per prediction, its per-class accuracies sorted from best to worst class: how the
+    accuracy is spread over the classes (which class is where is in results.json)."""
+    for j, k in enumerate(keys):
+        means = sorted((mean_std(per[k][c])[0] if per[k].get(c) else 0.0 for c in classes), reverse=True)
+        label = "Fused" if k == "fused" else MODALITY_NAMES.get(k, k)
+        ax.step(range(1, len(means) + 1), means, where="mid", color="black" if k == "fused" else f"C{j - ('fused' in per)}",
+                label=label)
+    ax.set_xlabel(f"class rank ({len(classes)} classes, best first)")
+
+
 def plot_per_class(dataset: str, order: Sequence[str], runs: Mapping[str, RunSummary], path: Path) -> bool:
     """Per run: test accuracy per class, fused and each modality (mean over seeds); False if
     no run carries per-class accuracies."""
@@ -227,7 +253,7 @@ def plot_per_class(dataset: str, order: Sequence[str], runs: Mapping[str, RunSum
         return False
     nrows, ncols = _grid(len(names), 2)
     n_classes = max(len({c for k in runs[r].per_class.values() for c in k}) for r in names)
-    bottom = 0.9 if n_classes > 8 else 0.35
+    bottom = 0.9 if 8 < n_classes <= _MAX_CLASS_BARS else 0.5 if n_classes > _MAX_CLASS_BARS else 0.35
     height = 2.8 * nrows + 0.3 + bottom
     fig = _new_figure(6.5 * ncols, height)
     axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False).ravel()
@@ -235,13 +261,10 @@ def plot_per_class(dataset: str, order: Sequence[str], runs: Mapping[str, RunSum
         per = runs[r].per_class
         keys = (["fused"] if "fused" in per else []) + [k for k in per if k != "fused"]
         classes = list(dict.fromkeys(c for k in keys for c in per[k]))
-        width = 0.8 / len(keys)
-        for j, k in enumerate(keys):
-            means = [mean_std(per[k][c])[0] if per[k].get(c) else 0.0 for c in classes]
-            xs = [i - 0.4 + width * (j + 0.5) for i in range(len(classes))]
-            label = "Fused" if k == "fused" else MODALITY_NAMES.get(k, k)
-            ax.bar(xs, means, width=width, color="black" if k == "fused" else f"C{j - ('fused' in per)}", label=label)
-        ax.set_xticks(range(len(classes)), classes, rotation=90 if n_classes > 8 else 0)
+        if len(classes) > _MAX_CLASS_BARS:
+            _per_class_ranked(ax, per, keys, classes)
+        else:
+            _per_class_bars(ax, per, keys, classes, rotation=90 if n_classes > 8 else 0)
         ax.set_ylim(0, 100)
         ax.set_title(run_label(r))
         ax.grid(True, axis="y", alpha=0.3)
