@@ -1,7 +1,9 @@
-"""Cache granularity of the pipeline: each training stage depends on the code its run imports and,
-of the method plug-ins, only on its own method's files (through its run manifest), so editing one
-method's file re-runs only that method's runs. Registry-driven over dvc.yaml's resolved stages."""
+"""Cache granularity of the pipeline: each training stage depends, through its run manifest, on
+the shared code its run imports and, of the method plug-ins, only on its own method's files, so
+editing one method's file re-runs only that method's runs. Registry-driven over dvc.yaml's
+resolved stages."""
 
+import hashlib
 import inspect
 import json
 import subprocess
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmbalance.method_sources import (dataset_manifest, manifest, method_files, method_imports,
+from mmbalance.method_sources import (code_hashes, dataset_manifest, manifest, method_files, method_imports,
                                       write_dataset_manifests, write_manifests)
 from mmbalance.methods import METHODS
 from mmbalance.params import resolve_run
@@ -65,6 +67,13 @@ def covered(path: str, deps: list[str]) -> bool:
     return any(path == d or path.startswith(d.rstrip("/") + "/") for d in deps)
 
 
+def manifest_code(stages: dict) -> list[str]:
+    """The shared training code the method-sources stage hashes into every run manifest (--code)."""
+    words = stages["method-sources"]["cmd"].split()
+    start = words.index("--code") + 1
+    return words[start:next(i for i in range(start, len(words)) if words[i].startswith("--"))]
+
+
 def test_every_training_stage_found(stages, params):
     runs = run_stages(stages)
     trains = {n for n in runs if n.startswith("train-")}
@@ -73,27 +82,48 @@ def test_every_training_stage_found(stages, params):
 
 
 def test_train_deps_name_only_their_own_method(stages):
-    """No stage depends on the methods folder or another method's file; each depends on its
-    run's manifest, and the manifest stage exists and writes it."""
+    """No training stage depends on library code directly: each depends on its run's manifest,
+    which the manifest stage writes from the methods folder and the shared code it depends on."""
     for name, run in run_stages(stages).items():
         deps = stages[name]["deps"]
-        method_deps = {d for d in deps if d.startswith("src/mmbalance/methods")}
-        assert method_deps == SHARED_METHOD_FILES, f"{name}: method code deps {sorted(method_deps)}"
+        library = sorted(d for d in deps if d.startswith("src/mmbalance/") and d not in {"src/mmbalance/tune.py", "src/mmbalance/sweeps.py"})
+        assert not library, f"{name}: library code deps {library} (they belong in the run manifest)"
         assert f"{MANIFESTS}/{run}.json" in deps, f"{name}: no dependency on its run manifest"
     ms = stages["method-sources"]
     assert "src/mmbalance/methods" in ms["deps"] and f"--out {MANIFESTS}" in ms["cmd"]
+    assert set(manifest_code(stages)) - SHARED_METHOD_FILES <= set(ms["deps"]), "--code paths the stage does not depend on"
 
 
 @pytest.mark.parametrize("script,prefix", [("stages/train.py", "train-"), ("stages/tune.py", "tune-"),
-                                           ("stages/embed.py", "embed-")])
+                                           ("stages/sweep.py", "sweep-"), ("stages/embed.py", "embed-")])
 def test_shared_deps_cover_what_the_stage_imports(stages, script, prefix):
-    """Every mmbalance file the stage imports is a dependency, except method plug-ins (in the
-    run's manifest): a change to the shared code re-runs every run."""
+    """Every mmbalance file the stage imports is a dependency or, for training stages, in the
+    run manifest's shared code; method plug-ins are in the run's manifest: a change to the
+    shared code re-runs every run."""
     name = next(n for n, st in stages.items() if n.startswith(prefix))
-    deps = stages[name]["deps"]
+    deps = stages[name]["deps"] + (manifest_code(stages) if name in run_stages(stages) else [])
     missing = sorted(f for f in imported_modules(script)
                      if not covered(f, deps) and not (f.startswith("src/mmbalance/methods/") and f not in SHARED_METHOD_FILES))
     assert not missing, f"{name} imports files it does not depend on: {missing}"
+
+
+def test_run_manifest_hashes_the_shared_code(tmp_path):
+    """Folders are walked without byte-code caches; editing a shared file changes every manifest."""
+    code = tmp_path / "code"
+    (code / "__pycache__").mkdir(parents=True)
+    (code / "loop.py").write_text("a = 1\n")
+    (code / "__pycache__" / "loop.cpython-311.pyc").write_bytes(b"\0")
+    one = tmp_path / "one.py"
+    one.write_text("b = 2\n")
+    hashes = code_hashes([code, one])
+    assert list(hashes) == [f"{code.as_posix()}/loop.py", one.as_posix()]
+    assert hashes[one.as_posix()] == hashlib.sha256(b"b = 2\n").hexdigest()
+    before = manifest("mla", "mla", METHODS_DIR, hashes)
+    one.write_text("b = 3\n")
+    assert manifest("mla", "mla", METHODS_DIR, code_hashes([code, one])) != before
+    assert before["code"] == hashes and set(before["files"]) == {"mla.py"}
+    with pytest.raises(FileNotFoundError, match="nope"):
+        code_hashes([tmp_path / "nope"])
 
 
 @pytest.mark.parametrize("method", METHODS.names())

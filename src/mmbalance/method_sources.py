@@ -1,11 +1,14 @@
-"""The source files each run's method is made of, for per-method cache invalidation.
+"""The source files each run's training is made of, for per-method cache invalidation.
 
-A training stage depends on the shared code (loop, models, ``methods/base.py``, …) and on the
-file that defines its registered method class plus the method files that file imports (OGM's
-variants build on ``ogm_ge.py`` and ``opm.py``; Concat imports ``ogm_ge.discrepancy_ratios``).
-DVC cannot look a run's file up by name in a templated ``dvc.yaml``, so the ``method-sources``
-stage writes one small manifest per run, ``<run>.json`` (the files and their SHA-256): a train
-stage depends on its own run's manifest, which changes only when one of that run's files does.
+A training stage runs the shared training code (loop, models, shards, ``methods/base.py``, …)
+and the file that defines its registered method class plus the method files that file imports
+(OGM's variants build on ``ogm_ge.py`` and ``opm.py``; Concat imports
+``ogm_ge.discrepancy_ratios``). DVC cannot look a run's file up by name in a templated
+``dvc.yaml``, so the ``method-sources`` stage writes one small manifest per run, ``<run>.json``:
+the shared code's files and the run's method files, with their SHA-256. A train stage depends on
+its own run's manifest (plus its stage script, params file and shards), which changes only when
+one of those files does. One manifest instead of ~15 code dependencies per training stage keeps
+dvc.lock small: DVC re-reads and rewrites the whole lock after every stage it runs.
 
 The per-dataset stages that load every trained model of a dataset (``evaluate``, ``costs``) depend
 on ``datasets/<dataset>.json`` instead: the union of the manifests of that dataset's runs. Editing
@@ -83,22 +86,40 @@ def method_files(method: str, methods_dir: Path) -> list[Path]:
     return sorted(seen.values())
 
 
-def manifest(run: str, method: str, methods_dir: Path) -> dict:
-    """``{"run", "method", "files": {file name: sha256}}``: what a run's training depends on
-    among the method plug-ins (names relative to ``methods_dir``, so the manifest is the same
-    in every checkout)."""
+def code_hashes(paths: list[Path]) -> dict[str, str]:
+    """SHA-256 of every file of ``paths`` (files, or folders walked recursively without Python's
+    byte-code caches, which DVC ignores too), keyed by path as given (forward slashes, sorted).
+    A path that does not exist is an error naming it."""
+    files: dict[str, str] = {}
+    for path in paths:
+        if path.is_dir():
+            found = [f for f in path.rglob("*") if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc"]
+        elif path.is_file():
+            found = [path]
+        else:
+            raise FileNotFoundError(f"shared training code {path} does not exist")
+        files.update({f.as_posix(): hashlib.sha256(f.read_bytes()).hexdigest() for f in found})
+    return dict(sorted(files.items()))
+
+
+def manifest(run: str, method: str, methods_dir: Path, code: dict[str, str] | None = None) -> dict:
+    """``{"run", "method", "files": {file name: sha256}, "code": {path: sha256}}``: what a run's
+    training depends on among the method plug-ins (names relative to ``methods_dir``, so the
+    manifest is the same in every checkout) and the shared training code (``code``, from
+    :func:`code_hashes`; the same for every run)."""
     files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in method_files(method, methods_dir)}
-    return {"run": run, "method": method, "files": files}
+    return {"run": run, "method": method, "files": files, "code": dict(code or {})}
 
 
-def write_manifests(runs: dict[str, str], methods_dir: Path, out: Path) -> list[Path]:
-    """One ``<run>.json`` manifest per run (``runs``: run name → registered method) in ``out``;
-    files of runs no longer listed are removed. Returns the written paths."""
+def write_manifests(runs: dict[str, str], methods_dir: Path, out: Path, code: dict[str, str] | None = None) -> list[Path]:
+    """One ``<run>.json`` manifest per run (``runs``: run name → registered method; ``code``: the
+    shared training code's hashes) in ``out``; files of runs no longer listed are removed.
+    Returns the written paths."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for run, method in sorted(runs.items()):
         path = out / f"{run}.json"
-        path.write_text(json.dumps(manifest(run, method, methods_dir), indent=1, sort_keys=True) + "\n")
+        path.write_text(json.dumps(manifest(run, method, methods_dir, code), indent=1, sort_keys=True) + "\n")
         written.append(path)
     return remove_unlisted(out, written, "*.json")
 
