@@ -40,7 +40,7 @@ from mmbalance.report.embedding import embedding_section, load_embeddings
 from mmbalance.report.gmm_fit import first_fit_section
 from mmbalance.report.render import mini_note
 from mmbalance.report.stats import StatsConfig, stats_by_dataset
-from mmbalance.report.tables import leaderboard_order, load_costs, load_shapley, ordered_datasets
+from mmbalance.report.tables import leaderboard_order, load_costs, load_shapley, ordered_datasets, with_step_ratios
 
 
 def existing(paths: list[str], what: str) -> list[Path]:
@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = load_results(existing(args.results, "results"))
     robustness = load_robustness(existing(args.robustness, "robustness"))
     costs = load_costs(existing(args.costs, "costs"))
+    runs = with_step_ratios(runs, costs)
     shapley = load_shapley(existing(args.shapley, "shapley"))
     embeddings = load_embeddings(existing(args.embeddings, "embedding results"), embedding_order(Path(args.params)))
     data = load_data_summaries(existing(args.indexes, "shard index"))

@@ -278,6 +278,16 @@ def test_readme_stays_short():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 260, "README.md is the front door: move detail to docs/"
 
 
+def test_stated_run_counts_match_params():
+    """"N runs × S seeds" for the default in README.md and docs/profiles.md is params.yaml's."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    runs, seeds = sum(len(v) for v in params["benchmark"].values()), len(params["seeds"])
+    for doc in (ROOT / "README.md", ROOT / "docs" / "profiles.md"):
+        stated = re.findall(r"(\d+) runs × (\d+) seeds", doc.read_text())
+        assert stated, f"{doc.name} states no 'N runs × S seeds'"
+        assert (str(runs), str(seeds)) == stated[0], f"{doc.name} states {stated[0]}; params.yaml has {runs} runs × {seeds} seeds"
+
+
 # ----------------------------------------------------------------------------- adding a method
 
 EXAMPLE = ROOT / "src/mmbalance/methods/unimodal_loss.py"

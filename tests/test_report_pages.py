@@ -172,6 +172,12 @@ def test_derived_metrics(runs, config):
     assert cells(page, "4", "Naive MML")[3] == "1.00 ± 0.00× Concat (paper 55.08 s/epoch = 1.00× Naive MML)"
     assert cells(page, "4", "IPRM")[3] == "not run (paper 57.03)"
     assert "RTX 4090" in page and "not comparable" in page
+    # with the costs stage's side-by-side step ratio beside the wall-time ratio
+    from mmbalance.report.tables import CostsSummary, RunCosts, with_step_ratios
+
+    timed = with_step_ratios(runs, {"cremad": CostsSummary("cremad", runs={"concat": RunCosts(10, 1.0, 1.0, 1)})})
+    page = render_paper_page("iprm", load_paper_tables(TABLES_CSV), timed, config)
+    assert cells(page, "4", "Naive MML")[3] == "1.00 ± 0.00× Concat; step 1.00× side by side (paper 55.08 s/epoch = 1.00× Naive MML)"
 
 
 def test_paper_cell_forms():

@@ -107,9 +107,17 @@ def show_cell(cell: TableCell, table: Sequence[TableCell], runs: Runs, config: R
     if entry.get("paper_ratio"):
         mean, _ = mean_std_raw(values)
         paper = f"paper {value} {cell.unit}{_paper_ratio(cell, table, config, entry['relative_to'])}" if value else f"paper {MISSING}"
-        return Shown(f"{format_raw(values, run.n_seeds)}× Concat ({paper})", mean, value is not None)
+        return Shown(f"{format_raw(values, run.n_seeds)}× Concat{_step_note(run, ours_metric)} ({paper})", mean, value is not None)
     text, mean = paper_cell(values, run.n_seeds, value)
-    return Shown(text, mean, value is not None)
+    return Shown(text + _step_note(run, ours_metric), mean, value is not None)
+
+
+def _step_note(run: RunSummary, metric: str) -> str:
+    """Beside a wall-time ratio (runs trained at different times, on a machine whose load varies):
+    the costs stage's training-step ratio, timed side by side with Concat."""
+    if metric != "train_time_ratio" or run.step_ratio is None:
+        return ""
+    return f"; step {run.step_ratio:.2f}× side by side"
 
 
 def _layout(cells: Sequence[TableCell], transposed: bool) -> tuple[list[str], list[str], dict[tuple[str, str], TableCell]]:

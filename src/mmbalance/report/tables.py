@@ -12,7 +12,7 @@ import json
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .papers import PAPERS, PaperIndex, PaperNumber, run_label
@@ -67,6 +67,9 @@ class RunSummary:
     device: str | None = None
     source: str | None = None
     backbone: str | None = None  # an intermediate-fusion backbone (mmtm, mmformer); None = late
+    # training-step time over the costs reference run's (Concat), timed side by side by the costs
+    # stage; None without a costs file for the dataset
+    step_ratio: float | None = None
 
     def __post_init__(self) -> None:
         if not self.run:
@@ -742,6 +745,16 @@ def _load_by_dataset(paths: Iterable[str | Path], summarize, what: str) -> dict:
         if s.dataset in out:
             raise ValueError(f"two {what} files for dataset {s.dataset!r} (second: {p})")
         out[s.dataset] = s
+    return out
+
+
+def with_step_ratios(runs: Sequence[RunSummary], costs: Mapping[str, CostsSummary]) -> list[RunSummary]:
+    """``runs`` with each one's side-by-side step-time ratio from its dataset's costs (unchanged
+    where the costs stage did not time the run)."""
+    out = []
+    for r in runs:
+        entry = costs.get(r.dataset).runs.get(r.run) if costs.get(r.dataset) else None
+        out.append(replace(r, step_ratio=entry.step_ratio) if entry is not None and entry.step_ratio is not None else r)
     return out
 
 
