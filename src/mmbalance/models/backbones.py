@@ -20,12 +20,10 @@ backbone as keyword arguments, from ``model.backbone_options.<name>`` in params.
 
 from __future__ import annotations
 
-import sys
-
 import torch
 from torch import nn
 
-from mmbalance.models.encoders import average_frames
+from mmbalance.models.encoders import average_frames, is_torchvision
 from mmbalance.registry import Registry
 
 BACKBONES: Registry = Registry("backbone")
@@ -338,10 +336,8 @@ def temporal_shift(x: torch.Tensor, t: int, shift_div: int) -> torch.Tensor:
 
 
 def _is_basic_block(module: nn.Module) -> bool:
-    """Whether ``module`` is a torchvision ResNet ``BasicBlock`` (no torchvision import: if it was
-    never imported, no BasicBlock exists)."""
-    resnet = sys.modules.get("torchvision.models.resnet")
-    return resnet is not None and isinstance(module, resnet.BasicBlock)
+    """Whether ``module`` is a torchvision ResNet ``BasicBlock``."""
+    return is_torchvision(module, "torchvision.models.resnet", "BasicBlock")
 
 
 def _units(block: nn.Module) -> list[nn.Module]:

@@ -92,11 +92,17 @@ class FrameAveraging(nn.Module):
         return None
 
 
+def is_torchvision(module: nn.Module, where: str, name: str) -> bool:
+    """Whether ``module`` is an instance of torchvision's ``where.name`` (e.g.
+    ``"torchvision.models", "ResNet"``), without importing torchvision: if it was never imported,
+    no such instance exists, and the import costs ~1 s at the start of every mini stage."""
+    found = sys.modules.get(where)
+    return found is not None and isinstance(module, getattr(found, name))
+
+
 def _is_resnet(module: nn.Module) -> bool:
-    """Whether ``module`` is a torchvision ResNet (without importing torchvision: if it was never
-    imported, no ResNet exists)."""
-    models = sys.modules.get("torchvision.models")
-    return models is not None and isinstance(module, models.ResNet)
+    """Whether ``module`` is a torchvision ResNet."""
+    return is_torchvision(module, "torchvision.models", "ResNet")
 
 
 class TinyCNN(nn.Module):
