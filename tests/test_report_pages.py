@@ -318,3 +318,18 @@ def test_per_class_plot_with_many_classes_draws_ranked_curves(tmp_path, runs, mo
     monkeypatch.setattr(plots, "_per_class_ranked", lambda ax, per, keys, classes: drawn.append(len(classes)) or real(ax, per, keys, classes))
     assert plots.plot_per_class("vggsound", [run.run], {run.run: dataclasses.replace(run, per_class=many)}, tmp_path / "p.png")
     assert drawn == [309] and (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_time_columns_bold_the_lowest(config):
+    """OPM/OGM Tab. 4's training time: the fastest of our runs is the best (bold), not the slowest."""
+    from mmbalance.report.tables import RunSummary
+
+    def run(name: str, wall: float) -> RunSummary:
+        return RunSummary(dataset="cremad", method=name, fusion=None, profile="mini", selection=None,
+                          modalities=["audio", "visual"], n_seeds=1, run=name, wall={"0": wall}, epochs={"0": 20})
+
+    runs = {("cremad", "concat"): run("concat", 10.0), ("cremad", "opm"): run("opm", 12.0)}
+    tab4 = [c for c in load_paper_tables(TABLES_CSV) if c.paper == "opm_ogm" and c.table == 4]
+    table, _, _ = paper_table("opm_ogm", 4, tab4, runs, config)
+    by_row = {r[0]: r[2] for r in table.rows}
+    assert by_row["Concatenation"].startswith("**1.00") and not by_row["OPM"].startswith("**")

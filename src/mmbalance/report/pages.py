@@ -39,6 +39,8 @@ from .tables import (
 )
 
 ROWS_FILE = "src/mmbalance/report/data/paper_rows.csv"
+# our metrics where a lower value is the better one (bold marks the lowest)
+LOWER_IS_BETTER = frozenset({"train_time_ratio", "epoch_seconds"})
 TABLES_FILE = "reference/paper_tables.csv"
 
 Runs = Mapping[tuple[str, str], RunSummary]
@@ -104,12 +106,14 @@ def show_cell(cell: TableCell, table: Sequence[TableCell], runs: Runs, config: R
     values = our_values(run, ours_metric, ref) if ours_metric else []
     if not values:
         return _absent(f"no {config.metric_header(cell.metric)} in our results", value)
+    # the bold "best" of a column is its highest mean: a time is best when lowest
+    sign = -1.0 if ours_metric in LOWER_IS_BETTER else 1.0
     if entry.get("paper_ratio"):
         mean, _ = mean_std_raw(values)
         paper = f"paper {value} {cell.unit}{_paper_ratio(cell, table, config, entry['relative_to'])}" if value else f"paper {MISSING}"
-        return Shown(f"{format_raw(values, run.n_seeds)}× Concat{_step_note(run, ours_metric)} ({paper})", mean, value is not None)
+        return Shown(f"{format_raw(values, run.n_seeds)}× Concat{_step_note(run, ours_metric)} ({paper})", sign * mean, value is not None)
     text, mean = paper_cell(values, run.n_seeds, value)
-    return Shown(text + _step_note(run, ours_metric), mean, value is not None)
+    return Shown(text + _step_note(run, ours_metric), None if mean is None else sign * mean, value is not None)
 
 
 def _step_note(run: RunSummary, metric: str) -> str:
