@@ -26,7 +26,7 @@ from pathlib import Path
 from mmbalance.outputs import remove_unlisted
 
 METHODS_PACKAGE = "mmbalance.methods"
-# imported by every run: train stages depend on these directly
+# imported by every run: hashed with the shared training code (the stage's --code), not per method
 SHARED = ("__init__", "base")
 
 

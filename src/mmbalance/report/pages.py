@@ -39,9 +39,9 @@ from .tables import (
 )
 
 ROWS_FILE = "src/mmbalance/report/data/paper_rows.csv"
+TABLES_FILE = "reference/paper_tables.csv"
 # our metrics where a lower value is the better one (bold marks the lowest)
 LOWER_IS_BETTER = frozenset({"train_time_ratio", "epoch_seconds"})
-TABLES_FILE = "reference/paper_tables.csv"
 
 Runs = Mapping[tuple[str, str], RunSummary]
 Expected = Sequence[str] | Mapping[str, Sequence[str]] | None

@@ -223,14 +223,20 @@ def plot_probes(dataset: str, order: Sequence[str], curves: Mapping[str, Curves]
 _MAX_CLASS_BARS = 40
 
 
+def _class_series_style(per: Mapping, key: str, j: int) -> dict:
+    """Label and colour of the ``j``-th prediction of a per-class panel: fused in black, each
+    modality in the colour cycle."""
+    label = "Fused" if key == "fused" else MODALITY_NAMES.get(key, key)
+    return {"label": label, "color": "black" if key == "fused" else f"C{j - ('fused' in per)}"}
+
+
 def _per_class_bars(ax, per: Mapping, keys: Sequence[str], classes: Sequence[str], rotation: int) -> None:
     """One group of bars per class: fused (black) and each modality."""
     width = 0.8 / len(keys)
     for j, k in enumerate(keys):
         means = [mean_std(per[k][c])[0] if per[k].get(c) else 0.0 for c in classes]
         xs = [i - 0.4 + width * (j + 0.5) for i in range(len(classes))]
-        label = "Fused" if k == "fused" else MODALITY_NAMES.get(k, k)
-        ax.bar(xs, means, width=width, color="black" if k == "fused" else f"C{j - ('fused' in per)}", label=label)
+        ax.bar(xs, means, width=width, **_class_series_style(per, k, j))
     ax.set_xticks(range(len(classes)), classes, rotation=rotation)
 
 
@@ -239,9 +245,7 @@ def _per_class_ranked(ax, per: Mapping, keys: Sequence[str], classes: Sequence[s
     accuracy is spread over the classes (which class is where is in results.json)."""
     for j, k in enumerate(keys):
         means = sorted((mean_std(per[k][c])[0] if per[k].get(c) else 0.0 for c in classes), reverse=True)
-        label = "Fused" if k == "fused" else MODALITY_NAMES.get(k, k)
-        ax.step(range(1, len(means) + 1), means, where="mid", color="black" if k == "fused" else f"C{j - ('fused' in per)}",
-                label=label)
+        ax.step(range(1, len(means) + 1), means, where="mid", **_class_series_style(per, k, j))
     ax.set_xlabel(f"class rank ({len(classes)} classes, best first)")
 
 

@@ -753,8 +753,8 @@ def with_step_ratios(runs: Sequence[RunSummary], costs: Mapping[str, CostsSummar
     where the costs stage did not time the run)."""
     out = []
     for r in runs:
-        entry = costs.get(r.dataset).runs.get(r.run) if costs.get(r.dataset) else None
-        out.append(replace(r, step_ratio=entry.step_ratio) if entry is not None and entry.step_ratio is not None else r)
+        entry = costs[r.dataset].runs.get(r.run) if r.dataset in costs else None
+        out.append(r if entry is None or entry.step_ratio is None else replace(r, step_ratio=entry.step_ratio))
     return out
 
 
