@@ -24,9 +24,11 @@ test: $(STAMP)
 clean-venv:
 	rm -rf $(VENV)
 
-# Switch params.yaml to another profile, e.g. `make profile PROFILE=paper` (see profiles/).
+# Switch params.yaml to another profile, e.g. `make profile PROFILE=paper` (see profiles/), and drop
+# the dvc.lock entries of stages the profile does not have (`git checkout params.yaml dvc.lock` undoes both).
 profile: $(STAMP)
 	$(BIN)/python -m mmbalance.profiles --base params.yaml --overrides profiles/$(PROFILE).yaml --out params.yaml
+	PATH="$(BIN):$$PATH" python -m mmbalance.lockfile --lock dvc.lock
 
 # Throughput benchmarks P1-P3 on synthetic full-size CREMA-D (≤ 10 min on 2 cores) → reports/performance.md
 bench: $(STAMP)

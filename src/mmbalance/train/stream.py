@@ -3,8 +3,8 @@ torch DataLoader workers, for splits that do not fit in memory (the paper profil
 
 Shards are split by DDP rank and by loader worker (``mmbalance.shards.iter_samples``), so each
 sample is read once per epoch across all processes. Batches are built with the in-memory path's
-own functions (``split_from_samples`` → ``make_batch``: same spectrogram pooling, frame
-sampling and normalisation), so both loaders feed the model identical kinds of tensors.
+own functions (``batch_from_samples``: same spectrogram pooling, frame sampling and
+normalisation as ``make_batch``), so both loaders feed the model identical kinds of tensors.
 Training order: the shard list is shuffled per epoch (the same order on every rank before the
 node split), then samples pass a per-worker shuffle buffer.
 """
@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from mmbalance.shards import iter_samples, read_index, shard_urls
 from mmbalance.train import distributed as dist
-from mmbalance.train.data import make_batch, split_from_samples
+from mmbalance.train.data import batch_from_samples
 
 
 @dataclass
@@ -90,9 +90,8 @@ class _Batches(IterableDataset):
             yield self._batch(chunk, gen)
 
     def _batch(self, samples: list[dict], gen: torch.Generator):
-        part = split_from_samples(samples, self.data.modalities, self.data.info, self.data.pool_sizes)
-        inputs, labels = make_batch(part, torch.arange(len(part)), self.train, gen, raw=True)  # converted on the device
-        return inputs, labels, part.keys
+        # raw inputs: converted on the device (finish_batch)
+        return batch_from_samples(samples, self.data.modalities, self.data.info, self.data.pool_sizes, self.train, gen)
 
 
 class StreamLoader:
