@@ -36,6 +36,18 @@ def test_resume_matches_uninterrupted(name, tmp_path, monkeypatch):
     assert resumed["test"] == full["test"]
     assert resumed["best_epoch"] == full["best_epoch"]
     assert [r["train_loss"] for r in resumed["history"]] == [r["train_loss"] for r in full["history"]]
+    assert resumed["eval_samples"] == full["eval_samples"]
+
+
+def test_resume_after_the_last_epoch_keeps_time_and_counts(tmp_path):
+    """A run restarted once every epoch is done (e.g. ``dvc repro -f`` with its checkpoints kept)
+    trains nothing, and still reports the first process's training time and evaluated counts."""
+    ckpt = tmp_path / "ckpt.pt"
+    first = _fit("concat", ckpt)
+    again = _fit("concat", ckpt)
+    assert again["history"] == first["history"] and again["test"] == first["test"]
+    assert again["eval_samples"] == first["eval_samples"] and first["eval_samples"]
+    assert again["wall_s"] >= torch.load(ckpt, weights_only=False)["wall_s"] > 0
 
 
 def test_checkpoint_key_changes_with_rewritten_shards(tmp_path):

@@ -268,12 +268,15 @@ def _check_finite(model: torch.nn.Module, loss: torch.Tensor, where: str) -> Non
 
 
 def _save_checkpoint(path: Path, trainer: Trainer, epoch: int, history: list, best: dict, best_state: dict,
-                     best_preds: dict | None) -> None:
-    """Write the end-of-epoch checkpoint atomically (temporary file, then rename)."""
+                     best_preds: dict | None, wall_s: float) -> None:
+    """Write the end-of-epoch checkpoint atomically (temporary file, then rename). It keeps the
+    training time so far and the evaluated sample counts, so that a resumed run, even one
+    resumed after its last epoch, reports the same ``wall_s`` and ``eval_samples`` as an
+    uninterrupted one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save({"epoch": epoch, "trainer": trainer.state_dict(), "history": history, "best": best, "best_state": best_state,
-                "best_predictions": best_preds}, tmp)
+                "best_predictions": best_preds, "wall_s": wall_s, "eval_counts": dict(trainer.eval_counts)}, tmp)
     os.replace(tmp, path)
 
 
@@ -284,7 +287,7 @@ def fit(model: MultimodalModel, method: Method, splits: dict[str, SplitData], cf
     With ``checkpoint``, state is saved after every epoch and a run finding a checkpoint there
     continues from it (same final numbers as an uninterrupted run on CPU).
     Returns the selected epoch's test metrics, its index, the papers' best-on-test accuracy, the
-    wall time, the per-epoch history, and the selected epoch's weights (``best_state``).
+    wall time (of every process that trained it: a resumed run adds its checkpoint's), the per-epoch history, and the selected epoch's weights (``best_state``).
     """
     trainer, start = Trainer(model, method, splits, cfg, seed, name), time.perf_counter()
     select = "val" if "val" in splits else "test"
@@ -294,6 +297,8 @@ def fit(model: MultimodalModel, method: Method, splits: dict[str, SplitData], cf
         trainer.load_state_dict(saved["trainer"])
         history, best, best_state, first = saved["history"], saved["best"], saved["best_state"], saved["epoch"] + 1
         best_preds = saved.get("best_predictions")
+        start -= float(saved.get("wall_s", 0.0))  # the time the earlier process(es) trained
+        trainer.eval_counts.update(saved.get("eval_counts", {}))
         if live is not None:
             for row in history:
                 _log_epoch(live, row)
@@ -314,7 +319,7 @@ def fit(model: MultimodalModel, method: Method, splits: dict[str, SplitData], cf
         if best is None or _selection_key(row[select]) > _selection_key(best[select]):
             best, best_state, best_preds = row, _snapshot(trainer), trainer.predictions.get("test")
         if checkpoint is not None and dist.is_main():
-            _save_checkpoint(checkpoint, trainer, epoch, history, best, best_state, best_preds)
+            _save_checkpoint(checkpoint, trainer, epoch, history, best, best_state, best_preds, time.perf_counter() - start)
     return {
         "test": best["test"],
         "val": best.get("val"),
