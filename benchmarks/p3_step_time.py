@@ -4,7 +4,7 @@ Same data (P1's shards, frames resized to the mini model's ``--frame-size`` 32; 
 tiled to ``--steps`` batches), the params' model and ``train`` blocks, one batch size, CPU with
 ``train.num_threads`` threads. Per method and round: a fresh model and method (seed 0), one
 untimed warm-up epoch in the method's active phase (after its warm-up / start epoch: GMM-AL
-adaptive, OGM modulating), then timed epochs exactly as ``fit`` runs them (``on_epoch_start``,
+adaptive, OGM modulating), then timed epochs (whole hook periods, at least 32 steps) exactly as ``fit`` runs them (``on_epoch_start``,
 ``train_epoch``, ``on_epoch_end``; evaluation excluded, it is the same for every method). A method
 whose epoch hooks do work every k epochs is timed over k epochs, so that work is amortised as in a
 run: GMM-AL's GMM fit (every ``fit_every`` epoch; with ``gap_source: pass`` also its gap pass over the training split),
@@ -65,8 +65,10 @@ def hook_period(cfg: dict) -> int:
     return max(1, int(cfg.get("super_epoch") or cfg.get("fit_every") or 1))
 
 
-def time_method(run: str, params: dict, info: dict, splits: dict) -> float:
-    """Seconds per training step of ``run`` (hook work amortised over its period)."""
+def time_method(run: str, params: dict, info: dict, splits: dict, min_steps: int = 32) -> float:
+    """Seconds per training step of ``run`` (hook work amortised over its period), timed over
+    whole periods and at least ``min_steps`` steps: a mini step is ~40 ms, and a few steps alone
+    let one scheduler hiccup decide a 5 % goal."""
     from mmbalance.params import resolve_run
     from mmbalance.train.loop import Trainer
     from mmbalance.train.run import build_run, seed_everything
@@ -83,12 +85,13 @@ def time_method(run: str, params: dict, info: dict, splits: dict) -> float:
         trainer.train_epoch()
         method.on_epoch_end(e, trainer)
 
+    per_epoch = -(-len(splits["train"]) // int(params["train"]["batch_size"]))
+    epochs = period * max(1, -(-min_steps // (period * per_epoch)))  # whole periods, ≥ min_steps steps
     epoch(start)  # warm-up: first-call costs, optimizer state, one-off set-up (GMM-AL's reset)
     t0 = time.perf_counter()
-    for e in range(start + 1, start + 1 + period):
+    for e in range(start + 1, start + 1 + epochs):
         epoch(e)
-    steps = period * -(-len(splits["train"]) // int(params["train"]["batch_size"]))
-    return (time.perf_counter() - t0) / steps
+    return (time.perf_counter() - t0) / (epochs * per_epoch)
 
 
 def run(work: Path, params: dict, repeats: int, steps: int, methods: list[str], frame_size: int) -> list[Measurement]:

@@ -66,7 +66,7 @@ def main() -> None:
     results = []
     for label, step in [("P1", lambda: p1_prepare.run(raw, p1_work, params, args.repeats)),
                         ("P2", lambda: p2_loading.run(raw, p1_work, params, args.repeats + 2)),
-                        ("P3", lambda: p3_step_time.run(p1_work, params, args.repeats, args.steps,
+                        ("P3", lambda: p3_step_time.run(p1_work, params, args.repeats + 2, args.steps,
                                                         list(p3_step_time.GOALS), 32))]:
         t = time.perf_counter()
         results += step()
