@@ -328,6 +328,7 @@ def test_run_labels():
     assert run_label("gmm_al__alpha0") == "GMM-AL (α=0)"
     assert run_label("new_method__x") == "new_method (x)"
     assert run_label("concat__mmtm") == "MMTM"
+    assert run_label("arl__swin") == "ARL (Swin, gated fusion)"
     assert run_label("arl__mmformer") == "ARL (mmFormer backbone)"
 
 

@@ -92,3 +92,16 @@ def test_training_stages_read_their_run_file_and_declare_no_params(stages):
     assert found > 100
     rp = stages["run-params"]
     assert sorted(rp["params"]) == sorted([*SHARED_KEYS, "methods"]) and f"--out {RUN_PARAMS}" in rp["cmd"]
+
+
+def test_an_encoder_set_reaches_only_the_runs_that_pick_it():
+    """``encoder_sets`` (top level) is copied into the file of a run with ``encoders: <name>``, and
+    only that set: adding or editing a set leaves every other run's file unchanged."""
+    from mmbalance.run_params import dump, run_params
+
+    params = {"profile": "mini", "seeds": [0], "train": {"epochs": 1}, "model": {"encoders": {"frames": {"name": "tiny_cnn"}}},
+              "methods": {"concat": None, "concat__swin": {"method": "concat", "encoders": "swin"}}}
+    before = dump(run_params(params, "concat"))
+    params["encoder_sets"] = {"swin": {"frames": {"name": "swin"}}, "other": {"frames": {"name": "x"}}}
+    assert dump(run_params(params, "concat")) == before
+    assert run_params(params, "concat__swin")["encoder_sets"] == {"swin": {"frames": {"name": "swin"}}}

@@ -28,10 +28,18 @@ def resolve_run(params: dict, run: str) -> tuple[str, dict, dict]:
 
     ``methods.<run>`` is either a method's own block (run name = method name) or a variant block
     naming its method (``method: gmm_al``) and optionally a fusion (``fusion: sum``), a backbone
-    (``backbone: mmtm``) or the frames per video its model reads (``frames: 1``): ablation, fusion
-    and backbone rows of the papers are such variants, e.g.
-    ``gmm_al__alpha0``, ``opm__sum`` or ``arl__mmtm``. A variant's ``train_scale`` (factors on the
-    ``train`` settings) is applied by ``scale_train``, not passed to the method.
+    (``backbone: mmtm``), the frames per video its model reads (``frames: 1``) or an encoder set
+    (``encoders: swin``): ablation, fusion, backbone and encoder rows of the papers are such
+    variants, e.g. ``gmm_al__alpha0``, ``opm__sum``, ``arl__mmtm`` or ``arl__swin``. A variant's
+    ``train_scale`` (factors on the ``train`` settings) is applied by ``scale_train``, not passed
+    to the method.
+
+    ``encoders: <name>`` replaces ``model.encoders`` by the top-level ``encoder_sets.<name>`` and
+    drops the ``encoders`` of ``model.by_dataset.<dataset>`` (per-dataset overrides of the default
+    set's encoders, which mean nothing to another set). The sets live outside ``model`` so that
+    adding one changes neither the ``model`` params that stages declare nor the run-params files
+    of the runs that do not use it (``run_params`` copies a set only into its runs' files). An
+    unknown set raises ValueError naming the run and listing the sets.
     """
     cfg = dict(lookup(params, f"methods.{run}") or {})
     method = cfg.pop("method", run)
@@ -40,7 +48,22 @@ def resolve_run(params: dict, run: str) -> tuple[str, dict, dict]:
     for key in ("fusion", "backbone", "frames"):
         if key in cfg:
             model[key] = cfg.pop(key)
+    if "encoders" in cfg:
+        model = _with_encoder_set(model, params.get("encoder_sets") or {}, run, cfg.pop("encoders"))
     return method, cfg, model
+
+
+def _with_encoder_set(model: dict, sets: dict, run: str, name: str) -> dict:
+    """``model`` with ``encoders`` = ``sets[name]`` (at the same key position) and no ``encoders``
+    in its ``by_dataset`` blocks."""
+    if name not in sets:
+        raise ValueError(f"params methods.{run}.encoders: no encoder set {name!r} in encoder_sets; "
+                         f"choices: {', '.join(sorted(sets)) or 'none defined'}")
+    model["encoders"] = sets[name]
+    if isinstance(model.get("by_dataset"), dict):
+        model["by_dataset"] = {ds: {k: v for k, v in (block or {}).items() if k != "encoders"}
+                               for ds, block in model["by_dataset"].items()}
+    return model
 
 
 def scale_train(params: dict, run: str, train_cfg: dict) -> dict:

@@ -4,8 +4,8 @@ DVC re-reads and re-parses the whole params file for every stage that declares a
 dependency. With ~230 training stages and a params.yaml of ~1,700 lines that parsing was most of
 a no-op ``dvc repro`` and a fixed cost per stage of a full one. The ``run-params`` stage reads
 params.yaml once and writes ``<run>.yaml`` for every run of ``methods``: the keys a training stage
-reads (``profile``, ``seeds``, ``train``, ``model`` and ``methods.<run>``), in the same nesting as
-params.yaml. A training stage depends on its run's file and reads its settings from it; editing
+reads (``profile``, ``seeds``, ``train``, ``model``, ``methods.<run>`` and the encoder set the run
+picks, if any), in the same nesting as params.yaml. A training stage depends on its run's file and reads its settings from it; editing
 one run's block (``dvc exp run -S methods.arl.alpha=0.5``) rewrites the files of all runs, but only
 the edited run's file changes, so only that run's stages re-run.
 """
@@ -25,8 +25,15 @@ SHARED_KEYS = ("profile", "seeds", "train", "model")
 
 def run_params(params: dict, run: str) -> dict:
     """The params a training stage of ``run`` reads: ``{profile, seeds, train, model,
-    methods: {run: …}}``, values untouched (a missing key names its path)."""
-    return {**{key: lookup(params, key) for key in SHARED_KEYS}, "methods": {run: lookup(params, f"methods.{run}")}}
+    methods: {run: …}}``, values untouched (a missing key names its path), plus
+    ``encoder_sets: {name: …}`` holding only the set a run picks with ``encoders: <name>``: the
+    files of the other runs stay byte for byte when a set is added or edited."""
+    block = lookup(params, f"methods.{run}")
+    out = {**{key: lookup(params, key) for key in SHARED_KEYS}, "methods": {run: block}}
+    name = (block or {}).get("encoders")
+    if name is not None:
+        out["encoder_sets"] = {name: lookup(params, f"encoder_sets.{name}")}
+    return out
 
 
 def dump(body: dict) -> str:

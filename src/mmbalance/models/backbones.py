@@ -93,12 +93,21 @@ def _stage_channels(name: str, encoders: nn.ModuleDict) -> dict[str, tuple[int, 
         stages = getattr(enc, "stages", None)
         if stages is None:
             raise ValueError(f"backbone {name!r} needs convolutional encoders cut into stages (tiny_cnn, resnet18); "
-                             f"modality {m!r} has {type(enc).__name__}")
+                             f"modality {m!r} has {_network_name(enc)}")
         channels[m] = stages.channels
     counts = {m: len(ch) for m, ch in channels.items()}
     if len(set(counts.values())) > 1:
         raise ValueError(f"backbone {name!r} runs the encoders block by block and needs equal block counts; got {counts}")
     return channels
+
+
+def _network_name(enc: nn.Module) -> str:
+    """The class of an encoder's network, past ``FrameAveraging`` and an input pool (errors name
+    ``SwinTransformer``, not the wrapper every 2-D encoder shares)."""
+    body = getattr(enc, "body", enc)
+    if isinstance(body, nn.Sequential) and len(body):
+        body = body[-1]
+    return type(body).__name__
 
 
 def _fusion_points(name: str, after: list[int], n_blocks: int) -> tuple[int, ...]:

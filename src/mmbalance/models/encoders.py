@@ -6,7 +6,8 @@ convolutions, then average pooling over time).
 
 The convolutional encoders also expose their stages (``FrameAveraging.stages``), so that an
 intermediate-fusion backbone (``models/backbones.py``: MMTM, mmFormer) can run two encoders side
-by side and exchange information between their feature maps.
+by side and exchange information between their feature maps. The Swin Transformer
+(``models/swin.py``, registered from its own module) has no such stages.
 """
 
 from __future__ import annotations
@@ -159,13 +160,16 @@ def resnet18(in_channels: int, input_size: list[int] | None = None, pretrained: 
     if in_channels != 3:
         stem = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         if pretrained:
-            stem.weight.data.copy_(_stem_weights(net.conv1.weight.data, in_channels))
+            stem.weight.data.copy_(stem_weights(net.conv1.weight.data, in_channels))
         net.conv1 = stem
     net.fc = nn.Identity()  # features: [B, 512]
-    body: nn.Module = net
-    if input_size:
-        body = nn.Sequential(nn.AdaptiveAvgPool2d(tuple(input_size)), net)
-    return FrameAveraging(body, 512)
+    return FrameAveraging(input_pooled(net, input_size), 512)
+
+
+def input_pooled(net: nn.Module, input_size: list[int] | None) -> nn.Module:
+    """``net`` behind an average pool of its input to ``input_size`` [F', T'] (e.g. a 257×299
+    spectrogram to 64×75, as TinyCNN's ``shrink``), or ``net`` itself when none is set."""
+    return nn.Sequential(nn.AdaptiveAvgPool2d(tuple(input_size)), net) if input_size else net
 
 
 def _resnet_stages(net: torchvision.models.ResNet, pool: nn.Module | None) -> Stages:
@@ -183,22 +187,32 @@ def _spatial_mean(maps: torch.Tensor) -> torch.Tensor:
 def imagenet_weights(path: Path, in_channels: int) -> dict:
     """torchvision's ResNet-18 ImageNet state dict (e.g. ``resnet18-f37072fd.pth``) from ``path``;
     a missing or unreadable file is an error naming it."""
-    if not path.is_file():
-        raise FileNotFoundError(f"model.encoders.*.pretrained: no ResNet-18 ImageNet weights at {path} (the file is "
-                                "not downloaded at run time: copy torchvision's resnet18-f37072fd.pth there, or set '')")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a truncated or foreign file: say which
-        raise ValueError(f"{path}: not a readable torch state dict ({err})") from err
-    state = state.get("state_dict", state)
+    state = read_state_dict(path, f"model.encoders.*.pretrained: no ResNet-18 ImageNet weights at {path} (the file is "
+                                  "not downloaded at run time: copy torchvision's resnet18-f37072fd.pth there, or set '')")
     if "conv1.weight" not in state or "fc.weight" not in state:
         raise ValueError(f"{path}: not a torchvision ResNet-18 state dict (no conv1.weight / fc.weight)")
     return state
 
 
-def _stem_weights(rgb: torch.Tensor, in_channels: int) -> torch.Tensor:
-    """[64, 3, 7, 7] ImageNet stem → [64, in_channels, 7, 7]: the RGB mean repeated per channel
-    (the usual cross-modality initialisation; the papers do not state theirs)."""
+def read_state_dict(path: Path, missing: str) -> dict:
+    """The state dict saved at ``path`` (a ``{"state_dict": …}`` checkpoint is unwrapped). No file:
+    FileNotFoundError with the message ``missing``; a truncated or foreign file: ValueError naming it."""
+    if not path.is_file():
+        raise FileNotFoundError(missing)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated or foreign file: say which
+        raise ValueError(f"{path}: not a readable torch state dict ({err})") from err
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def stem_weights(rgb: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """An ImageNet stem [O, 3, k, k] (ResNet's [64, 3, 7, 7], Swin's patch embedding [C, 3, 4, 4])
+    → [O, in_channels, k, k]: the RGB mean repeated per channel (the usual cross-modality
+    initialisation; the papers do not state theirs)."""
     return rgb.mean(dim=1, keepdim=True).repeat(1, in_channels, 1, 1)
 
 

@@ -142,6 +142,8 @@ VARIANT_LABELS: dict[str, str] = {
     "sigmoid": "ρ ratio, z sigmoid",
     "diff": "ρ difference, z tanh",
     "diff_sigmoid": "ρ difference, z sigmoid",
+    # ARL Tab. 4: the Swin encoder set (params encoder_sets.swin) with gated fusion
+    "swin": "Swin, gated fusion",
 }
 
 
