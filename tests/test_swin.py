@@ -141,3 +141,18 @@ def test_torchvision_weights_load_and_adapt_the_stem(tmp_path):
     with torch.no_grad():  # the mean kernel on one channel = the RGB kernels on a third of it in each
         grey = torch.randn(2, 1, 32, 32)
         torch.testing.assert_close(mono(grey), ref((grey / 3).expand(-1, 3, -1, -1)), rtol=1e-4, atol=1e-5)
+
+
+def test_a_run_train_block_replaces_train_settings():
+    """``methods.<run>.train`` values replace the shared ``train`` settings after any
+    ``train_scale`` factors; the Swin runs train with AdamW; an unknown key names the run."""
+    from mmbalance.params import scale_train
+
+    shared = {"optimizer": "sgd", "lr": 0.01, "weight_decay": 1e-4, "batch_size": 64}
+    out = scale_train(PARAMS, "arl__swin", shared)
+    assert out == {"optimizer": "adamw", "lr": 0.001, "weight_decay": 0.05, "batch_size": 64}
+    assert "train" not in resolve_run(PARAMS, "arl__swin")[1]
+    both = {"methods": {"x": {"train_scale": {"lr": 0.1, "batch_size": 2}, "train": {"optimizer": "adam"}}}}
+    assert scale_train(both, "x", shared) == {**shared, "optimizer": "adam", "lr": 0.001, "batch_size": 128}
+    with pytest.raises(ValueError, match=r"methods\.x\.train\.lr_max: no such train setting"):
+        scale_train({"methods": {"x": {"train": {"lr_max": 1}}}}, "x", shared)

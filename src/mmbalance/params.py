@@ -44,6 +44,7 @@ def resolve_run(params: dict, run: str) -> tuple[str, dict, dict]:
     cfg = dict(lookup(params, f"methods.{run}") or {})
     method = cfg.pop("method", run)
     cfg.pop("train_scale", None)
+    cfg.pop("train", None)
     model = dict(lookup(params, "model"))
     for key in ("fusion", "backbone", "frames"):
         if key in cfg:
@@ -71,13 +72,24 @@ def scale_train(params: dict, run: str, train_cfg: dict) -> dict:
     of ``methods.<run>.train_scale`` multiplied by its factor, e.g. ``{lr: 0.1}`` or
     ``{batch_size: 2}`` (the batch size rounded to a whole number). Factors, not values, so one
     variant means the same step away from the recipe in every profile and on every dataset (the
-    batch-size / learning-rate rows of TPAMI 2024 Tab. 1).
+    batch-size / learning-rate rows of TPAMI 2024 Tab. 1). Then each key of ``methods.<run>.train``
+    replaces the setting with its value, for a run whose model needs another recipe (the Swin
+    runs' ``{optimizer: adamw, lr: 0.001, weight_decay: 0.05}``).
 
     Raises ValueError naming the run for a key missing from ``train``, a non-numeric setting or a
     factor that is not a positive number.
     """
-    scales = (lookup(params, f"methods.{run}") or {}).get("train_scale") or {}
-    out = dict(train_cfg)
+    block = lookup(params, f"methods.{run}") or {}
+    out = _scaled(run, dict(train_cfg), block.get("train_scale") or {})
+    for key, value in (block.get("train") or {}).items():
+        if key not in out:
+            raise ValueError(f"params methods.{run}.train.{key}: no such train setting; train has {', '.join(sorted(out))}")
+        out[key] = value
+    return out
+
+
+def _scaled(run: str, out: dict, scales: dict) -> dict:
+    """``out`` with each ``train_scale`` factor applied (see ``scale_train``)."""
     for key, factor in scales.items():
         value = out.get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
