@@ -50,8 +50,9 @@ def prune_file(lock: Path, keep: set[str]) -> list[str]:
     """Prune ``lock`` in place (checked: the result parses and holds exactly the kept entries)."""
     if not lock.is_file():
         return []
-    before = yaml.load(lock.read_text(), Loader=_LOADER) or {}
-    text, dropped = prune(lock.read_text(), keep)
+    original = lock.read_text()
+    before = yaml.load(original, Loader=_LOADER) or {}
+    text, dropped = prune(original, keep)
     after = yaml.load(text, Loader=_LOADER) or {}
     expected = {k for k in (before.get("stages") or {}) if k in keep}
     if set(after.get("stages") or {}) != expected:

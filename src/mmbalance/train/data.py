@@ -115,13 +115,10 @@ def _frames_input(data: SplitData, m: str, idx: torch.Tensor, train: bool, gen: 
     n = int(data.info.get("frames_per_clip", 1))
     pick = frame_indices(data.lengths[m][idx], n, train, gen)  # [B, n]
     arr = data.arrays[m]  # [N, T, H, W, C]
-    if arr.device.type != "cpu":
-        return arr[idx[:, None], pick]
-    # whole frames gathered as rows of [N * T, H, W, C] by numpy: torch's CPU advanced indexing
-    # copies uint8 element by element, ~40x slower for a batch of 224² frames
-    rows = (idx[:, None] * arr.shape[1] + pick).reshape(-1).numpy()  # [B * n]
-    frames = arr.numpy().reshape(-1, *arr.shape[2:])[rows]  # [B * n, H, W, C]
-    return torch.from_numpy(frames).reshape(*pick.shape, *arr.shape[2:])  # [B, n, H, W, C]
+    # whole frames gathered as rows of [N * T, H, W, C] (``_rows``: by numpy on CPU, where torch's
+    # advanced indexing copies uint8 element by element, ~40x slower for a batch of 224² frames)
+    rows = (idx[:, None] * arr.shape[1] + pick).reshape(-1)  # [B * n]
+    return _rows(arr.flatten(0, 1), rows).reshape(*pick.shape, *arr.shape[2:])  # [B, n, H, W, C]
 
 
 def _rows(arr: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -130,6 +127,11 @@ def _rows(arr: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     if arr.device.type != "cpu" or arr.dtype == torch.bfloat16:  # numpy has no bfloat16
         return arr[idx]
     return torch.from_numpy(arr.numpy().take(idx.numpy(), axis=0))
+
+
+def _sequence_input(x: torch.Tensor, lengths: torch.Tensor) -> SequenceBatch:
+    """Padded sequences [B, L, D] (L = the batch's longest) and lengths [B] → float x and mask."""
+    return SequenceBatch(x.float(), torch.arange(x.shape[1])[None, :] < lengths[:, None])
 
 
 def _finish_frames(x: torch.Tensor, entry: dict) -> torch.Tensor:
@@ -176,8 +178,7 @@ def make_batch(data: SplitData, idx: torch.Tensor, train: bool, gen: torch.Gener
             inputs[m] = _frames_input(data, m, idx, train, gen)
         elif kind == "sequence":
             lengths = data.lengths[m][idx]
-            x = _rows(arr[:, : int(lengths.max())], idx).float()
-            inputs[m] = SequenceBatch(x, torch.arange(x.shape[1])[None, :] < lengths[:, None])
+            inputs[m] = _sequence_input(_rows(arr[:, : int(lengths.max())], idx), lengths)
         else:
             inputs[m] = _rows(arr, idx)
     return (inputs if raw else finish_batch(inputs, data.info)), data.labels[idx]
@@ -206,8 +207,7 @@ def batch_from_samples(samples: list[dict], modalities: list[str], info: dict, p
         elif kind == "spectrogram":
             inputs[m] = _pooled(items, (pool_sizes or {}).get(m))
         else:  # padded to the batch's longest sequence, as make_batch cuts it
-            x, lengths = _pad(items)
-            inputs[m] = SequenceBatch(x.float(), torch.arange(x.shape[1])[None, :] < lengths[:, None])
+            inputs[m] = _sequence_input(*_pad(items))
     return inputs, torch.tensor([s["label"] for s in samples]), [s["key"] for s in samples]
 
 
