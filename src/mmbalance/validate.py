@@ -25,6 +25,7 @@ from tqdm import tqdm
 from mmbalance.datasets import Clip, DatasetLayoutError, Skip, get_dataset
 from mmbalance.datasets.base import SPLITS
 from mmbalance.media import MediaError
+from mmbalance.shared_arrays import SharedArrays, share, take
 
 __all__ = [
     "Report",
@@ -85,6 +86,12 @@ def _check_job(job: tuple[str, Clip, dict]) -> tuple[Clip, dict | None, dict | N
     return (clip, *check_clip(dataset, clip, recipe))
 
 
+def _check_job_shared(job: tuple[str, Clip, dict]) -> tuple[Clip, SharedArrays | dict | None, dict | None]:
+    # the arrays cross to the parent in a shared-memory block, not through the result pipe
+    clip, arrays, problem = _check_job(job)
+    return clip, None if arrays is None else share(arrays), problem
+
+
 def _check_job_no_arrays(job: tuple[str, Clip, dict]) -> tuple[Clip, None, dict | None]:
     # the arrays are dropped in the worker: only the verdict crosses the process boundary
     clip, _, problem = _check_job(job)
@@ -138,13 +145,16 @@ def checked_clips(dataset: str, clips: list[Clip], recipe: dict, pool, desc: str
     """``(clip, arrays | None, problem | None)`` for each clip, in the order of ``clips``
     (ordered ``imap``: the order never depends on timing); ``keep_arrays=False`` returns None
     for the arrays and spares sending them from the workers."""
-    worker = _check_job if keep_arrays else _check_job_no_arrays
     jobs = [(dataset, c, recipe) for c in clips]
     if pool is None:
-        results = map(worker, jobs)
+        results = map(_check_job if keep_arrays else _check_job_no_arrays, jobs)
     else:
+        worker = _check_job_shared if keep_arrays else _check_job_no_arrays
         results = pool.imap(worker, jobs, chunksize=_chunksize(len(jobs)))
-    yield from tqdm(results, total=len(jobs), desc=desc, mininterval=2.0)
+    # the blocks of results never read (an error stopped the consumer) are freed at exit by
+    # multiprocessing's resource tracker, which every worker of the pool reports to
+    for clip, arrays, problem in tqdm(results, total=len(jobs), desc=desc, mininterval=2.0):
+        yield clip, take(arrays), problem
 
 
 def by_split(clips: list[Clip]) -> dict[str, list[Clip]]:
