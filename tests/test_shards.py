@@ -39,6 +39,26 @@ def test_byte_identical_rewrite(tmp_path):
     assert _digest(a / "test-00000.tar") == _digest(b / "test-00000.tar")
 
 
+@pytest.mark.parametrize("member_max", [None, 1000])  # 1000: members copied in several pieces
+def test_same_bytes_as_webdatasets_own_stream_writer(tmp_path, monkeypatch, member_max):
+    """The shards are webdataset's TarWriter output byte for byte (the writer only swaps its
+    stream-mode tar for a plain one on the same file)."""
+    import webdataset as wds
+
+    import mmbalance.shards.write as w
+
+    if member_max is not None:
+        monkeypatch.setattr(w, "_MEMBER_MAX", member_max)
+    write_shards(_samples(), tmp_path, "ours", max_count=10)
+    with open(tmp_path / "theirs.tar", "wb") as fh:
+        writer = wds.TarWriter(fh, user="mmbalance", group="mmbalance", mode=0o444, encoder=False,
+                               mtime=w.FIXED_MTIME)
+        for sample in _samples():
+            writer.write(sample)
+        writer.close()
+    assert _digest(tmp_path / "ours-00000.tar") == _digest(tmp_path / "theirs.tar")
+
+
 def test_unsorted_keys_rejected(tmp_path):
     samples = list(_samples(2))[::-1]
     with pytest.raises(ValueError, match="unique and sorted"):
