@@ -6,7 +6,9 @@ the reference run (Concat) timed side by side, and peak memory of a step; see
 ``mmbalance.evaluate.costs`` for the protocol.
 
 Reads params: costs (reference, warmup_steps, rounds, steps_per_round, batch_size) and train
-(optimizer, learning rate, batch size, device, threads, with ``train.by_dataset.<dataset>``).
+(optimizer, learning rate, batch size, device, threads, with ``train.by_dataset.<dataset>``);
+with --run-params, each run's own train settings from its params file (the optimizer it was
+trained with; every run is still timed on the same batch).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 import torch
 
 from mmbalance.evaluate.costs import CostSettings, dataset_costs
-from mmbalance.params import load_params, lookup
+from mmbalance.params import load_params, lookup, scale_train
 from mmbalance.shards import read_index
 from mmbalance.system import device_name
 from mmbalance.train.run import for_dataset
@@ -33,6 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True, help="e.g. results/<dataset>/costs.json")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--dataset", default=None, help="dataset name (default: the shard index's)")
+    ap.add_argument("--run-params", type=Path, default=None,
+                    help="data/run_params: each run's params file, for the train settings it was trained with")
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
@@ -46,12 +50,26 @@ def main(argv: list[str] | None = None) -> None:
     train_cfg = for_dataset(lookup(params, "train"), dataset)
     torch.set_num_threads(int(train_cfg.get("num_threads", 2)))
     models = [Path(m) for m in args.models if Path(m).is_dir()]
-    res = dataset_costs(models, args.shards, info, train_cfg, settings, log=lambda msg: print(msg, file=sys.stderr))
+    run_train = _run_train(args.run_params, [m.name for m in models], dataset) if args.run_params else None
+    res = dataset_costs(models, args.shards, info, train_cfg, settings, log=lambda msg: print(msg, file=sys.stderr),
+                        run_train=run_train)
     out = {"dataset": dataset, **res, "device": device_name(), "threads": torch.get_num_threads(),
            "wall_s": round(time.perf_counter() - start, 3)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
     print(f"{dataset}: costs of {len(res['runs'])} runs in {out['wall_s']:.1f} s")
+
+
+def _run_train(folder: Path, runs: list[str], dataset: str) -> dict[str, dict]:
+    """Each run's train settings, resolved from its params file as the train stage resolves them."""
+    out = {}
+    for run in runs:
+        path = folder / f"{run}.yaml"
+        if not path.is_file():
+            raise SystemExit(f"{path}: no params file for run {run!r} (the run-params stage writes one per run)")
+        p = load_params(path)
+        out[run] = scale_train(p, run, for_dataset(lookup(p, "train"), dataset))
+    return out
 
 
 if __name__ == "__main__":

@@ -10,23 +10,27 @@ import torch
 from torch.nn import functional as F
 
 from mmbalance.methods import METHODS
+from mmbalance.methods.base import Method
+from mmbalance.train.run import build_run
 from mmbalance.models import BACKBONES, build_model
 from mmbalance.models.backbones import MMTM, sincos_2d
 from mmbalance.models.encoders import average_frames, build_encoder
 from mmbalance.params import load_params, resolve_run
 
-from conftest import IN_CHANNELS, MODEL_CFG
+from conftest import IN_CHANNELS, INFO, MODEL_CFG
 from test_methods import assert_finite_gradients, make, splits_for, train_step
 
 PARAMS = load_params(Path(__file__).parents[1] / "params.yaml")
 INTERMEDIATE = [n for n in BACKBONES.names() if BACKBONES.get(n).intermediate]
 OPTIONS = {"mmtm": {"after": [-2, -1], "ratio": 4}, "mmformer": {"after": [-1], "heads": 2}}
+# a backbone that only works with its own fusion head (CentralNet: the central network)
+FUSION_OF = {"centralnet": "central"}
 
 
 def model_with(backbone: str, mods=("audio", "visual"), seed: int = 0):
     torch.manual_seed(seed)
     cfg = {**MODEL_CFG, "backbone": backbone, "backbone_options": OPTIONS}
-    return build_model(cfg, list(mods), IN_CHANNELS, 6, "concat")
+    return build_model(cfg, list(mods), IN_CHANNELS, 6, FUSION_OF.get(backbone, "concat"))
 
 
 def inputs(batch: int = 4, frames: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -39,7 +43,9 @@ def test_forward_backward_reaches_every_parameter(name):
     model = model_with(name)
     out = model(inputs())
     assert out.logits.shape == (4, 6) and set(out.features) == {"audio", "visual"}
-    F.cross_entropy(out.logits, torch.tensor([0, 1, 2, 3])).backward()
+    labels = torch.tensor([0, 1, 2, 3])
+    # the fused loss, plus the unimodal classifiers' a head like CentralNet's trains beside it
+    (F.cross_entropy(out.logits, labels) + sum(F.cross_entropy(z, labels) for z in (out.aux_logits or {}).values())).backward()
     for pname, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), f"{name}: no gradient for {pname}"
 
@@ -156,8 +162,9 @@ def test_backbone_variants_resolve_from_params():
         got_method, cfg, model_cfg = resolve_run(PARAMS, run)
         assert (got_method, model_cfg["backbone"], model_cfg["frames"]) == (method, backbone, frames)
         assert "backbone" not in cfg and "frames" not in cfg
-    # every registered backbone but late has its options in params (their defaults written out)
-    assert set(PARAMS["model"]["backbone_options"]) == set(BACKBONES.names()) - {"late"}
+    # every registered backbone but late has its options in params (their defaults written out),
+    # except CentralNet's, whose default (every block but the last) follows the encoders' depth
+    assert set(PARAMS["model"]["backbone_options"]) == set(BACKBONES.names()) - {"late", "centralnet"}
 
 
 @pytest.mark.parametrize("k, t, picked", [(1, 3, [1]), (1, 4, [2]), (2, 4, [1, 3]), (3, 3, [0, 1, 2]), (4, 3, [0, 1, 2])])
@@ -174,23 +181,30 @@ def test_model_frames_picks_evenly_spaced_frames(k, t, picked):
 def test_model_frames_feeds_the_chosen_frames_to_every_backbone(name):
     torch.manual_seed(0)
     cfg = {**MODEL_CFG, "backbone": name, "backbone_options": OPTIONS, "frames": 1}
-    model = build_model(cfg, ["audio", "visual"], IN_CHANNELS, 6, "concat").eval()
+    model = build_model(cfg, ["audio", "visual"], IN_CHANNELS, 6, FUSION_OF.get(name, "concat")).eval()
     x = inputs(frames=3)
     with torch.no_grad():
         torch.testing.assert_close(model.encode(x)["visual"], model.encode({**x, "visual": x["visual"][:, [1]]})["visual"])
     with pytest.raises(ValueError, match="model.frames must be a positive number"):
-        build_model({**cfg, "frames": 0}, ["audio", "visual"], IN_CHANNELS, 6, "concat")
+        build_model({**cfg, "frames": 0}, ["audio", "visual"], IN_CHANNELS, 6, FUSION_OF.get(name, "concat"))
 
 
-@pytest.mark.parametrize("backbone", INTERMEDIATE)
+@pytest.mark.parametrize("backbone", INTERMEDIATE + list(FUSION_OF))
 @pytest.mark.parametrize("name", METHODS.names())
 def test_every_method_steps_on_every_intermediate_backbone(name, backbone, monkeypatch):
-    """One training step of each method on MMTM and mmFormer: finite loss, every parameter a
-    finite gradient (or, for a method that needs separate encoders, a clear error)."""
+    """One training step of each method on MMTM, mmFormer and CentralNet: finite loss, every
+    parameter a finite gradient (or, for a method that needs separate encoders or its own loss,
+    a clear error)."""
     import test_methods
 
-    monkeypatch.setattr(test_methods, "MODEL_CFG", {**MODEL_CFG, "backbone": backbone, "backbone_options": OPTIONS})
+    cfg = {**MODEL_CFG, "backbone": backbone, "backbone_options": OPTIONS, "fusion": FUSION_OF.get(backbone, "concat")}
+    monkeypatch.setattr(test_methods, "MODEL_CFG", cfg)
     method, model, mods = make(name)
+    if getattr(model.fusion, "trains_unimodal_heads", False) and type(method).loss is not Method.loss:
+        # CentralNet's unimodal classifiers are trained by the base loss, which this method replaces
+        with pytest.raises(ValueError, match="has its own loss"):
+            build_run({**INFO, "classes": [str(i) for i in range(6)]}, name, method.cfg, cfg, 2)
+        return
     if name == "mla":
         with pytest.raises(ValueError, match="needs model.backbone 'late'"):
             train_step(name, method, model, splits_for(mods))

@@ -14,6 +14,7 @@ from mmbalance.evaluate.costs import (
     held_bytes,
     run_costs,
     step_allocation_peak,
+    step_trainer,
     trainable_parameters,
 )
 from mmbalance.train.run import build_run
@@ -93,3 +94,40 @@ def test_run_costs_of_saved_models(tmp_path):
     assert uni["step_ratio"] == pytest.approx(uni["step_ms"] / uni["reference_step_ms"])
     # the weights, gradients and momentum alone take 3 × 4 bytes per parameter
     assert ref["peak_bytes"] > 12 * ref["params"]
+
+
+def test_each_run_steps_with_its_own_optimizer(tmp_path):
+    """A run trained with AdamW (the Swin runs) is timed with AdamW, its reference with SGD."""
+    info = {**INFO, "classes": [f"c{i}" for i in range(6)]}
+    path = tmp_path / "concat" / "seed0.pt"
+    path.parent.mkdir()
+    _, model = build_run(info, "concat", {}, MODEL_CFG, 2)
+    torch.save({"state": model.state_dict(), "method": "concat", "method_cfg": {}, "model_cfg": MODEL_CFG,
+                "epochs": 2, "seed": 0}, path)
+    batch = tiny_split(6, seed=1)
+    adamw = {**TRAIN, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05}
+    assert isinstance(step_trainer(path, info, batch, adamw).optimizer, torch.optim.AdamW)
+    assert isinstance(step_trainer(path, info, batch, TRAIN).optimizer, torch.optim.SGD)
+    out = run_costs(path, info, batch, adamw, FAST, path, TRAIN)
+    # AdamW holds two moments per parameter where SGD holds one momentum buffer
+    assert out["peak_bytes"] > 16 * out["params"]
+
+
+def test_run_train_settings_come_from_each_runs_params_file(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    import yaml
+
+    spec = importlib.util.spec_from_file_location("costs_stage", Path(__file__).parents[1] / "stages" / "costs.py")
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    train = {**TRAIN, "weight_decay": 1e-4}
+    (tmp_path / "concat.yaml").write_text(yaml.safe_dump({"train": train, "methods": {"concat": {}}}))
+    (tmp_path / "arl__swin.yaml").write_text(yaml.safe_dump(
+        {"train": train, "methods": {"arl__swin": {"method": "arl", "train": {"optimizer": "adamw", "lr": 0.001}}}}))
+    cfg = stage._run_train(tmp_path, ["concat", "arl__swin"], "cremad")
+    assert cfg["concat"]["optimizer"] == "sgd"
+    assert cfg["arl__swin"]["optimizer"] == "adamw" and cfg["arl__swin"]["lr"] == 0.001
+    with pytest.raises(SystemExit, match="no params file for run 'missing'"):
+        stage._run_train(tmp_path, ["missing"], "cremad")

@@ -27,15 +27,24 @@ def features(dims, batch=4, seed=0):
     return {m: torch.randn(batch, d, generator=gen, requires_grad=True) for m, d in dims.items()}
 
 
+def options_for(name, dims):
+    """Constructor arguments a head takes from its backbone: CentralNet's level widths (two
+    levels per modality here)."""
+    return {"levels": {m: [2, d - 2] for m, d in dims.items()}} if name == "central" else {}
+
+
 def check_forward_backward(name, dims):
     torch.manual_seed(0)
-    fusion = FUSIONS.get(name)(dims, 6)
+    fusion = FUSIONS.get(name)(dims, 6, **options_for(name, dims))
     feats = features(dims)
     fused, uni = fusion(feats)
     assert fused.shape == (4, 6)
     assert set(uni) == set(dims) and all(u.shape == (4, 6) for u in uni.values())
-    # the fused loss alone reaches every fusion parameter and every modality's features
-    F.cross_entropy(fused, torch.tensor([0, 1, 2, 3])).backward()
+    # the fused loss alone reaches every fusion parameter and every modality's features (plus, for a
+    # head with unimodal classifiers of its own, their losses)
+    labels = torch.tensor([0, 1, 2, 3])
+    aux = uni.values() if getattr(fusion, "trains_unimodal_heads", False) else []
+    (F.cross_entropy(fused, labels) + sum(F.cross_entropy(z, labels) for z in aux)).backward()
     for pname, p in fusion.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), f"{name}: no gradient for {pname}"
         assert p.grad.abs().sum() > 0, f"{name}: zero gradient for {pname}"
@@ -151,10 +160,11 @@ def test_gated_by_hand(x_gate):
 def test_model_with_fusion_trains_one_step(name, batch):
     inputs, labels = batch
     torch.manual_seed(0)
-    model = build_model(MODEL_CFG, ["audio", "visual"], IN_CHANNELS, 6, name)
+    cfg = {**MODEL_CFG, "backbone": "centralnet"} if name == "central" else MODEL_CFG  # its own backbone
+    model = build_model(cfg, ["audio", "visual"], IN_CHANNELS, 6, name)
     out = model(inputs)
     assert out.logits.shape == (8, 6) and set(out.unimodal_logits) == {"audio", "visual"}
-    F.cross_entropy(out.logits, labels).backward()
+    (F.cross_entropy(out.logits, labels) + sum(F.cross_entropy(z, labels) for z in (out.aux_logits or {}).values())).backward()
     for pname, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), f"{name}: no gradient for {pname}"
 

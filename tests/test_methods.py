@@ -25,7 +25,7 @@ def make(name: str, cfg: dict | None = None):
     mods = method.modalities(["audio", "visual"])
     ctx.modalities = mods
     torch.manual_seed(0)
-    model = build_model(MODEL_CFG, mods, IN_CHANNELS, 6, "concat")
+    model = build_model(MODEL_CFG, mods, IN_CHANNELS, 6, MODEL_CFG.get("fusion") or "concat")
     model.method_modules.update(method.modules(model.feature_dims, 6))
     return method, model, mods
 

@@ -203,9 +203,10 @@ def _cuda_allocated(train_cfg: dict) -> int:
 
 
 def run_costs(path: Path, info: dict, batch: SplitData, train_cfg: dict, settings: CostSettings,
-              reference: Path | None) -> dict:
-    """Costs of the run saved at ``path``; its steps timed beside the model at ``reference``
-    (None: the run is the reference, timed alone, ratio 1)."""
+              reference: Path | None, reference_cfg: dict | None = None) -> dict:
+    """Costs of the run saved at ``path``, trained with ``train_cfg`` (its optimizer); its steps
+    timed beside the model at ``reference`` with ``reference_cfg`` (default ``train_cfg``; None
+    reference: the run is the reference, timed alone, ratio 1)."""
     base = _cuda_allocated(train_cfg)
     trainer = step_trainer(path, info, batch, train_cfg)
     model, method = trainer.model, trainer.method
@@ -216,7 +217,8 @@ def run_costs(path: Path, info: dict, batch: SplitData, train_cfg: dict, setting
         trainer.train_epoch()
     # memory before the reference is built: on a GPU its tensors would count as the run's
     out["peak_bytes"], out["memory"] = peak_step_memory(trainer, base)
-    pair = {"run": trainer} if reference is None else {"reference": step_trainer(reference, info, batch, train_cfg), "run": trainer}
+    pair = {"run": trainer} if reference is None else {
+        "reference": step_trainer(reference, info, batch, reference_cfg or train_cfg), "run": trainer}
     times = interleaved_step_times(pair, settings)
     out["step_ms"] = 1000.0 * statistics.median(times["run"])
     out["reference_step_ms"] = 1000.0 * statistics.median(times.get("reference", times["run"]))
@@ -225,9 +227,14 @@ def run_costs(path: Path, info: dict, batch: SplitData, train_cfg: dict, setting
 
 
 def dataset_costs(model_dirs: Iterable[Path], shard_dir: Path, info: dict, train_cfg: dict, settings: CostSettings,
-                  log=print) -> dict:
+                  log=print, run_train: Mapping[str, dict] | None = None) -> dict:
     """Costs of every run folder in ``model_dirs`` (each folder's first seed's model; a folder
     without one is listed in ``missing`` and logged), timed against ``settings.reference``.
+
+    ``run_train`` maps a run to the ``train`` settings it was trained with (the Swin runs' AdamW,
+    say), so each step runs that run's optimizer; a run not in it uses ``train_cfg``. Every run
+    is timed on the same batch (``settings.batch_size`` or ``train_cfg``'s), whatever its own
+    batch size: the step ratios compare equal work.
 
     Returns ``{"reference", "settings", "runs": {run: costs}, "missing"}``; without the reference
     run the ratios are None."""
@@ -243,9 +250,12 @@ def dataset_costs(model_dirs: Iterable[Path], shard_dir: Path, info: dict, train
     if not first:
         return {"reference": settings.reference, "settings": dict(settings.__dict__), "runs": runs, "missing": missing}
     batch = training_inputs(shard_dir, info, ref or next(iter(first.values())), int(settings.batch_size or train_cfg["batch_size"]))
+    cfg = {name: dict((run_train or {}).get(name) or train_cfg) for name in first}
     for name, path in first.items():
         start = time.perf_counter()
-        runs[name] = run_costs(path, info, batch, train_cfg, settings, None if name == settings.reference else ref)
+        runs[name] = run_costs(path, info, batch, cfg[name], settings, None if name == settings.reference else ref,
+                               cfg.get(settings.reference))
+        runs[name]["optimizer"] = cfg[name].get("optimizer")
         if ref is None:
             runs[name].update(step_ratio=None, reference_step_ms=None)
         runs[name]["wall_s"] = round(time.perf_counter() - start, 3)

@@ -134,7 +134,7 @@ class AGM(Method):
             return base
         logits = sum(scale_grad(c, float(k)) for c, k in zip(contrib.values(), coeff))
         self.log(**{f"k_{m}": float(k) for m, k in zip(contrib, coeff)}, **{f"score_{m}": float(s) for m, s in zip(contrib, scores)})
-        return Output(logits=logits, features=feats, unimodal_logits=base.unimodal_logits)
+        return Output(logits=logits, features=feats, unimodal_logits=base.unimodal_logits, aux_logits=base.aux_logits)
 
     def after_backward(self, model, out, labels) -> None:
         """The code's clipping: total norm ``grad_clip`` when a fusion-head weight-gradient entry

@@ -74,8 +74,12 @@ class Method:
         return model(inputs)
 
     def loss(self, out: Output, labels: torch.Tensor) -> torch.Tensor:
-        """Training loss (a scalar)."""
-        return F.cross_entropy(out.logits, labels)
+        """Training loss (a scalar): the fused cross-entropy, plus that of each classifier the
+        model trains beside it (``aux_logits``: CentralNet's multi-objective loss)."""
+        loss = F.cross_entropy(out.logits, labels)
+        if out.aux_logits:
+            loss = loss + sum(F.cross_entropy(z, labels) for z in out.aux_logits.values())
+        return loss
 
     def after_backward(self, model: MultimodalModel, out: Output, labels: torch.Tensor) -> None:
         """Modify ``.grad`` of parameters after backward, before the optimizer step."""

@@ -37,6 +37,14 @@ class Backbone(nn.Module):
     def forward(self, encoders: nn.ModuleDict, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
 
+    def out_dims(self, encoders: nn.ModuleDict) -> dict[str, int]:
+        """Feature size per modality of what ``forward`` returns (default: each encoder's)."""
+        return {m: enc.out_dim for m, enc in encoders.items()}
+
+    def fusion_options(self) -> dict:
+        """Keyword arguments the fusion head needs from this backbone (default none)."""
+        return {}
+
 
 @BACKBONES.register("late")
 class LateBackbone(Backbone):

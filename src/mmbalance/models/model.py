@@ -31,9 +31,11 @@ class MultimodalModel(nn.Module):
         return self.backbone(self.encoders, inputs)
 
     def fuse(self, features: dict[str, torch.Tensor]) -> Output:
-        """Fused and per-modality logits from (possibly masked) features."""
+        """Fused and per-modality logits from (possibly masked) features; a head with unimodal
+        classifiers of its own (CentralNet's) also returns them as ``aux_logits`` to train."""
         fused, uni = self.fusion(features)
-        return Output(logits=fused, features=features, unimodal_logits=uni)
+        aux = uni if getattr(self.fusion, "trains_unimodal_heads", False) else None
+        return Output(logits=fused, features=features, unimodal_logits=uni, aux_logits=aux)
 
     def forward(self, inputs: dict[str, torch.Tensor], keep: dict[str, torch.Tensor] | None = None) -> Output:
         """Forward pass; ``keep`` maps a modality to a [B] 0/1 (or scaling) mask on its features."""
@@ -44,8 +46,8 @@ class MultimodalModel(nn.Module):
 
     @property
     def feature_dims(self) -> dict[str, int]:
-        """Feature size per modality."""
-        return {m: enc.out_dim for m, enc in self.encoders.items()}
+        """Feature size per modality (what the backbone returns)."""
+        return self.backbone.out_dims(self.encoders)
 
     def modality_parameters(self, modality: str) -> list[nn.Parameter]:
         """The trainable parameters of one modality's encoder (what gradient modulation scales)."""
@@ -73,11 +75,14 @@ def build_model(model_cfg: dict, modalities: list[str], in_channels: dict[str, i
     encoders = nn.ModuleDict({m: build_encoder(encoder_config(model_cfg, m, kinds.get(m, "")), in_channels[m]) for m in modalities})
     if model_cfg.get("frames") is not None:
         _read_frames(encoders, int(model_cfg["frames"]))
-    dims = {m: enc.out_dim for m, enc in encoders.items()}
-    options = (model_cfg.get("fusion_options") or {}).get(fusion) or {}  # e.g. FiLM's conditioning modality
-    head = FUSIONS.get(fusion)(dims, num_classes, **options)
     name = model_cfg.get("backbone") or "late"
     backbone = build_backbone(name, encoders, (model_cfg.get("backbone_options") or {}).get(name))
+    options = (model_cfg.get("fusion_options") or {}).get(fusion) or {}  # e.g. FiLM's conditioning modality
+    factory = FUSIONS.get(fusion)
+    extra = backbone.fusion_options()  # e.g. CentralNet's level widths
+    if extra and not getattr(factory, "trains_unimodal_heads", False):
+        raise ValueError(f"backbone {name!r} feeds the 'central' fusion head (CentralNet); params model.fusion is {fusion!r}")
+    head = factory(backbone.out_dims(encoders), num_classes, **options, **extra)
     return MultimodalModel(dict(encoders), head, backbone)
 
 

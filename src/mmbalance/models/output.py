@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
@@ -29,3 +29,7 @@ class Output:
     logits: torch.Tensor
     features: dict[str, torch.Tensor]
     unimodal_logits: dict[str, torch.Tensor]
+    # modality → [B, C]: classifiers the model itself trains beside the fused one (CentralNet's
+    # unimodal networks); the base loss adds their cross-entropy. None for every other head.
+    # keyword-only: the methods' Output subclasses add their own fields after the three above
+    aux_logits: dict[str, torch.Tensor] | None = field(default=None, kw_only=True)
