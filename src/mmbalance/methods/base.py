@@ -78,6 +78,7 @@ class Method:
         model trains beside it (``aux_logits``: CentralNet's multi-objective loss)."""
         loss = F.cross_entropy(out.logits, labels)
         if out.aux_logits:
+            self.aux_in_loss = True  # the trainer checks this once for a head that relies on it
             loss = loss + sum(F.cross_entropy(z, labels) for z in out.aux_logits.values())
         return loss
 

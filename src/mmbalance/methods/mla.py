@@ -53,6 +53,7 @@ from torch.nn import functional as F
 
 from mmbalance.methods.base import METHODS, Method
 from mmbalance.models import Output
+from mmbalance.models.backbones import LateBackbone
 
 
 @dataclass
@@ -143,8 +144,10 @@ class MLA(Method):
     def forward(self, model, inputs, labels) -> MLAOutput:
         if self.head is None:
             raise RuntimeError("mla: modules() was not called; add its modules to model.method_modules")
-        if model.backbone.intermediate:
-            # each step trains one modality's encoder alone: encoders that exchange maps cannot be split
+        if not isinstance(model.backbone, LateBackbone):
+            # each step trains one modality's encoder alone, called directly: encoders that exchange
+            # maps cannot be split, and a backbone's own reading of the frames (TSN, TSM) or levels
+            # (CentralNet) would be bypassed
             raise ValueError("mla encodes each modality on its own and needs model.backbone 'late'; "
                              f"got {type(model.backbone).__name__}")
         active = self._active(model.modalities)

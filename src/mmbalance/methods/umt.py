@@ -36,6 +36,7 @@ from torch.nn import functional as F
 
 from mmbalance.methods.base import METHODS, Method
 from mmbalance.models import Output
+from mmbalance.models.backbones import LateBackbone
 
 
 @dataclass
@@ -118,6 +119,10 @@ class UMT(Method):
         if self.teachers or self._saved:
             return
         model = trainer.model
+        if not isinstance(model.backbone, LateBackbone):
+            # the teachers are copies of the encoders, called on their own
+            raise ValueError(f"umt trains each modality's encoder alone as a teacher and needs model.backbone 'late'; "
+                             f"got {type(model.backbone).__name__}")
         for m in model.modalities:
             encoder = copy.deepcopy(model.encoders[m])
             head = nn.Linear(model.feature_dims[m], self.ctx.num_classes).to(next(encoder.parameters()).device)

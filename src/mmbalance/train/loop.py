@@ -81,6 +81,9 @@ class Trainer:
 
     def __init__(self, model: MultimodalModel, method: Method, splits: dict, cfg: dict, seed: int, name: str) -> None:
         self.rt = runtime.resolve(cfg)
+        # a head with unimodal classifiers of its own (CentralNet) is trained by the base loss:
+        # checked on the first step that the method's output and loss carry them
+        self._aux_pending = bool(getattr(model.fusion, "trains_unimodal_heads", False))
         self.model = self.rt.prepare_model(model)
         self.method, self.splits, self.cfg, self.name = method, splits, cfg, name
         self.rank, self.world = dist.rank(), dist.world_size()
@@ -220,6 +223,9 @@ class Trainer:
             with self.rt.autocast():
                 out = self.step(inputs, y) if self.step is not None else method.forward(model, inputs, y)
                 loss = method.loss(out, y)
+            if self._aux_pending:
+                _check_aux_loss(method, out, self.name)
+                self._aux_pending = False
             loss.backward()
             # gradients are unscaled here (fp32, or bf16 autocast which needs no loss scaling), as
             # the hooks require; under DDP they are already averaged over ranks
@@ -360,3 +366,13 @@ def _log_epoch(live, row: dict) -> None:
         elif math.isfinite(value):
             live.log_metric(f"train/{key}", value)
     live.next_step()
+
+
+def _check_aux_loss(method, out, name: str) -> None:
+    """The model's fusion head trains classifiers of its own through ``Method.loss`` (CentralNet's
+    unimodal networks): a method whose output drops them or whose loss skips the base loss would
+    leave them untrained and its unimodal logits meaningless, so it stops here, naming itself."""
+    if out.aux_logits is None or not getattr(method, "aux_in_loss", False):
+        raise ValueError(f"method {name!r} does not train the fusion head's unimodal classifiers (CentralNet's "
+                         "multi-objective loss is added by the plain loss, which this method replaces or whose "
+                         "output it rebuilds); use it with another fusion, or a method with the plain loss (concat, opm, ogm, …)")

@@ -15,7 +15,6 @@ import torch
 
 from mmbalance.evaluate.predictions import from_trainer, save_predictions
 from mmbalance.methods import MethodContext, build_method
-from mmbalance.methods.base import Method
 from mmbalance.system import device_name
 from mmbalance.models import build_model
 from mmbalance.models.model import encoder_config
@@ -58,10 +57,6 @@ def build_run(info: dict, method_name: str, method_cfg: dict, model_cfg: dict, e
     ctx.modalities = mods
     kinds = {m: s["kind"] for m, s in info["modalities"].items()}
     model = build_model(model_cfg, mods, in_channels_of(info), len(info["classes"]), model_cfg.get("fusion", "concat"), kinds)
-    if getattr(model.fusion, "trains_unimodal_heads", False) and type(method).loss is not Method.loss:
-        # the unimodal classifiers' cross-entropy is added by Method.loss, which this method replaces
-        raise ValueError(f"method {method_name!r} has its own loss and would leave the {model_cfg.get('fusion')!r} "
-                         "head's unimodal classifiers untrained; use a method with the plain loss (concat, opm, ogm, …)")
     model.method_modules.update(method.modules(model.feature_dims, len(info["classes"])))
     method.bind(model)
     return method, model
