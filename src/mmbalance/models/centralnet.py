@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmbalance.models.backbones import BACKBONES, IntermediateBackbone, _stage_channels, average_frames, clip_means
+from mmbalance.models.backbones import BACKBONES, IntermediateBackbone, _stage_channels, clip_means
 from mmbalance.models.fusions import FUSIONS, Fusion
 
 
@@ -49,20 +49,19 @@ class CentralNetBackbone(IntermediateBackbone):
         n_blocks = len(next(iter(_stage_channels("centralnet", encoders).values())))
         super().__init__("centralnet", encoders, list(after) if after is not None else list(range(1, n_blocks)))
         self.out_dims_ = {m: sum(self.channels_at[i][m] for i in self.after) + enc.out_dim for m, enc in encoders.items()}
+        self._levels: dict[str, list[torch.Tensor]] | None = None  # per forward: the pooled levels so far
 
     def forward(self, encoders: nn.ModuleDict, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        cut = {m: enc.stages for m, enc in encoders.items()}
-        maps, frames, levels = {}, {}, {m: [] for m in encoders}
-        for m, enc in encoders.items():
-            rows, frames[m] = enc.frame_rows(inputs[m])
-            maps[m] = cut[m].entry(rows)  # [B·T_m, C, H, W]
-        for i in range(1, len(next(iter(cut.values())).blocks) + 1):
-            maps = {m: cut[m].blocks[i - 1](x) for m, x in maps.items()}
-            if i in self.after:
-                for m, x in maps.items():
-                    levels[m].append(clip_means(x, frames[m]))  # [B, C_i]
-        final = {m: average_frames(cut[m].exit(x), frames[m]) for m, x in maps.items()}  # [B, D_m]
+        self._levels = {m: [] for m in encoders}  # filled by exchange during this forward
+        final = super().forward(encoders, inputs)  # [B, D_m] each
+        levels, self._levels = self._levels, None
         return {m: torch.cat([*levels[m], final[m]], dim=1) for m in encoders}  # [B, ΣC_i + D_m]
+
+    def exchange(self, block: int, maps: dict[str, torch.Tensor], frames: dict[str, int]) -> dict[str, torch.Tensor]:
+        """Record each modality's clip means [B, C_i] after this block; the maps go on unchanged."""
+        for m, x in maps.items():
+            self._levels[m].append(clip_means(x, frames[m]))
+        return maps
 
     def out_dims(self, encoders: nn.ModuleDict) -> dict[str, int]:
         return dict(self.out_dims_)
