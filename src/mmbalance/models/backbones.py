@@ -33,6 +33,7 @@ class Backbone(nn.Module):
     """Base class: ``forward(encoders, inputs)`` → features {modality: [B, D_m]}."""
 
     intermediate = False  # True where the modalities interact inside the encoders
+    fusion: str | None = None  # the one fusion head this backbone's features are made for, if any
 
     def forward(self, encoders: nn.ModuleDict, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:  # pragma: no cover
         raise NotImplementedError

@@ -44,11 +44,13 @@ class CentralNetBackbone(IntermediateBackbone):
     """
 
     intermediate = False  # the unimodal networks never see each other's maps; the head mixes them
+    fusion = "central"
 
     def __init__(self, encoders: nn.ModuleDict, after: list[int] | None = None) -> None:
         n_blocks = len(next(iter(_stage_channels("centralnet", encoders).values())))
         super().__init__("centralnet", encoders, list(after) if after is not None else list(range(1, n_blocks)))
-        self.out_dims_ = {m: sum(self.channels_at[i][m] for i in self.after) + enc.out_dim for m, enc in encoders.items()}
+        # per modality, the widths its features are made of: C_i per block in ``after``, then D_m
+        self.levels = {m: [self.channels_at[i][m] for i in self.after] + [enc.out_dim] for m, enc in encoders.items()}
         self._levels: dict[str, list[torch.Tensor]] | None = None  # per forward: the pooled levels so far
 
     def forward(self, encoders: nn.ModuleDict, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -64,12 +66,11 @@ class CentralNetBackbone(IntermediateBackbone):
         return maps
 
     def out_dims(self, encoders: nn.ModuleDict) -> dict[str, int]:
-        return dict(self.out_dims_)
+        return {m: sum(widths) for m, widths in self.levels.items()}
 
     def fusion_options(self) -> dict:
         """The level widths per modality, which the ``central`` head splits the features by."""
-        return {"levels": {m: [self.channels_at[i][m] for i in self.after] + [d - sum(self.channels_at[i][m] for i in self.after)]
-                           for m, d in self.out_dims_.items()}}
+        return {"levels": {m: list(widths) for m, widths in self.levels.items()}}
 
 
 @FUSIONS.register("central")

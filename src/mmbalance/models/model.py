@@ -78,11 +78,10 @@ def build_model(model_cfg: dict, modalities: list[str], in_channels: dict[str, i
     name = model_cfg.get("backbone") or "late"
     backbone = build_backbone(name, encoders, (model_cfg.get("backbone_options") or {}).get(name))
     options = (model_cfg.get("fusion_options") or {}).get(fusion) or {}  # e.g. FiLM's conditioning modality
-    factory = FUSIONS.get(fusion)
+    if backbone.fusion not in (None, fusion):
+        raise ValueError(f"backbone {name!r} feeds the {backbone.fusion!r} fusion head; params model.fusion is {fusion!r}")
     extra = backbone.fusion_options()  # e.g. CentralNet's level widths
-    if extra and not getattr(factory, "trains_unimodal_heads", False):
-        raise ValueError(f"backbone {name!r} feeds the 'central' fusion head (CentralNet); params model.fusion is {fusion!r}")
-    head = factory(backbone.out_dims(encoders), num_classes, **options, **extra)
+    head = FUSIONS.get(fusion)(backbone.out_dims(encoders), num_classes, **options, **extra)
     return MultimodalModel(dict(encoders), head, backbone)
 
 
