@@ -24,12 +24,23 @@ INTERMEDIATE = [n for n in BACKBONES.names() if BACKBONES.get(n).intermediate]
 OPTIONS = {"mmtm": {"after": [-2, -1], "ratio": 4}, "mmformer": {"after": [-1], "heads": 2}}
 # a backbone that only works with its own fusion head (CentralNet: the central network)
 FUSION_OF = {"centralnet": "central"}
+# a backbone that only works with its own encoders (VATT: transformer towers cut at their layers)
+VATT_ENCODERS = {"audio": {"name": "vatt", "patch_size": [4, 4], "dim": 8, "depth": 2, "heads": 2, "mlp_ratio": 2.0,
+                           "dropout": 0.0, "input_size": [16, 20]},
+                 "visual": {"name": "vatt", "patch_size": [1, 4, 4], "dim": 8, "depth": 2, "heads": 2, "mlp_ratio": 2.0,
+                            "dropout": 0.0}}
+ENCODERS_OF = {"vatt": VATT_ENCODERS}
+
+
+def config_for(backbone: str, **extra) -> dict:
+    """MODEL_CFG on ``backbone``, with the encoders and fusion head that backbone needs."""
+    return {**MODEL_CFG, "encoders": ENCODERS_OF.get(backbone, MODEL_CFG["encoders"]), "backbone": backbone,
+            "backbone_options": OPTIONS, "fusion": FUSION_OF.get(backbone, "concat"), **extra}
 
 
 def model_with(backbone: str, mods=("audio", "visual"), seed: int = 0):
     torch.manual_seed(seed)
-    cfg = {**MODEL_CFG, "backbone": backbone, "backbone_options": OPTIONS}
-    return build_model(cfg, list(mods), IN_CHANNELS, 6, FUSION_OF.get(backbone, "concat"))
+    return build_model(config_for(backbone), list(mods), IN_CHANNELS, 6, FUSION_OF.get(backbone, "concat"))
 
 
 def inputs(batch: int = 4, frames: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -142,9 +153,23 @@ def test_one_modality_runs_its_encoder_alone(name):
 @pytest.mark.parametrize("name", INTERMEDIATE)
 def test_intermediate_backbones_refuse_encoders_without_stages(name):
     cfg = {"fusion": "concat", "backbone": name,
-           "encoders": {"audio": MODEL_CFG["encoders"]["audio"], "text": {"name": "transformer", "d_model": 8, "layers": 1, "heads": 2, "ff_dim": 8}}}
+           "encoders": {"audio": ENCODERS_OF.get(name, MODEL_CFG["encoders"])["audio"],
+                        "text": {"name": "transformer", "d_model": 8, "layers": 1, "heads": 2, "ff_dim": 8}}}
     with pytest.raises(ValueError, match="modality 'text' has"):
         build_model(cfg, ["audio", "text"], {"audio": 1, "text": 5}, 6, "concat")
+
+
+@pytest.mark.parametrize("name", [n for n in INTERMEDIATE if n != "vatt"] + ["centralnet", "tsm"])
+def test_convolutional_backbones_refuse_vatt_towers(name):
+    """VATT towers have layers, not convolutional stages: the map backbones name them."""
+    cfg = {**config_for(name), "encoders": VATT_ENCODERS}
+    if name == "tsm":  # TSM runs encoders it cannot cut unchanged
+        model = build_model(cfg, ["audio", "visual"], IN_CHANNELS, 6, "concat")
+        x = inputs()
+        torch.testing.assert_close(model.encode(x)["visual"], model.encoders["visual"](x["visual"]))
+        return
+    with pytest.raises(ValueError, match="modality 'audio' has VATTEncoder"):
+        build_model(cfg, ["audio", "visual"], IN_CHANNELS, 6, FUSION_OF.get(name, "concat"))
 
 
 def test_mmformer_needs_equal_channels():
@@ -162,8 +187,9 @@ def test_backbone_variants_resolve_from_params():
         assert (got_method, model_cfg["backbone"], model_cfg["frames"]) == (method, backbone, frames)
         assert "backbone" not in cfg and "frames" not in cfg
     # every registered backbone but late has its options in params (their defaults written out),
-    # except CentralNet's, whose default (every block but the last) follows the encoders' depth
-    assert set(PARAMS["model"]["backbone_options"]) == set(BACKBONES.names()) - {"late", "centralnet"}
+    # except CentralNet's and VATT's, whose defaults (every block but the last; every layer)
+    # follow the encoders' depth
+    assert set(PARAMS["model"]["backbone_options"]) == set(BACKBONES.names()) - {"late", "centralnet", "vatt"}
 
 
 @pytest.mark.parametrize("k, t, picked", [(1, 3, [1]), (1, 4, [2]), (2, 4, [1, 3]), (3, 3, [0, 1, 2]), (4, 3, [0, 1, 2])])
@@ -179,7 +205,7 @@ def test_model_frames_picks_evenly_spaced_frames(k, t, picked):
 @pytest.mark.parametrize("name", BACKBONES.names())
 def test_model_frames_feeds_the_chosen_frames_to_every_backbone(name):
     torch.manual_seed(0)
-    cfg = {**MODEL_CFG, "backbone": name, "backbone_options": OPTIONS, "frames": 1}
+    cfg = config_for(name, frames=1)
     model = build_model(cfg, ["audio", "visual"], IN_CHANNELS, 6, FUSION_OF.get(name, "concat")).eval()
     x = inputs(frames=3)
     with torch.no_grad():
@@ -196,7 +222,7 @@ def test_every_method_steps_on_every_intermediate_backbone(name, backbone, monke
     a clear error)."""
     import test_methods
 
-    cfg = {**MODEL_CFG, "backbone": backbone, "backbone_options": OPTIONS, "fusion": FUSION_OF.get(backbone, "concat")}
+    cfg = config_for(backbone)
     monkeypatch.setattr(test_methods, "MODEL_CFG", cfg)
     method, model, mods = make(name)
     if name in ("mla", "umt") and len(mods) > 1:  # they call the encoders on their own

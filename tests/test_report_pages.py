@@ -91,7 +91,8 @@ def test_reasons_instead_of_gaps(runs, config):
     page = render_paper_page("opm_ogm", tables, runs, config)
     assert cells(page, "2", "Concatenation")[8] == "not run (paper 52.7)"  # VGGSound: no run in these results
     assert cells(page, "7", "AVGA")[2] == "task: event localisation, not implemented (paper 73.6)"
-    assert cells(page, "3", "VATT")[2] == "VATT: not implemented (paper 61.8)"
+    assert cells(page, "8", "I-vector")[2] == "I-vector model: not implemented (paper 67.4)"
+    assert cells(page, "3", "VATT")[1:3] == ["`concat__vatt`", "not run (paper 61.8)"]  # our VATT
     assert cells(page, "3", "CentralNet")[1:3] == ["`concat__centralnet`", "not run (paper 66.4)"]  # our CentralNet
     arl = render_paper_page("arl", tables, runs, config)
     assert cells(arl, "4", "Vanilla")[1:3] == ["`concat__swin`", "not run (paper 77.66)"]  # ARL Tab. 4: our Swin runs

@@ -9,5 +9,6 @@ from mmbalance.models.output import Output, SequenceBatch
 __all__ = ["BACKBONES", "ENCODERS", "FUSIONS", "MultimodalModel", "Output", "SequenceBatch", "build_backbone", "build_encoder", "build_model"]
 
 # Sequence encoders (transformer, LSTM), Swin and the x-vector register themselves into ENCODERS,
-# CentralNet's backbone and central head into BACKBONES and FUSIONS.
-from mmbalance.models import centralnet, sequence_encoders, swin, xvector  # noqa: E402, F401
+# CentralNet's backbone and central head into BACKBONES and FUSIONS, VATT's tower and backbone
+# into ENCODERS and BACKBONES.
+from mmbalance.models import centralnet, sequence_encoders, swin, vatt, xvector  # noqa: E402, F401
