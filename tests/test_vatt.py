@@ -6,16 +6,21 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch.nn import functional as F
 
+from mmbalance.methods import MethodContext, build_method
 from mmbalance.models import build_encoder, build_model
 from mmbalance.models.vatt import CrossModalAttention
 from mmbalance.params import load_params, resolve_run
+from mmbalance.profiles import deep_merge
 
 from conftest import IN_CHANNELS
 from test_backbones import VATT_ENCODERS, config_for, inputs
+from test_methods import assert_finite_gradients, splits_for, train_step
 
-PARAMS = load_params(Path(__file__).parents[1] / "params.yaml")
+ROOT = Path(__file__).parents[1]
+PARAMS = load_params(ROOT / "params.yaml")
 
 
 def tower(kind: str, **overrides):
@@ -120,3 +125,33 @@ def test_runs_resolve_to_vatt_towers_and_backbone():
         assert {b["name"] for k, b in model_cfg["encoders"].items() if k in ("spectrogram", "frames")} == {"vatt"}
     for ds in ("kinetics_sounds", "ucf101"):
         assert {"concat__vatt", "opm__vatt", "ogm__vatt"} <= set(PARAMS["benchmark"][ds])
+
+
+@pytest.mark.parametrize("run", ["concat__vatt", "opm__vatt", "ogm__vatt"])
+def test_vatt_runs_take_a_training_step(run):
+    """OPM/OGM Tab. 3's VATT runs as params.yaml resolves them, one step through the loop's hooks
+    on the tiny splits: finite loss, every parameter a finite gradient."""
+    method_name, cfg, model_cfg = resolve_run(PARAMS, run)
+    method = build_method(method_name, cfg, MethodContext(modalities=["audio", "visual"], num_classes=6, epochs=2))
+    torch.manual_seed(0)
+    model = build_model(model_cfg, ["audio", "visual"], IN_CHANNELS, 6, "concat", {"audio": "spectrogram", "visual": "frames"})
+    model.method_modules.update(method.modules(model.feature_dims, 6))
+    method.bind(model)
+    assert type(model.backbone).__name__ == "VATTBackbone"
+    train_step(run, method, model, splits_for(["audio", "visual"]))
+    assert_finite_gradients(model, run)
+
+
+def test_paper_profile_vatt_base_on_full_size_inputs():
+    """The paper profile's VATT-Base towers (d 768, 12 layers) with 12-head cross-attention read a
+    full 257×1004 spectrogram (16×62 patches) and 224² frames (14×14 per frame)."""
+    paper = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), yaml.safe_load((ROOT / "profiles/paper.yaml").read_text()))
+    _, _, model_cfg = resolve_run(paper, "concat__vatt")
+    model = build_model(model_cfg, ["audio", "visual"], IN_CHANNELS, 6, "concat", {"audio": "spectrogram", "visual": "frames"}).eval()
+    assert len(model.encoders["audio"].layers) == 12 and model.backbone.after == tuple(range(1, 13))
+    assert model.backbone.cross["1"].attend["audio"].num_heads == 12
+    x = {"audio": torch.randn(1, 1, 257, 1004), "visual": torch.randn(1, 1, 3, 224, 224)}
+    assert model.encoders["audio"].tokens(x["audio"]).shape == (1, 1 + 16 * 62, 768)
+    with torch.no_grad():
+        feats = model.encode(x)
+    assert all(f.shape == (1, 768) for f in feats.values())
