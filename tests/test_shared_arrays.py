@@ -80,10 +80,79 @@ def _share_in_worker(seed: int) -> sa.SharedArrays | dict:
     return sa.share({"x": rng.standard_normal((seed + 1, 3)).astype(np.float32)})
 
 
-def test_blocks_made_by_pool_workers_are_read_by_the_parent():
+def test_blocks_made_by_pool_workers_are_read_by_the_parent_and_freed_with_the_pool():
     with worker_pool(2) as pool:
         handles = pool.map(_share_in_worker, range(4), chunksize=1)
+        for seed, handle in enumerate(handles):
+            assert isinstance(handle, sa.SharedArrays) and handle.reused  # a worker's kept block
+            expected = np.random.default_rng(seed).standard_normal((seed + 1, 3)).astype(np.float32)
+            assert np.array_equal(sa.take(handle)["x"], expected)
+    for handle in handles:
+        with pytest.raises(FileNotFoundError):
+            SharedMemory(name=handle.block)
+
+
+def test_one_off_blocks_still_outlive_the_worker_that_made_them():
+    with worker_pool(2) as pool:
+        handles = pool.map(_share_one_off_in_worker, range(2), chunksize=1)
     for seed, handle in enumerate(handles):
-        assert isinstance(handle, sa.SharedArrays)  # outlives the worker that made it
+        assert not handle.reused
         expected = np.random.default_rng(seed).standard_normal((seed + 1, 3)).astype(np.float32)
         assert np.array_equal(sa.take(handle)["x"], expected)
+
+
+def _share_one_off_in_worker(seed: int) -> sa.SharedArrays | dict:
+    sa.use_ring(None)
+    return _share_in_worker(seed)
+
+
+@pytest.fixture
+def ring(monkeypatch):
+    """This process as a pool worker and its parent at once: blocks kept and reused."""
+    import threading
+
+    monkeypatch.setattr(sa, "_ring", [])
+    monkeypatch.setattr(sa, "_mapped", {})
+    sa.use_ring(threading.Lock())
+    yield
+    sa.use_ring(None)
+    sa.release_blocks()
+    for shm in sa._ring:
+        shm.close()
+
+
+def test_a_kept_block_is_reused_once_copied_out(ring):
+    arrays = _arrays()
+    first = sa.share(arrays)
+    assert first.reused and _equal(sa.take(first), arrays)
+    again = sa.share(arrays)
+    assert again.block == first.block  # handed back by take, filled again
+    pending = sa.share(arrays)  # `again` not copied out yet: another block
+    assert pending.block != again.block
+    assert _equal(sa.take(again), arrays) and _equal(sa.take(pending), arrays)
+    assert len(sa._ring) == 2
+
+
+def test_a_filled_block_is_never_overwritten_before_it_is_read(ring):
+    handles = [sa.share({"x": np.full((4,), i, dtype=np.int32)}) for i in range(5)]
+    assert len({h.block for h in handles}) == 5
+    assert [int(sa.take(h)["x"][0]) for h in handles] == [0, 1, 2, 3, 4]
+
+
+def test_a_larger_clip_gets_a_block_it_fits_in(ring):
+    small = sa.share({"x": np.zeros(10, dtype=np.uint8)})
+    sa.take(small)
+    big = {"x": np.arange(1000, dtype=np.int64)}
+    handle = sa.share(big)
+    assert handle.block != small.block and _equal(sa.take(handle), big)
+
+
+def test_past_the_ring_budget_a_clip_gets_a_one_off_block(ring, monkeypatch):
+    monkeypatch.setattr(sa, "RING_BYTES", 2 * (64 + 100 + 25))
+    arrays = {"x": np.ones(100, dtype=np.uint8)}
+    kept = [sa.share(arrays) for _ in range(2)]
+    extra = sa.share(arrays)
+    assert all(h.reused for h in kept) and not extra.reused
+    assert all(_equal(sa.take(h), arrays) for h in [*kept, extra])
+    with pytest.raises(FileNotFoundError):  # the one-off block was freed once read
+        SharedMemory(name=extra.block)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from mmbalance.datasets import Clip, DatasetLayoutError, Skip, get_dataset
 from mmbalance.datasets.base import SPLITS
 from mmbalance.media import MediaError
-from mmbalance.shared_arrays import SharedArrays, share, take
+from mmbalance.shared_arrays import SharedArrays, release_blocks, share, take, use_ring
 
 __all__ = [
     "Report",
@@ -106,12 +106,14 @@ def _check_job_no_arrays(job: tuple[str, Clip, dict]) -> tuple[Clip, None, dict 
 _WORKER_MODULES = ["__main__", "mmbalance.validate"]
 
 
-def _init_worker() -> None:
+def _init_worker(lock) -> None:
     """Keep each worker single-threaded: ``workers`` processes already fill the cores, and
-    OpenCV's own thread pool per worker only adds contention (results do not depend on it)."""
+    OpenCV's own thread pool per worker only adds contention (results do not depend on it).
+    ``lock``: guards the state of the shared-memory blocks the worker reuses."""
     import cv2
 
     cv2.setNumThreads(1)
+    use_ring(lock)
 
 
 def _pool_context():
@@ -124,14 +126,22 @@ def _pool_context():
 
 @contextmanager
 def worker_pool(workers: int):
-    """A pool of ``workers`` single-threaded processes, or None (decode in this process) for one."""
-    pool = _pool_context().Pool(workers, initializer=_init_worker) if workers > 1 else None
+    """A pool of ``workers`` single-threaded processes, or None (decode in this process) for one.
+    The shared-memory blocks its workers reuse are freed when it ends."""
+    if workers <= 1:
+        yield None
+        return
+    ctx = _pool_context()
+    lock = ctx.Lock()
+    pool = ctx.Pool(workers, initializer=_init_worker, initargs=(lock,))
+    use_ring(lock)
     try:
         yield pool
     finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
+        pool.close()
+        pool.join()
+        use_ring(None)
+        release_blocks()
 
 
 def _chunksize(jobs: int) -> int:
