@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 
 from mmbalance.evaluate.costs import CostSettings, dataset_costs
-from mmbalance.params import load_params, lookup, scale_train
+from mmbalance.params import load_params, lookup
 from mmbalance.shards import read_index
 from mmbalance.system import device_name
-from mmbalance.train.run import for_dataset
+from mmbalance.train.run import for_dataset, run_train_settings
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -67,8 +67,7 @@ def _run_train(folder: Path, runs: list[str], dataset: str) -> dict[str, dict]:
         path = folder / f"{run}.yaml"
         if not path.is_file():
             raise SystemExit(f"{path}: no params file for run {run!r} (the run-params stage writes one per run)")
-        p = load_params(path)
-        out[run] = scale_train(p, run, for_dataset(lookup(p, "train"), dataset))
+        out[run] = run_train_settings(load_params(path), run, dataset)
     return out
 
 

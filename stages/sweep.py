@@ -6,13 +6,18 @@ Reads params (from ``--params``: in the pipeline the run's file data/run_params/
 split from params.yaml by the run-params stage): profile, seeds, train, model, methods.<run>. ``--param`` is set like a
 tune.space key (train.<key> / model.<key> set those blocks, other keys the run's method block);
 the points dvc.yaml generates are listed in params ``sweeps`` (see ``mmbalance.sweeps``).
+
+With ``train.nproc_per_node`` > 1 (the point's train settings) this script re-executes itself
+under ``torchrun --standalone`` as the train stage does; launched by torchrun it runs as one rank.
 """
 
 import argparse
+import os
 from pathlib import Path
 
 from mmbalance.params import load_params
-from mmbalance.sweeps import parse_value, run_point
+from mmbalance.sweeps import parse_value, point_config, run_point
+from mmbalance.train.distributed import launched_by_torchrun, relaunch_under_torchrun
 
 
 def main() -> None:
@@ -25,10 +30,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="results folder of the point")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    value = parse_value(args.value)
-    res = run_point(args.shards, args.out, args.dataset, args.run, args.param, value, load_params(args.params))
-    acc = res["summary"]["acc"]
-    print(f"{args.dataset}/{args.run} {args.param}={args.value}: acc {acc['mean']:.4f} ± {acc['std']:.4f}")
+    value, params = parse_value(args.value), load_params(args.params)
+    nproc = int(point_config(params, args.dataset, args.run, args.param, value)[3].get("nproc_per_node", 1))
+    if nproc > 1 and not launched_by_torchrun():
+        relaunch_under_torchrun(__file__, nproc)
+    res = run_point(args.shards, args.out, args.dataset, args.run, args.param, value, params)
+    if int(os.environ.get("RANK", 0)) == 0:
+        acc = res["summary"]["acc"]
+        print(f"{args.dataset}/{args.run} {args.param}={args.value}: acc {acc['mean']:.4f} ± {acc['std']:.4f}")
 
 
 if __name__ == "__main__":

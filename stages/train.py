@@ -12,20 +12,11 @@ With ``train.nproc_per_node`` > 1 this script re-executes itself under
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
-from mmbalance.params import load_params, lookup, resolve_run, scale_train
-from mmbalance.train.distributed import launched_by_torchrun
-from mmbalance.train.run import for_dataset, run
-
-
-def relaunch_under_torchrun(nproc: int) -> None:
-    """Replace this process by ``torchrun`` running this same command on ``nproc`` processes."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           os.path.abspath(__file__), *sys.argv[1:]]
-    sys.stdout.flush()
-    os.execv(sys.executable, cmd)
+from mmbalance.params import load_params, lookup
+from mmbalance.train.distributed import launched_by_torchrun, relaunch_under_torchrun
+from mmbalance.train.run import run, run_settings
 
 
 def main() -> None:
@@ -39,12 +30,10 @@ def main() -> None:
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
     p = load_params(args.params)
-    train_cfg = scale_train(p, args.method, for_dataset(lookup(p, "train"), args.dataset))
+    method, method_cfg, model_cfg, train_cfg = run_settings(p, args.method, args.dataset)
     nproc = int(train_cfg.get("nproc_per_node", 1))
     if nproc > 1 and not launched_by_torchrun():
-        relaunch_under_torchrun(nproc)
-    method, method_cfg, model_cfg = resolve_run(p, args.method)
-    model_cfg = for_dataset(model_cfg, args.dataset)
+        relaunch_under_torchrun(__file__, nproc)
     res = run(args.shards, args.out, args.dataset, method, method_cfg, model_cfg, train_cfg,
               lookup(p, "seeds"), lookup(p, "profile"),
               args.checkpoints, args.models, run_name=args.method)

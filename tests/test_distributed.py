@@ -1,4 +1,4 @@
-"""DDP on CPU: the train stage relaunches itself under torchrun with 2 gloo processes."""
+"""DDP on CPU: the train and sweep stages relaunch themselves under torchrun with 2 gloo processes."""
 
 import json
 import os
@@ -79,3 +79,19 @@ def test_rank_batches_partition_each_epoch():
     assert seen == list(range(n))
     single = [idx.tolist() for idx in index_batches(n, size, True, torch.Generator().manual_seed(0))]
     assert [sorted(a + b) for a, b in zip(*per_rank)] == [sorted(b) for b in single]  # same global batches
+
+
+def test_a_sweep_point_relaunches_under_torchrun_too(shards, tmp_path):
+    """The sweep stage reads the point's train.nproc_per_node and runs as 2 gloo ranks; one
+    results.json, with the sweep's param and value, is written."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))
+    env.pop("LOCAL_RANK", None)
+    cmd = [sys.executable, str(ROOT / "stages" / "sweep.py"), "--dataset", "tiny", "--run", "ogm_ge", "--param", "alpha",
+           "--value", "0.5", "--shards", str(shards), "--out", str(tmp_path / "out"),
+           "--params", str(_params(tmp_path / "params.yaml", "memory"))]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert res["runtime"]["processes"] == 2 and res["sweep"] == {"param": "alpha", "value": 0.5}
+    assert res["seeds"]["0"]["eval_samples"] == {"val": COUNTS["val"], "test": COUNTS["test"]}
+    assert proc.stdout.count("tiny/ogm_ge alpha=0.5: acc") == 1  # rank 0 alone reports

@@ -122,13 +122,10 @@ def default_value(block: Mapping, dataset: str) -> float | None:
 def point_config(params: Mapping, dataset: str, run: str, param: str, value) -> tuple[str, dict, dict, dict]:
     """(method, method params, model params, train params) of a point: the run's params as the
     train stage resolves them, with ``param`` set to ``value`` by the tuning's override."""
-    from mmbalance.params import lookup, resolve_run, scale_train
-    from mmbalance.train.run import for_dataset
+    from mmbalance.train.run import run_settings
     from mmbalance.tune import apply_trial
 
-    method, method_cfg, model_cfg = resolve_run(params, run)
-    model_cfg = for_dataset(model_cfg, dataset)
-    train_cfg = scale_train(params, run, for_dataset(lookup(params, "train"), dataset))
+    method, method_cfg, model_cfg, train_cfg = run_settings(params, run, dataset)
     try:
         method_cfg, model_cfg, train_cfg = apply_trial({param: value}, method_cfg, model_cfg, train_cfg, dataset)
     except KeyError as e:
@@ -142,12 +139,14 @@ def run_point(shard_dir: Path, out_dir: Path, dataset: str, run: str, param: str
 
     Reads params ``profile``, ``seeds``, ``train``, ``model`` and ``methods.<run>``."""
     from mmbalance.params import lookup
+    from mmbalance.train import distributed as dist
     from mmbalance.train.run import run as train_run
 
     method, method_cfg, model_cfg, train_cfg = point_config(params, dataset, run, param, value)
     results = train_run(shard_dir, out_dir, dataset, method, method_cfg, model_cfg, train_cfg, lookup(params, "seeds"),
                         lookup(params, "profile"), run_name=run)
     results["sweep"] = {"param": param, "value": value}
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    if dist.rank() == 0:  # under torchrun every rank returns the same results; one writes them
+        (out_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     return results
 

@@ -292,17 +292,15 @@ def tune_run(shard_dir: Path, out_dir: Path, dataset: str, run_name: str, params
     Reads params ``profile``, ``seeds``, ``train``, ``model``, ``methods.<run>`` and ``tune``'s
     ``budget``, ``seed``, ``trial_seeds`` and ``space``. Writes ``out_dir/trials.json`` and the
     train stage's outputs; returns the trials record."""
-    from mmbalance.params import lookup, resolve_run, scale_train
+    from mmbalance.params import lookup
     from mmbalance.shards import read_index
     from mmbalance.train import runtime
-    from mmbalance.train.run import for_dataset, load_splits, run, seed_workers
+    from mmbalance.train.run import load_splits, run, run_settings, seed_workers
 
     import torch
 
     tune = lookup(params, "tune")
-    method, method_cfg, model_cfg = resolve_run(params, run_name)
-    model_cfg = for_dataset(model_cfg, dataset)
-    train_cfg = scale_train(params, run_name, for_dataset(lookup(params, "train"), dataset))
+    method, method_cfg, model_cfg, train_cfg = run_settings(params, run_name, dataset)
     space = run_space(tune.get("space") or {}, run_name, method)
     budget, seed = int(tune["budget"]), int(tune.get("seed", 0))
     trial_seeds = [int(s) for s in (tune.get("trial_seeds") or [0])]

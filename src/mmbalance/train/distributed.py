@@ -7,6 +7,7 @@ Every helper is the identity in a single process, so the single-process path is 
 from __future__ import annotations
 
 import os
+import sys
 from datetime import timedelta
 
 import torch
@@ -16,6 +17,16 @@ import torch.distributed as dist
 def launched_by_torchrun() -> bool:
     """True inside a process that ``torchrun`` started (it sets ``LOCAL_RANK``/``WORLD_SIZE``)."""
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def relaunch_under_torchrun(script: str, nproc: int) -> None:
+    """Replace this process by ``torchrun --standalone --nproc_per_node nproc`` running ``script``
+    with this process's arguments (a stage's main re-executing itself as ``nproc`` DDP ranks)."""
+    # "--": the script's own options are not torchrun's (it would take --run for its --run-path)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "--",
+           os.path.abspath(script), *sys.argv[1:]]
+    sys.stdout.flush()
+    os.execv(sys.executable, cmd)
 
 
 def init(device: torch.device) -> None:

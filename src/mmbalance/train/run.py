@@ -18,6 +18,7 @@ from mmbalance.methods import MethodContext, build_method
 from mmbalance.system import device_name
 from mmbalance.models import build_model
 from mmbalance.models.model import encoder_config
+from mmbalance.params import lookup, resolve_run, scale_train
 from mmbalance.shards import read_index as dataset_info
 from mmbalance.profiles import deep_merge
 from mmbalance.train import distributed as dist
@@ -91,6 +92,20 @@ def for_dataset(block: dict, dataset: str) -> dict:
     block = dict(block)
     per = block.pop("by_dataset", None) or {}
     return deep_merge(block, per.get(dataset) or {})
+
+
+def run_settings(params: dict, run: str, dataset: str) -> tuple[str, dict, dict, dict]:
+    """(method, method params, model params, train params) of ``run`` on ``dataset``, as every
+    stage that trains it resolves them: the run's block and the dataset's ``by_dataset``
+    overrides of ``model``, and ``run_train_settings``."""
+    method, method_cfg, model_cfg = resolve_run(params, run)
+    return method, method_cfg, for_dataset(model_cfg, dataset), run_train_settings(params, run, dataset)
+
+
+def run_train_settings(params: dict, run: str, dataset: str) -> dict:
+    """The ``train`` settings ``run`` trains with on ``dataset``: the dataset's ``by_dataset``
+    overrides, then the run's ``train_scale`` factors and ``train`` values."""
+    return scale_train(params, run, for_dataset(lookup(params, "train"), dataset))
 
 
 def load_splits(shard_dir: Path, info: dict, model_cfg: dict, train_cfg: dict) -> dict:
