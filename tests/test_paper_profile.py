@@ -41,8 +41,10 @@ def test_paper_profile_builds_resnet18_without_weights(paper):
 
 
 def test_missing_pretrained_file_names_it(paper, tmp_path):
-    ucf = for_dataset(paper["model"], "ucf101")
-    assert ucf["encoders"]["frames"]["pretrained"].endswith("resnet18-f37072fd.pth")
+    for ds in ("ucf101", "ucf101_three"):  # TPAMI §4.2: both UCF-101 settings start from ImageNet
+        ucf = for_dataset(paper["model"], ds)
+        assert ucf["encoders"]["frames"]["pretrained"].endswith("resnet18-f37072fd.pth")
+    assert not for_dataset(paper["model"], "kinetics_sounds")["encoders"]["frames"]["pretrained"]
     with pytest.raises(FileNotFoundError, match="nothere.pth"):
         resnet18(3, pretrained=str(tmp_path / "nothere.pth"))
 
