@@ -112,14 +112,15 @@ def timed(fn, *args, **kwargs) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
-def interleaved(runners: dict, repeats: int) -> dict[str, list[float]]:
+def interleaved(runners: dict, repeats: int, self_timed: bool = False) -> dict[str, list[float]]:
     """Wall seconds of each runner over ``repeats`` rounds; the order rotates every round so a
-    slow spell of a shared machine does not fall on one runner only."""
+    slow spell of a shared machine does not fall on one runner only. ``self_timed``: each
+    runner returns the seconds it measured itself (e.g. a child process timing its own work)."""
     names = list(runners)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(repeats):
         for name in names[r % len(names):] + names[: r % len(names)]:
-            times[name].append(timed(runners[name])[0])
+            times[name].append(float(runners[name]()) if self_timed else timed(runners[name])[0])
     return times
 
 

@@ -17,13 +17,22 @@ numbers (hard links: the same files, no extra data to generate): a pool's start 
 first and last chunks cost ~0.1 s whatever the size, a seventh of a 96-clip run, while a
 real dataset has thousands of clips (CREMA-D 7,442). The 96-clip ratio is reported as well.
 
+Every timed run happens in a process of its own, as the `prepare` stage runs, after one
+untimed warm-up run in that process (imports, the worker pool's server, first allocations: costs
+a real dataset pays once). Timed in the benchmark's own process, a run inherited the heap that
+the runs before it left: the one-worker run (decoding in that process) varied by ±20 % between
+runs of `make bench`, the two-worker run's writing likewise.
+
 Usage: python benchmarks/p1_prepare.py --raw build/bench/raw --work build/bench/p1
 """
 
 from __future__ import annotations
 
+import json
 import pickle
-from multiprocessing import get_context
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import av
@@ -94,14 +103,14 @@ def decode_only(paths: tuple[str, str]) -> int:
 
 
 def decode_all(clips: list, workers: int) -> None:
-    """decode_only over the clips with the project's pool set-up (spawned processes, ordered
-    imap in chunks of 8), so the two differ only in the per-clip work."""
+    """decode_only over the clips with the project's pool (``worker_pool``: single-threaded
+    processes forked from a server that imported the decoders; ordered imap in chunks of 8), so
+    the two differ only in the per-clip work."""
+    from mmbalance.validate import worker_pool
+
     jobs = [(str(c.paths["video"]), str(c.paths["audio"])) for c in clips]
-    if workers <= 1:
-        list(map(decode_only, jobs))
-        return
-    with get_context("spawn").Pool(workers) as pool:
-        list(pool.imap(decode_only, jobs, chunksize=8))
+    with worker_pool(workers) as pool:
+        list(pool.imap(decode_only, jobs, chunksize=8) if pool is not None else map(decode_only, jobs))
 
 
 # ---- the benchmark -----------------------------------------------------------------------
@@ -127,30 +136,67 @@ def repeated_set(raw: Path, out: Path, copies: int) -> Path:
     return out
 
 
-def run(raw: Path, work: Path, params: dict, repeats: int) -> list[Measurement]:
-    """Time the three pipelines (and the project with one worker) side by side."""
+RUNNERS = ("project", "project_1worker", "per_file", "decode_only", "decode_only_1worker")
+
+
+def run_once(name: str, raw: Path, work: Path, params: dict) -> None:
+    """One run of runner ``name`` on the clips under ``raw`` (outputs under ``work``)."""
     from mmbalance.prepare import prepare
 
-    clips = _clips(raw, params)
     recipe, opts = prepare_recipe(params), scan_options(params)
     workers, shard_max = int(params["prepare"]["workers"]), int(params["prepare"]["shard_max_count"])
-    runners = {
-        "project": lambda: prepare(DATASET, raw, clean_dir(work / "shards"), recipe, opts, workers, shard_max),
-        "project_1worker": lambda: prepare(DATASET, raw, clean_dir(work / "shards1"), recipe, opts, 1, shard_max),
-        "per_file": lambda: reference_extract(clips, clean_dir(work / "per_file"), recipe),
-        "decode_only": lambda: decode_all(clips, workers),
-        "decode_only_1worker": lambda: decode_all(clips, 1),
-    }
+    if name in ("project", "project_1worker"):
+        prepare(DATASET, raw, clean_dir(work / name), recipe, opts, workers if name == "project" else 1, shard_max)
+    elif name == "per_file":
+        reference_extract(_clips(raw, params), clean_dir(work / name), recipe)
+    else:
+        decode_all(_clips(raw, params), workers if name == "decode_only" else 1)
+
+
+def in_child(name: str, raw: Path, work: Path, params_file: Path):
+    """A runner: a new Python process that runs ``name`` once untimed, then once timed, and
+    returns the timed run's seconds."""
+    def runner() -> float:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--raw", str(raw), "--work", str(work),
+               "--params-json", str(params_file)]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode:
+            raise RuntimeError(f"P1 runner {name} failed:\n{out.stderr[-3000:]}")
+        return float(out.stdout.strip().splitlines()[-1])
+    return runner
+
+
+def child_main(argv: list[str]) -> None:
+    """``--child NAME --raw R --work W --params-json P``: warm-up run, timed run, print seconds."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    for flag in ("--child", "--raw", "--work", "--params-json"):
+        ap.add_argument(flag, required=True)
+    args = ap.parse_args(argv)
+    params = json.loads(Path(args.params_json).read_text())
+    raw, work = Path(args.raw), Path(args.work)
+    run_once(args.child, raw, work, params)
+    start = time.perf_counter()
+    run_once(args.child, raw, work, params)
+    print(json.dumps(time.perf_counter() - start))
+
+
+def run(raw: Path, work: Path, params: dict, repeats: int) -> list[Measurement]:
+    """Time the three pipelines (and the project with one worker) side by side."""
+    clips = _clips(raw, params)
+    workers = int(params["prepare"]["workers"])
+    work.mkdir(parents=True, exist_ok=True)
+    params_file = work / "params.json"
+    params_file.write_text(json.dumps(params, default=str))
     decode_all(clips, 1)  # warm the page cache: every runner then reads from memory
-    t = interleaved(runners, repeats)
+    t = interleaved({name: in_child(name, raw, work / "x1", params_file) for name in RUNNERS}, repeats, self_timed=True)
     n = len(clips)
     rate = {k: n / median(v) for k, v in t.items()}
     big = repeated_set(raw, work / "raw_x3", 3)
     n_big = len(_clips(big, params))
-    t_big = interleaved({
-        "project": lambda: prepare(DATASET, big, clean_dir(work / "shards_x3"), recipe, opts, workers, shard_max),
-        "project_1worker": lambda: prepare(DATASET, big, clean_dir(work / "shards1_x3"), recipe, opts, 1, shard_max),
-    }, repeats)
+    t_big = interleaved({name: in_child(name, big, work / "x3", params_file) for name in ("project", "project_1worker")},
+                        repeats, self_timed=True)
     rate_big = {k: n_big / median(v) for k, v in t_big.items()}
     return [
         Measurement("P1", f"project prepare ({workers} workers) vs per-file extractor (1 process)",
@@ -178,4 +224,7 @@ def run(raw: Path, work: Path, params: dict, repeats: int) -> list[Measurement]:
 
 
 if __name__ == "__main__":
-    run_standalone(run, __doc__, "scratch folder for the outputs", 3)
+    if "--child" in sys.argv:
+        child_main(sys.argv[1:])
+    else:
+        run_standalone(run, __doc__, "scratch folder for the outputs", 3)
