@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mmbalance.params import load_params
 from mmbalance.sweeps import parse_value, point_config, run_point
-from mmbalance.train.distributed import launched_by_torchrun, relaunch_under_torchrun
+from mmbalance.train.distributed import relaunch_under_torchrun
 
 
 def main() -> None:
@@ -31,9 +31,8 @@ def main() -> None:
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
     value, params = parse_value(args.value), load_params(args.params)
-    nproc = int(point_config(params, args.dataset, args.run, args.param, value)[3].get("nproc_per_node", 1))
-    if nproc > 1 and not launched_by_torchrun():
-        relaunch_under_torchrun(__file__, nproc)
+    train_cfg = point_config(params, args.dataset, args.run, args.param, value)[3]
+    relaunch_under_torchrun(__file__, int(train_cfg.get("nproc_per_node", 1)))
     res = run_point(args.shards, args.out, args.dataset, args.run, args.param, value, params)
     if int(os.environ.get("RANK", 0)) == 0:
         acc = res["summary"]["acc"]

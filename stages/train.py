@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from mmbalance.params import load_params, lookup
-from mmbalance.train.distributed import launched_by_torchrun, relaunch_under_torchrun
+from mmbalance.train.distributed import relaunch_under_torchrun
 from mmbalance.train.run import run, run_settings
 
 
@@ -31,9 +31,7 @@ def main() -> None:
     args = ap.parse_args()
     p = load_params(args.params)
     method, method_cfg, model_cfg, train_cfg = run_settings(p, args.method, args.dataset)
-    nproc = int(train_cfg.get("nproc_per_node", 1))
-    if nproc > 1 and not launched_by_torchrun():
-        relaunch_under_torchrun(__file__, nproc)
+    relaunch_under_torchrun(__file__, int(train_cfg.get("nproc_per_node", 1)))
     res = run(args.shards, args.out, args.dataset, method, method_cfg, model_cfg, train_cfg,
               lookup(p, "seeds"), lookup(p, "profile"),
               args.checkpoints, args.models, run_name=args.method)

@@ -41,6 +41,17 @@ class Stages:
     exit: Callable[[torch.Tensor], torch.Tensor]
 
 
+def select_frames(x: torch.Tensor, frames: int | None) -> torch.Tensor:
+    """[B, T, C, H, W] → [B, k, C, H, W] with k = ``frames``: frames ⌊(2i+1)·T / 2k⌋, i < k (the
+    centres of k equal segments); spectrograms, clips with ≤ k frames and ``frames`` None pass
+    unchanged."""
+    t = x.shape[1] if x.dim() == 5 else 0
+    if not frames or t <= frames:
+        return x
+    k = int(frames)
+    return x[:, [(2 * i + 1) * t // (2 * k) for i in range(k)]]
+
+
 def average_frames(feats: torch.Tensor, t: int) -> torch.Tensor:
     """[B·T, ...] rows of T consecutive frames per clip → [B, ...], the mean over each clip's frames."""
     return feats if t == 1 else feats.view(-1, t, *feats.shape[1:]).mean(dim=1)
@@ -62,13 +73,8 @@ class FrameAveraging(nn.Module):
         self.frames: int | None = None
 
     def select(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, T, C, H, W] → [B, k, C, H, W]: frames ⌊(2i+1)·T / 2k⌋, i < k (the centres of k equal
-        segments); spectrograms and clips with ≤ k frames pass unchanged."""
-        t = x.shape[1] if x.dim() == 5 else 0
-        if not self.frames or t <= self.frames:
-            return x
-        k = int(self.frames)
-        return x[:, [(2 * i + 1) * t // (2 * k) for i in range(k)]]
+        """The ``frames`` frames of a clip this encoder reads (``select_frames``)."""
+        return select_frames(x, self.frames)
 
     def frame_rows(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Input [B, C, H, W] or [B, T, C, H, W] → (the selected frames as rows [B·T, C, H, W], T);

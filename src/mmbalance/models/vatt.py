@@ -35,7 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmbalance.models.backbones import BACKBONES, Backbone, _fusion_points
-from mmbalance.models.encoders import ENCODERS
+from mmbalance.models.encoders import ENCODERS, select_frames
 
 __all__ = ["TokenStages", "VATTEncoder", "VATTBackbone", "CrossModalAttention"]
 
@@ -82,13 +82,8 @@ class VATTEncoder(nn.Module):
         self.frames: int | None = None
 
     def select(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, T, C, H, W] → the ``frames`` centre frames of T equal segments (as the frame
-        encoders' ``select``); other inputs unchanged."""
-        t = x.shape[1] if x.dim() == 5 else 0
-        if not self.frames or t <= self.frames:
-            return x
-        k = int(self.frames)
-        return x[:, [(2 * i + 1) * t // (2 * k) for i in range(k)]]
+        """The ``frames`` frames of a clip this tower reads (``select_frames``, as the frame encoders)."""
+        return select_frames(x, self.frames)
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         """Input → [B, 1 + N, d]: [AGG], then the patches in (t,) h, w order with their positions."""

@@ -20,8 +20,11 @@ def launched_by_torchrun() -> bool:
 
 
 def relaunch_under_torchrun(script: str, nproc: int) -> None:
-    """Replace this process by ``torchrun --standalone --nproc_per_node nproc`` running ``script``
-    with this process's arguments (a stage's main re-executing itself as ``nproc`` DDP ranks)."""
+    """With ``nproc`` > 1 and outside torchrun, replace this process by ``torchrun --standalone
+    --nproc_per_node nproc`` running ``script`` with this process's arguments (a stage's main
+    re-executing itself as ``nproc`` DDP ranks); otherwise return and run as this process."""
+    if nproc <= 1 or launched_by_torchrun():
+        return
     # "--": the script's own options are not torchrun's (it would take --run for its --run-path)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "--",
            os.path.abspath(script), *sys.argv[1:]]
