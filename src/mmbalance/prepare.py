@@ -42,6 +42,8 @@ def prepare(dataset: str, root: Path, out_dir: Path, recipe: dict, split_options
     index = {"dataset": dataset, "classes": list(adapter.classes), "modalities": {}, "splits": {},
              "frames_per_clip": int(recipe.get("frames_per_clip", adapter.frames_per_clip)),
              "recipe": {k: v for k, v in sorted(recipe.items())}}
+    if adapter.segments:  # event localisation: every clip is this many labelled segments
+        index["segments"] = int(adapter.segments)
     splits = by_split(clips)
     ordered = [c for members in splits.values() for c in members]
     with worker_pool(workers) as pool:
@@ -72,7 +74,7 @@ def _write_split(adapter: DatasetAdapter, split: str, results: Iterator[tuple[Cl
                 continue
             per_class[adapter.classes[clip.label]] += 1
             _record_shapes(index["modalities"], arrays, adapter.kinds, adapter.dequantize)
-            yield encode_sample(clip.clip_id, arrays, clip.label)
+            yield encode_sample(clip.clip_id, arrays, clip.label, adapter.targets(clip))
 
     shards = write_shards(samples(), out_dir, split, shard_max_count)
     return {"count": sum(per_class.values()), "per_class": per_class, "shards": shards}

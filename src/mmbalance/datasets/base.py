@@ -71,6 +71,14 @@ class DatasetAdapter:
     frames_per_clip: int = 1
     # modality -> {offset, scale}: stored uint8 codes map back to values as (code - offset) * scale
     dequantize: dict = {}
+    # event localisation: a clip is this many equal segments, each with its own label
+    # (``targets``); 0 for clip classification, where the clip's one label is the target
+    segments: int = 0
+
+    def targets(self, clip: Clip) -> np.ndarray | None:
+        """Per-segment labels [segments] int64 of a localisation dataset (stored beside the
+        clip's label in its shard sample); None for clip classification (the default)."""
+        return None
 
     def extract(self, clip: Clip, recipe: dict) -> dict[str, np.ndarray]:
         """Decode one clip into ``{modality: array}``; raises ``MediaError`` naming the file.

@@ -58,7 +58,8 @@ def _npy(value: bytes) -> np.ndarray:
 
 
 def decode_sample(raw: dict) -> dict:
-    """Raw tar members → {"key", "label", <array name>: np.ndarray (read-only)}."""
+    """Raw tar members → {"key", "label", <array name>: np.ndarray (read-only)}; a localisation
+    sample's per-segment labels are the array ``targets``."""
     out = {"key": raw["__key__"], "label": int(raw["cls"])}
     for name, value in raw.items():
         if name.endswith(".npy"):

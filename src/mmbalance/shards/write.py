@@ -24,9 +24,13 @@ FIXED_MTIME = 946684800.0
 _MEMBER_MAX = 64 << 20
 
 
-def encode_sample(key: str, arrays: dict[str, np.ndarray], label: int) -> dict[str, bytes | str]:
-    """Serialise one sample: each array as ``<name>.npy``, the label as ``cls``."""
+def encode_sample(key: str, arrays: dict[str, np.ndarray], label: int,
+                  targets: np.ndarray | None = None) -> dict[str, bytes | str]:
+    """Serialise one sample: each array as ``<name>.npy``, the label as ``cls`` and per-segment
+    labels (event localisation), if any, as ``targets.npy``."""
     sample: dict[str, bytes | str] = {"__key__": key, "cls": str(int(label)).encode("ascii")}
+    if targets is not None:
+        arrays = {**arrays, "targets": np.asarray(targets, dtype=np.int64)}
     for name, arr in arrays.items():
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)

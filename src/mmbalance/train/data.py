@@ -7,6 +7,11 @@ Each modality has a kind (recorded by the prepare step in the shard index):
   stored, sorted order) → [B, n, C, H, W] float (ImageNet-normalised RGB, or de-quantised with the
   index's ``dequantize`` offset/scale, e.g. optical flow);
 - "sequence" [L, D] → ``SequenceBatch`` (x [B, Lmax, D], mask [B, Lmax]).
+
+Labels are [B] clip labels; for event localisation (a shard index with ``segments`` S) each clip
+carries S segment labels (``targets``), and a batch's labels are the [B·S] segment labels in
+clip-major order: the localisation models' rows are segments, so every loss, method and metric
+reads one row per label.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ STD = torch.tensor([0.229, 0.224, 0.225])
 @dataclass
 class SplitData:
     """One split held in memory. ``arrays[m]``: [N, 1, F, T] spectrograms, [N, Tmax, H, W, C]
-    padded frames or [N, Lmax, D] padded sequences; ``lengths[m]``: [N] stored frames / steps."""
+    padded frames or [N, Lmax, D] padded sequences; ``lengths[m]``: [N] stored frames / steps;
+    ``labels``: [N], or [N, S] segment labels (event localisation)."""
 
     keys: list[str]
     labels: torch.Tensor
@@ -71,7 +77,7 @@ def split_from_samples(samples, modalities: list[str], info: dict, pool_sizes: d
     keys, labels, per_mod = [], [], {m: [] for m in modalities}
     for sample in samples:
         keys.append(sample["key"])
-        labels.append(sample["label"])
+        labels.append(sample_label(sample))
         for m in modalities:
             per_mod[m].append(sample[m])
     arrays, lengths = {}, {}
@@ -82,7 +88,14 @@ def split_from_samples(samples, modalities: list[str], info: dict, pool_sizes: d
             arrays[m] = _pooled(items, (pool_sizes or {}).get(m))
         else:
             arrays[m], lengths[m] = _pad(items)
-    return SplitData(keys, torch.tensor(labels), arrays, lengths, info)
+    return SplitData(keys, torch.tensor(np.array(labels)), arrays, lengths, info)
+
+
+def sample_label(sample: dict):
+    """A decoded sample's target: its per-segment labels [S] when it has them (event
+    localisation), else its clip label."""
+    targets = sample.get("targets")
+    return sample["label"] if targets is None else targets
 
 
 def _pooled(items: list[np.ndarray], size) -> torch.Tensor:
@@ -181,7 +194,8 @@ def make_batch(data: SplitData, idx: torch.Tensor, train: bool, gen: torch.Gener
             inputs[m] = _sequence_input(_rows(arr[:, : int(lengths.max())], idx), lengths)
         else:
             inputs[m] = _rows(arr, idx)
-    return (inputs if raw else finish_batch(inputs, data.info)), data.labels[idx]
+    # [B], or [B, S] segment labels → [B·S] (clip-major, the localisation models' row order)
+    return (inputs if raw else finish_batch(inputs, data.info)), data.labels[idx].reshape(-1)
 
 
 def _picked_frames(items: list[np.ndarray], n: int, train: bool, gen: torch.Generator) -> torch.Tensor:
@@ -208,7 +222,8 @@ def batch_from_samples(samples: list[dict], modalities: list[str], info: dict, p
             inputs[m] = _pooled(items, (pool_sizes or {}).get(m))
         else:  # padded to the batch's longest sequence, as make_batch cuts it
             inputs[m] = _sequence_input(*_pad(items))
-    return inputs, torch.tensor([s["label"] for s in samples]), [s["key"] for s in samples]
+    labels = torch.tensor(np.array([sample_label(s) for s in samples])).reshape(-1)  # [B] or [B·S]
+    return inputs, labels, [s["key"] for s in samples]
 
 
 def batches(data: SplitData, batch_size: int, train: bool, gen: torch.Generator):

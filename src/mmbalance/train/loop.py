@@ -162,9 +162,10 @@ class Trainer:
             order = self.order_gen if train else gen
             batches = ((*make_batch(data, idx, train, gen, raw=True), [data.keys[i] for i in idx.tolist()])
                        for idx in index_batches(len(data), size, train, order, rank, world, pad=train))
+        segments = int(data.info.get("segments") or 0)
         for inputs, y, keys in batches:
             inputs, y = self.rt.to_device(inputs, y)  # raw batches: uint8 frames, stored-dtype spectrograms
-            yield self.rt.channels_last(finish_batch(inputs, data.info)), y, keys
+            yield self.rt.channels_last(finish_batch(inputs, data.info)), y, segment_keys(keys, segments)
 
     @torch.no_grad()
     def evaluate(self, split: str) -> dict:
@@ -207,9 +208,11 @@ class Trainer:
             logits, labels = torch.cat([p[0] for p in parts])[order], torch.cat([p[2] for p in parts])[order]
             uni = {m: torch.cat([p[1][m] for p in parts])[order] for m in uni}
             keys = [keys[i] for i in order.tolist()]
-        if len(set(keys)) != len(keys) or len(keys) != len(self.splits[split]):
+        data = self.splits[split]
+        expected = len(data) * max(1, int(data.info.get("segments") or 0))  # rows: clips, or their segments
+        if len(set(keys)) != len(keys) or len(keys) != expected:
             raise RuntimeError(f"evaluation of split {split!r} saw {len(keys)} predictions for {len(set(keys))} distinct "
-                               f"samples; the split has {len(self.splits[split])}")
+                               f"samples; the split has {expected}")
         self.eval_counts[split] = len(keys)
         return logits, labels, uni, keys
 
@@ -251,6 +254,14 @@ class Trainer:
             if not dist.all_true(batch is not None, self.rt.device):
                 return
             yield batch
+
+
+def segment_keys(keys: list[str], segments: int) -> list[str]:
+    """One key per prediction row: the clip keys, or for event localisation (``segments`` S > 0)
+    ``<clip>/<segment>`` for each of a clip's S rows, clip-major like the batch's labels."""
+    if not segments:
+        return keys
+    return [f"{k}/{s:02d}" for k in keys for s in range(segments)]
 
 
 def _modifies_gradients(method: Method) -> bool:

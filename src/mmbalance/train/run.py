@@ -44,9 +44,13 @@ def in_channels_of(info: dict) -> dict[str, int]:
 
 
 def pool_sizes(info: dict, model_cfg: dict) -> dict:
-    """The ``input_size`` each spectrogram encoder pools its input to (pooled once at load)."""
-    return {m: encoder_config(model_cfg, m, s["kind"]).get("input_size") for m, s in info["modalities"].items()
-            if s["kind"] == "spectrogram"}
+    """The ``input_size`` each spectrogram encoder pools its input to (pooled once at load). For
+    event localisation (``segments`` S in the index) the encoder reads one segment at a time, so
+    its [F', T'] is one segment's size and the clip is pooled to [F', S·T']."""
+    segments = int(info.get("segments") or 1)
+    sizes = {m: encoder_config(model_cfg, m, s["kind"]).get("input_size") for m, s in info["modalities"].items()
+             if s["kind"] == "spectrogram"}
+    return {m: [size[0], size[1] * segments] if size and segments > 1 else size for m, size in sizes.items()}
 
 
 def build_run(info: dict, method_name: str, method_cfg: dict, model_cfg: dict, epochs: int):

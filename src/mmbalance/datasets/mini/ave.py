@@ -45,6 +45,7 @@ def generate_ave(
     val_fraction: float = 0.1,
     test_fraction: float = 0.15,
     partial_span_fraction: float = 0.35,
+    distractor_fraction: float = 1.0,
     min_span_s: int = 3,
     duplicate_lines: int = 2,
     duration_s: int = 10,
@@ -60,8 +61,9 @@ def generate_ave(
 
     Per class: round(test_fraction * clips_per_class) test and round(val_fraction * ...) val
     clips, the rest train; round(partial_span_fraction * clips_per_class) clips (any split)
-    have an integer event span of >= ``min_span_s`` s inside [0, duration_s) with a random other
-    class outside it, the others span the whole clip. Signal (see ``_av_synth``): tone at
+    have an integer event span of >= ``min_span_s`` s inside [0, duration_s); a share
+    ``distractor_fraction`` of them has a random other class outside the span (the rest only
+    noise there: background), the others span the whole clip. Signal (see ``_av_synth``): tone at
     ``geomspace(pitch_min_hz, pitch_max_hz, num_classes)[class]`` in white noise at
     ``audio_snr_db``; a grating of amplitude ``visual_grating_amplitude`` (noise-std units) in
     ``frame_size``² frames at ``video_fps``. Exactly round(fraction * clips_per_class) clips per
@@ -80,7 +82,9 @@ def generate_ave(
     rng = np.random.default_rng(seed)
     plans = plan_labels(rng, num_classes, clips_per_class, val_fraction, test_fraction,
                         audio_ambiguous_fraction, visual_uninformative_fraction)
-    specs = _specs(rng, plans, clips_per_class, partial_span_fraction, min_span_s, duration_s)
+    if not 0.0 <= distractor_fraction <= 1.0:
+        raise ValueError(f"distractor_fraction must be in [0, 1], got {distractor_fraction}")
+    specs = _specs(rng, plans, clips_per_class, partial_span_fraction, min_span_s, duration_s, distractor_fraction)
     duplicates = _duplicate_lines(rng, specs, duplicate_lines, num_classes)
     prepare_root(root, TRUTH_FILE, [VIDEO_DIR, ANNOTATIONS, *SPLIT_FILES.values()])
     (Path(root) / VIDEO_DIR).mkdir()
@@ -90,8 +94,11 @@ def generate_ave(
     return _summary(Path(root), recipe, specs, duplicates, clips_per_class)
 
 
-def _specs(rng, plans, clips_per_class, partial_fraction, min_span_s, duration_s) -> list[ClipSpec]:
-    """Give every planned clip an id, a file and an event span (+ distractor for partial spans)."""
+def _specs(rng, plans, clips_per_class, partial_fraction, min_span_s, duration_s,
+           distractor_fraction: float = 1.0) -> list[ClipSpec]:
+    """Give every planned clip an id, a file and an event span (+ distractor for partial spans,
+    each with probability ``distractor_fraction``; at 1 no extra number is drawn, so the clips
+    are those written before the option existed)."""
     num_classes = max(p.label for p in plans) + 1
     partial = [set(rng.choice(clips_per_class, round(partial_fraction * clips_per_class), replace=False).tolist())
                for _ in range(num_classes)]
@@ -104,6 +111,8 @@ def _specs(rng, plans, clips_per_class, partial_fraction, min_span_s, duration_s
             start = int(rng.integers(0, duration_s - length + 1))
             end = start + length
             distractor = int((plan.label + rng.integers(1, num_classes)) % num_classes)  # != label
+            if distractor_fraction < 1.0 and rng.random() >= distractor_fraction:
+                distractor = -1  # only noise outside the span: background
         specs.append(ClipSpec(
             index=i, clip_id=vid, path=f"{VIDEO_DIR}/{vid}{VIDEO_EXT}", label=plan.label,
             split=plan.split, tone_class=plan.tone_class, audio_informative=plan.audio_informative,
@@ -150,7 +159,8 @@ def _summary(root: Path, recipe, specs: list[ClipSpec], duplicates: list, clips_
         "num_clips": len(specs),
         "clips_per_class": clips_per_class,
         "split_counts": {s: sum(c.split == s for c in specs) for s in SPLIT_FILES},
-        "partial_spans": sum(c.distractor >= 0 for c in specs),
+        "partial_spans": sum(c.start_s > 0 or c.end_s < recipe.duration_s for c in specs),
+        "distractors": sum(c.distractor >= 0 for c in specs),
         "duplicate_lines": len(duplicates),
         "audio_ambiguous": sum(not c.audio_informative for c in specs),
         "visual_uninformative": sum(not c.visual_informative for c in specs),
