@@ -211,8 +211,9 @@ def run_costs(path: Path, info: dict, batch: SplitData, train_cfg: dict, setting
     trainer = step_trainer(path, info, batch, train_cfg)
     model, method = trainer.model, trainer.method
     inputs, labels = next(trainer.batches("train"))
+    clips = len(labels) // int(info.get("segments") or 1)  # event localisation: S label rows per clip
     out = {"params": trainable_parameters(model), "modalities": list(model.modalities),
-           "flops_per_sample": forward_flops_per_sample(model, method, inputs, len(labels)), "batch_size": len(labels)}
+           "flops_per_sample": forward_flops_per_sample(model, method, inputs, clips), "batch_size": clips}
     for _ in range(max(settings.warmup_steps, 1)):  # optimizer state exists before memory is measured
         trainer.train_epoch()
     # memory before the reference is built: on a GPU its tensors would count as the run's
@@ -243,23 +244,33 @@ def dataset_costs(model_dirs: Iterable[Path], shard_dir: Path, info: dict, train
     missing = sorted(set(dirs) - set(first))
     for name in missing:
         log(f"costs: no seed<k>.pt model files in {dirs[name]}; skipped")
-    ref = first.get(settings.reference)
+    reference = reference_run(settings.reference, first)
+    ref = first.get(reference)
     if ref is None:
         log(f"costs: no reference run {settings.reference!r} among {sorted(first)}; step ratios left empty")
     runs: dict = {}
     if not first:
-        return {"reference": settings.reference, "settings": dict(settings.__dict__), "runs": runs, "missing": missing}
+        return {"reference": reference, "settings": dict(settings.__dict__), "runs": runs, "missing": missing}
     batch = training_inputs(shard_dir, info, ref or next(iter(first.values())), int(settings.batch_size or train_cfg["batch_size"]))
     cfg = {name: dict((run_train or {}).get(name) or train_cfg) for name in first}
     for name, path in first.items():
         start = time.perf_counter()
-        runs[name] = run_costs(path, info, batch, cfg[name], settings, None if name == settings.reference else ref,
-                               cfg.get(settings.reference))
+        runs[name] = run_costs(path, info, batch, cfg[name], settings, None if name == reference else ref,
+                               cfg.get(reference))
         runs[name]["optimizer"] = cfg[name].get("optimizer")
         if ref is None:
             runs[name].update(step_ratio=None, reference_step_ms=None)
         runs[name]["wall_s"] = round(time.perf_counter() - start, 3)
         log(f"costs: {name}: {runs[name]['params']} params, {runs[name]['flops_per_sample']:.3g} FLOPs/sample, "
             f"step ×{runs[name]['step_ratio'] or float('nan'):.2f}, peak {runs[name]['peak_bytes'] / 2**20:.1f} MiB")
-    return {"reference": settings.reference, "settings": {**settings.__dict__, "batch_size": len(batch)},
+    return {"reference": reference, "settings": {**settings.__dict__, "batch_size": len(batch)},
             "runs": runs, "missing": missing}
+
+
+def reference_run(reference: str, runs: Iterable[str]) -> str:
+    """The run the others are timed against: ``reference`` (Concat) itself, or on a dataset
+    without it, its first ``<reference>__<variant>`` run (AVE localisation: ``concat__avga``)."""
+    names = sorted(runs)
+    if reference in names:
+        return reference
+    return next((n for n in names if n.startswith(f"{reference}__")), reference)

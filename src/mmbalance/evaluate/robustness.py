@@ -52,7 +52,8 @@ def keep_masks(draws: Mapping[str, torch.Tensor], drop: Mapping[str, float]) -> 
 def accuracy_with_drops(model, method, data: SplitData, drop: Mapping[str, float], seed: int = 0,
                         batch_size: int = 256) -> float:
     """Test accuracy of ``method.predict`` when modality m's features are zeroed per sample with
-    probability ``drop[m]`` (modalities not in ``drop`` are kept).
+    probability ``drop[m]`` (modalities not in ``drop`` are kept); for event localisation a row,
+    and so a drop, is one segment.
 
     ``data``: the split, holding at least the model's modalities (evaluation frames are fixed).
     Raises ValueError for a modality the model does not take as input.
@@ -62,7 +63,8 @@ def accuracy_with_drops(model, method, data: SplitData, drop: Mapping[str, float
         raise ValueError(f"cannot drop {unknown}: the model's modalities are {model.modalities}")
     data = replace(data, arrays={m: data.arrays[m] for m in model.modalities},
                    lengths={m: v for m, v in data.lengths.items() if m in model.modalities})
-    keep = keep_masks(uniform_draws(len(data), model.modalities, seed), drop)
+    rows = data.labels.numel()  # samples, or segments of an event-localisation split ([N, S] labels)
+    keep = keep_masks(uniform_draws(rows, model.modalities, seed), drop)
     model.eval()
     correct, start = 0, 0
     for inputs, labels in batches(data, batch_size, train=False, gen=torch.Generator().manual_seed(0)):
@@ -70,7 +72,7 @@ def accuracy_with_drops(model, method, data: SplitData, drop: Mapping[str, float
         out = model(inputs, keep={m: k[start:start + b] for m, k in keep.items()} or None)
         correct += int((method.predict(out).argmax(dim=1) == labels).sum())
         start += b
-    return correct / len(data)
+    return correct / rows
 
 
 def sweep(model, method, data: SplitData, drop_probs: Sequence[float], seed: int = 0,
