@@ -96,10 +96,10 @@ def show_cell(cell: TableCell, table: Sequence[TableCell], runs: Runs, config: R
         return _absent("no run mapped", value)
     if not mapping.run:
         return _absent(mapping.note or "not reproduced", value)
-    reg = registry_dataset(cell.dataset)
-    run = runs.get((reg, mapping.run))
+    reg, name = mapping.target(cell.dataset)
+    run = runs.get((reg, name))
     if run is None:
-        return _absent(_not_run(mapping.run, cell.dataset, expected), value)
+        return _absent(_not_run(name, reg, expected), value)
     ours_metric = config.our_metric(cell.metric, mapping)
     entry = config.metrics.get(cell.metric, {})
     ref = runs.get((reg, entry["relative_to"])) if entry.get("relative_to") else None

@@ -30,6 +30,7 @@ WILDCARD = "*"
 DATASET_NAMES: dict[str, str] = {
     "cremad": "CREMA-D",
     "ave": "AVE",
+    "ave_loc": "AVE (localisation)",
     "kinetics_sounds": "KS",
     "vggsound": "VGGSound",
     "ucf101": "UCF-101",
@@ -57,6 +58,9 @@ BACKBONE_NAMES: dict[str, str] = {
     "mmformer": "mmFormer",
     "tsn": "TSN",
     "tsm": "TSM",
+    "avga": "AVGA",
+    "avsdn": "AVSDN",
+    "psp": "PSP",
 }
 
 # Registry method name -> the name the papers use; also the row label in the report.
@@ -185,8 +189,10 @@ class TableCell:
 class RowMapping:
     """One line of ``paper_rows.csv``: a paper row (in a table, on a dataset) → our run.
 
-    ``table`` and ``dataset`` may be ``"*"``; ``run`` is "" for rows not reproduced;
-    ``metric`` is "" to use the default for the paper's metric.
+    ``table`` and ``dataset`` may be ``"*"``; ``run`` is "" for rows not reproduced, and
+    ``<dataset>/<run>`` for a run on another of our datasets than the paper's (the OPM/OGM
+    paper's AVE Tab. 7 is event localisation: our ``ave_loc`` runs); ``metric`` is "" to use
+    the default for the paper's metric.
     """
 
     paper: str
@@ -196,6 +202,14 @@ class RowMapping:
     run: str
     metric: str = ""
     note: str = ""
+
+    def target(self, dataset: str) -> tuple[str, str]:
+        """(registry dataset, run name) of the results this row is compared with, for a cell on
+        the paper's ``dataset`` (either spelling)."""
+        if "/" in self.run:
+            ours, run = self.run.split("/", 1)
+            return ours, run
+        return registry_dataset(dataset), self.run
 
 
 @dataclass(frozen=True)
@@ -447,7 +461,8 @@ class PaperIndex:
             m = self.config.row(n.paper, n.table, n.method, n.dataset)
             if m is None or not m.run or self._other_metric(m, n.metric):
                 continue
-            key = (n.paper, n.dataset, m.run, n.metric)
+            ours, run = m.target(n.dataset)
+            key = (n.paper, csv_dataset(ours), run, n.metric)
             if key not in self._by_run or n.table < self._by_run[key].table:
                 self._by_run[key] = n
 
