@@ -152,3 +152,25 @@ def test_seeds_on_different_clips_is_an_error_naming_the_file():
     p1 = _preds(["a", "c"], [0, 1], [[1, 0], [0, 1]])
     with pytest.raises(ValueError, match="seed1.npz: test clips differ"):
         correctness("concat", {0: p0, 1: p1}, {1: "x/seed1.npz"})
+
+
+def test_segment_rows_are_resampled_by_clip():
+    """Event localisation: rows ``<clip>/<k>`` are averaged per clip before the bootstrap, so a
+    clip whose segments fail together widens the interval as one unit, not ten."""
+    from mmbalance.report.stats import clip_units
+
+    keys = np.array([f"c{i}/{k:02d}" for i in range(3) for k in range(2)])
+    values = np.array([[1, 1, 0, 1, 0, 0]], dtype=float)
+    assert clip_units(values, keys).tolist() == [[1.0, 0.5, 0.0]]
+    assert clip_units(values, np.array([f"clip{i}" for i in range(6)])).shape == (1, 6)  # plain clips
+    # whole clips right or wrong: the clip-level interval is wider than a segment-level one
+    n, s = 60, 10
+    correct = np.repeat(np.arange(n) % 2 == 0, s)[None].repeat(3, axis=0)  # [3, n·s]
+    seg = RunCorrectness("concat__avga", [0, 1, 2], np.array([f"v{i:03d}/{k:02d}" for i in range(n) for k in range(s)]), correct, False)
+    flat = RunCorrectness("concat__avga", [0, 1, 2], np.array([f"v{i:04d}" for i in range(n * s)]), correct, False)
+    by_clip = dataset_stats({"concat__avga": seg}, CFG, dataset="toy")
+    by_row = dataset_stats({"concat__avga": flat}, CFG, dataset="toy")
+    width = lambda st: st.rows["concat__avga"].hi - st.rows["concat__avga"].lo
+    assert by_clip.rows["concat__avga"].acc == pytest.approx(0.5) and width(by_clip) > 2.5 * width(by_row)
+    assert by_clip.segments == s and by_row.segments == 0 and by_clip.reference == "concat__avga"
+    assert "segments" in protocol_text(by_clip, CFG) and "segments" not in protocol_text(by_row, CFG)

@@ -9,7 +9,9 @@ Protocol (stated under every leaderboard by :func:`protocol_text`):
 - **Interval of a run's accuracy**: a two-level percentile bootstrap. Each replicate draws the
   seeds with replacement, then the test clips with replacement (the same clips for every seed:
   a clip is the unit that is sampled), and takes the mean accuracy over the drawn seeds × clips.
-  It therefore covers both the test-set sampling and the seed-to-seed variation.
+  It therefore covers both the test-set sampling and the seed-to-seed variation. On an
+  event-localisation split (rows ``<clip>/<segment>``) the unit drawn is the clip, with all of
+  its segments (``clip_units``).
 - **Paired test of two runs**: McNemar's test on the clips, combined over seeds by pooling the
   discordant pairs of each seed's stratum (seed k of run A against seed k of run B): ``b`` =
   clips A gets right and B wrong, ``c`` = the reverse, summed over seeds; exact binomial form
@@ -25,6 +27,7 @@ Protocol (stated under every leaderboard by :func:`protocol_text`):
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,12 +182,30 @@ def align(a: RunCorrectness, b: RunCorrectness) -> tuple[np.ndarray, np.ndarray]
     return a.correct[[a.seeds.index(s) for s in common]], b.correct[[b.seeds.index(s) for s in common]]
 
 
+SEGMENT_KEY = re.compile(r"^(.+)/\d+$")
+
+
+def clip_units(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """[S, N] per-row values → [S, N'] per resampling unit. Rows are clips, except on an
+    event-localisation split, whose rows are the segments of each clip (keys ``<clip>/<k>``,
+    sorted, the same count per clip): a clip's segments are averaged into one unit, so the
+    bootstrap draws clips, not segments that share a video (the accuracy is unchanged)."""
+    found = [SEGMENT_KEY.match(str(k)) for k in keys]
+    if not found or not all(found):
+        return values
+    clips = [m.group(1) for m in found]
+    per_clip = len(clips) // len(dict.fromkeys(clips))
+    if per_clip * len(dict.fromkeys(clips)) != len(clips) or clips[::per_clip] != list(dict.fromkeys(clips)):
+        return values  # not whole, equal, consecutive groups: rows stay the units
+    return values.reshape(values.shape[0], -1, per_clip).mean(axis=2)
+
+
 def compare(a: RunCorrectness, b: RunCorrectness, cfg: StatsConfig, dataset: str = "") -> Comparison:
     """Paired comparison of A against B (difference, bootstrap interval, McNemar p)."""
     ca, cb = align(a, b)
     n01, n10, p = mcnemar_pooled(ca, cb)
-    diff = ca.astype(np.float64) - cb.astype(np.float64)  # [S', N] in {-1, 0, 1}
-    lo, hi = Resampler(ca.shape[0], ca.shape[1], cfg, dataset).interval(diff)
+    diff = clip_units(ca.astype(np.float64) - cb.astype(np.float64), a.keys)  # [S', N] in {-1, 0, 1}, or clip means
+    lo, hi = Resampler(diff.shape[0], diff.shape[1], cfg, dataset).interval(diff)
     return Comparison(float(diff.mean()), lo, hi, n01, n10, p, int(ca.size))
 
 
@@ -223,6 +244,7 @@ class DatasetStats:
     mdd: float | None
     mdd_holm: float | None
     skipped: dict[str, str] = field(default_factory=dict)
+    segments: int = 0  # event localisation: rows are this many segments per clip (0: rows are clips)
 
 
 def minimum_detectable_difference(discordance: float, n_pairs: int, alpha: float, power: float, m: int = 1) -> float:
@@ -238,6 +260,8 @@ def dataset_stats(runs: Mapping[str, RunCorrectness], cfg: StatsConfig, referenc
     """Intervals, corrected comparisons against ``reference`` and the best unimodal run, and
     significance ranks for the runs of one dataset (runs scored on other clips are skipped and
     listed with the reason)."""
+    if reference not in runs:  # AVE localisation has no plain Concat: Concat on its first backbone
+        reference = next((n for n in sorted(runs) if n.startswith(f"{reference}__")), reference)
     runs, skipped = _same_clips(runs, reference)
     if not runs:
         return DatasetStats({}, None, None, 0, 0, 0, None, None, None, skipped)
@@ -246,7 +270,8 @@ def dataset_stats(runs: Mapping[str, RunCorrectness], cfg: StatsConfig, referenc
     n_seeds = max(len(r.seeds) for r in runs.values())
     rows = {}
     for name, r in runs.items():
-        lo, hi = Resampler(len(r.seeds), n_clips, cfg, dataset).interval(r.correct)
+        units = clip_units(r.correct.astype(np.float64), r.keys)  # [S, clips] (segments averaged per clip)
+        lo, hi = Resampler(len(r.seeds), units.shape[1], cfg, dataset).interval(units)
         rows[name] = RowStats(r.accuracy, lo, hi, len(r.seeds))
     ref = reference if reference in runs else None
     unis = [n for n, r in runs.items() if r.unimodal]
@@ -265,7 +290,9 @@ def dataset_stats(runs: Mapping[str, RunCorrectness], cfg: StatsConfig, referenc
     pairs = n_seeds * n_clips
     mdd = minimum_detectable_difference(share, pairs, cfg.alpha, cfg.power) if share else None
     mdd_holm = minimum_detectable_difference(share, pairs, cfg.alpha, cfg.power, max(len(family), 1)) if share else None
-    return DatasetStats(rows, ref, best_uni, len(family), n_clips, n_seeds, share, mdd, mdd_holm, skipped)
+    units = clip_units(first.correct, first.keys).shape[1]
+    segments = n_clips // units if units < n_clips else 0
+    return DatasetStats(rows, ref, best_uni, len(family), n_clips, n_seeds, share, mdd, mdd_holm, skipped, segments)
 
 
 def _same_clips(runs: Mapping[str, RunCorrectness], reference: str) -> tuple[dict, dict]:
@@ -323,6 +350,12 @@ def protocol_text(st: DatasetStats, cfg: StatsConfig) -> str:
         "significantly more accurate (Holm over all pairs of runs), so runs whose differences are not "
         "significant share a rank."
     )
+    if st.segments:
+        text += (
+            f" Event localisation: a row is one of a clip's {st.segments} segments. The bootstrap draws "
+            "whole clips (their segments together), but McNemar's test and the detectable difference "
+            "count segments as if independent, so their p-values are optimistic here."
+        )
     if st.mdd is not None:
         text += (
             f" With {st.n_clips} test clips × {st.n_seeds} seeds and a median {100 * st.discordance:.1f} % of "
