@@ -20,7 +20,9 @@ from conftest import IN_CHANNELS, MODEL_CFG
 from test_methods import TRAIN, assert_finite_gradients, make, splits_for, train_step
 
 PARAMS = load_params(Path(__file__).parents[1] / "params.yaml")
-INTERMEDIATE = [n for n in BACKBONES.names() if BACKBONES.get(n).intermediate]
+# the event-localisation backbones' rows are a clip's segments, not clips: tests/test_localisation.py
+PLAIN = [n for n in BACKBONES.names() if not BACKBONES.get(n).segmented]
+INTERMEDIATE = [n for n in PLAIN if BACKBONES.get(n).intermediate]
 OPTIONS = {"mmtm": {"after": [-2, -1], "ratio": 4}, "mmformer": {"after": [-1], "heads": 2}}
 # a backbone that only works with its own fusion head (CentralNet: the central network)
 FUSION_OF = {"centralnet": "central"}
@@ -48,7 +50,7 @@ def inputs(batch: int = 4, frames: int = 2, seed: int = 0) -> dict[str, torch.Te
     return {"audio": torch.randn(batch, 1, 33, 40, generator=gen), "visual": torch.randn(batch, frames, 3, 16, 16, generator=gen)}
 
 
-@pytest.mark.parametrize("name", BACKBONES.names())
+@pytest.mark.parametrize("name", PLAIN)
 def test_forward_backward_reaches_every_parameter(name):
     model = model_with(name)
     out = model(inputs())
@@ -60,7 +62,7 @@ def test_forward_backward_reaches_every_parameter(name):
         assert p.grad is not None and torch.isfinite(p.grad).all(), f"{name}: no gradient for {pname}"
 
 
-@pytest.mark.parametrize("name", BACKBONES.names())
+@pytest.mark.parametrize("name", PLAIN)
 def test_a_clip_depends_on_itself_only(name):
     """Rows of [B·T, …] maps are regrouped per clip: clip 0 alone gives its in-batch features."""
     model = model_with(name).eval()
@@ -72,7 +74,7 @@ def test_a_clip_depends_on_itself_only(name):
         torch.testing.assert_close(together[m][:1], alone[m], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", BACKBONES.names())
+@pytest.mark.parametrize("name", PLAIN)
 def test_modalities_meet_inside_the_encoders_only_for_intermediate_backbones(name):
     model = model_with(name).eval()
     x = inputs()
@@ -189,7 +191,9 @@ def test_backbone_variants_resolve_from_params():
     # every registered backbone but late has its options in params (their defaults written out),
     # except CentralNet's and VATT's, whose defaults (every block but the last; every layer)
     # follow the encoders' depth
-    assert set(PARAMS["model"]["backbone_options"]) == set(BACKBONES.names()) - {"late", "centralnet", "vatt"}
+    # (the segmented backbones' options, if params has them, are checked in test_localisation.py)
+    segmented = set(BACKBONES.names()) - set(PLAIN)
+    assert set(PARAMS["model"]["backbone_options"]) - segmented == set(PLAIN) - {"late", "centralnet", "vatt"}
 
 
 @pytest.mark.parametrize("k, t, picked", [(1, 3, [1]), (1, 4, [2]), (2, 4, [1, 3]), (3, 3, [0, 1, 2]), (4, 3, [0, 1, 2])])
@@ -202,7 +206,7 @@ def test_model_frames_picks_evenly_spaced_frames(k, t, picked):
     assert enc.select(spectrogram) is spectrogram
 
 
-@pytest.mark.parametrize("name", BACKBONES.names())
+@pytest.mark.parametrize("name", PLAIN)
 def test_model_frames_feeds_the_chosen_frames_to_every_backbone(name):
     torch.manual_seed(0)
     cfg = config_for(name, frames=1)

@@ -12,7 +12,7 @@ from conftest import IN_CHANNELS, MODEL_CFG
 
 TWO = {"audio": 8, "visual": 5}
 THREE = {"text": 7, "audio": 4, "vision": 3}
-EQUAL = {"weight"}  # fusions that sum the features themselves: equal feature sizes
+EQUAL = {"weight", "psp"}  # fusions that sum the features themselves: equal feature sizes
 
 
 def dims_for(name, dims):
@@ -27,10 +27,19 @@ def features(dims, batch=4, seed=0):
     return {m: torch.randn(batch, d, generator=gen, requires_grad=True) for m, d in dims.items()}
 
 
+# heads that read a clip's segments (event localisation): the batch's 4 rows are 2 clips × 2 segments
+SEGMENTED = ["avga", "avsdn", "psp"]
+# heads built with their own backbone in the model test (the localisation backbones: one segment
+# per clip, so the fixture's one frame per clip fits)
+OWN_BACKBONE = {"central": "centralnet", **{n: n for n in SEGMENTED}}
+
+
 def options_for(name, dims):
     """Constructor arguments a head takes from its backbone: CentralNet's level widths (two
-    levels per modality here)."""
-    return {"levels": {m: [2, d - 2] for m, d in dims.items()}} if name == "central" else {}
+    levels per modality here), the localisation heads' segments per clip."""
+    if name == "central":
+        return {"levels": {m: [2, d - 2] for m, d in dims.items()}}
+    return {"segments": 2} if name in SEGMENTED else {}
 
 
 def check_forward_backward(name, dims):
@@ -160,7 +169,8 @@ def test_gated_by_hand(x_gate):
 def test_model_with_fusion_trains_one_step(name, batch):
     inputs, labels = batch
     torch.manual_seed(0)
-    cfg = {**MODEL_CFG, "backbone": "centralnet"} if name == "central" else MODEL_CFG  # its own backbone
+    backbone = OWN_BACKBONE.get(name)  # its own backbone
+    cfg = {**MODEL_CFG, "backbone": backbone, "backbone_options": {n: {"segments": 1} for n in SEGMENTED}} if backbone else MODEL_CFG
     model = build_model(cfg, ["audio", "visual"], IN_CHANNELS, 6, name)
     out = model(inputs)
     assert out.logits.shape == (8, 6) and set(out.unimodal_logits) == {"audio", "visual"}

@@ -34,6 +34,7 @@ class Backbone(nn.Module):
 
     intermediate = False  # True where the modalities interact inside the encoders
     fusion: str | None = None  # the one fusion head this backbone's features are made for, if any
+    segmented = False  # True where the backbone's rows are a clip's segments (event localisation)
 
     def forward(self, encoders: nn.ModuleDict, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
@@ -434,7 +435,7 @@ def build_backbone(name: str, encoders: nn.ModuleDict, options: dict | None = No
     TSM, which change how one video encoder reads its frames, still apply).
     """
     factory = BACKBONES.get(name)  # an unknown name raises, listing the choices
-    if len(encoders) < 2 and factory.intermediate:
+    if len(encoders) < 2 and factory.intermediate and not factory.segmented:
         return LateBackbone(encoders)
     return factory(encoders, **(options or {}))
 
