@@ -34,3 +34,9 @@ def test_section_lists_splits_in_order_and_reasons_by_count(tmp_path):
 def test_section_without_skips():
     text = data_section(summarize_index({"dataset": "cremad", "splits": {"train": {"count": 1458}}}))
     assert text == "**Data.** 1,458 train clips in the shards; no clip skipped."
+
+
+def test_section_of_a_localisation_split_says_rows_are_segments():
+    text = data_section(summarize_index({"dataset": "ave_loc", "segments": 10, "splits": {"test": {"count": 240}}}))
+    assert text == ("**Data.** 240 test clips in the shards (10 labelled one-second segments each: accuracies are "
+                    "per segment); no clip skipped.")

@@ -24,6 +24,7 @@ class DataSummary:
     source: str
     splits: dict[str, int] = field(default_factory=dict)
     reasons: Counter = field(default_factory=Counter)
+    segments: int = 0  # event localisation: labelled segments per clip (0: one label per clip)
 
     @property
     def skipped(self) -> int:
@@ -48,7 +49,7 @@ def summarize_index(index: Mapping, source: str = "index.json") -> DataSummary:
     splits = {s: int(v.get("count", 0)) for s, v in (index.get("splits") or {}).items()}
     ordered = {s: splits[s] for s in [*SPLIT_ORDER, *sorted(splits)] if s in splits}
     reasons = Counter(skip_reason(e) for e in index.get("skipped") or [])
-    return DataSummary(str(index.get("dataset", "")), source, ordered, reasons)
+    return DataSummary(str(index.get("dataset", "")), source, ordered, reasons, int(index.get("segments") or 0))
 
 
 def load_data_summaries(paths: Iterable[str | Path]) -> dict[str, DataSummary]:
@@ -69,6 +70,8 @@ def data_section(summary: DataSummary) -> str:
     """One paragraph: clips per split, then skipped clips by reason (commonest first)."""
     counts = " / ".join(f"{n:,} {s}" for s, n in summary.splits.items())
     text = f"**Data.** {counts} clips in the shards"
+    if summary.segments:  # event localisation: the rows scored are segments
+        text += f" ({summary.segments} labelled one-second segments each: accuracies are per segment)"
     if not summary.skipped:
         return text + "; no clip skipped."
     top = sorted(summary.reasons.items(), key=lambda kv: (-kv[1], kv[0]))
