@@ -264,12 +264,14 @@ class AVSDNBackbone(SegmentedBackbone):
 
     The authors' code is not public; this follows the paper: per-modality LSTM encoders and a
     sequence-to-sequence decoder over both (``avsdn`` head). Options: ``segments`` (10),
-    ``hidden`` LSTM width (32; the paper profile 128). Features: {modality: [B·S, hidden]}.
+    ``hidden`` LSTM width (64, the width of AVGA's and PSP's mini bi-LSTM outputs, 2 × 32: at 32
+    the one-way encoders and decoder stayed near the background rate in the mini recipe; the
+    paper profile 128). Features: {modality: [B·S, hidden]}.
     """
 
     fusion = "avsdn"
 
-    def __init__(self, encoders: nn.ModuleDict, segments: int = 10, hidden: int = 32) -> None:
+    def __init__(self, encoders: nn.ModuleDict, segments: int = 10, hidden: int = 64) -> None:
         super().__init__("avsdn", encoders, segments)
         self.hidden = int(hidden)
         self.lstm = nn.ModuleDict({m: nn.LSTM(enc.out_dim, self.hidden, batch_first=True) for m, enc in encoders.items()})
