@@ -173,4 +173,36 @@ def test_segment_rows_are_resampled_by_clip():
     width = lambda st: st.rows["concat__avga"].hi - st.rows["concat__avga"].lo
     assert by_clip.rows["concat__avga"].acc == pytest.approx(0.5) and width(by_clip) > 2.5 * width(by_row)
     assert by_clip.segments == s and by_row.segments == 0 and by_clip.reference == "concat__avga"
-    assert "segments" in protocol_text(by_clip, CFG) and "segments" not in protocol_text(by_row, CFG)
+    assert "clustered pairs" in protocol_text(by_clip, CFG) and "segments" not in protocol_text(by_row, CFG)
+
+
+def test_clustered_mcnemar_hand_computed():
+    """Durkalski's statistic: clusters (2 seeds x 2 clips of 3 segments) with discordant balances
+    d = [2, 1, 0, -1] give X² = (Σd)² / Σd² = 4 / 6."""
+    from scipy.stats import chi2
+
+    from mmbalance.report.stats import clustered_mcnemar
+
+    a = np.array([[1, 1, 0, 1, 1, 1], [1, 1, 1, 0, 0, 0]], dtype=bool)
+    b = np.array([[0, 0, 0, 0, 1, 1], [1, 1, 1, 1, 0, 0]], dtype=bool)
+    n01, n10, p = clustered_mcnemar(a, b, 3)
+    assert (n01, n10) == (3, 1) and p == pytest.approx(chi2.sf(4 / 6, 1))
+    assert clustered_mcnemar(a, a, 3) == (0, 0, 1.0)
+
+
+def test_segment_comparisons_use_the_clustered_test():
+    """Ten segments of a clip flipping together are one piece of evidence, not ten: the clustered
+    p-value is far larger than the segment-level McNemar's."""
+    from mmbalance.report.stats import compare
+
+    n, s = 40, 10
+    better = np.repeat(np.arange(n) < 12, s)  # A right on 12 whole clips more
+    base = np.zeros(n * s, dtype=bool)
+    keys = np.array([f"v{i:03d}/{k:02d}" for i in range(n) for k in range(s)])
+    a = RunCorrectness("a", [0], keys, (base | better)[None], False)
+    b = RunCorrectness("b", [0], keys, base[None], False)
+    b.correct[0, ::7] = True  # some noise on B's side
+    clustered = compare(a, b, CFG)
+    flat_keys = np.array([f"v{i:04d}" for i in range(n * s)])
+    flat = compare(RunCorrectness("a", [0], flat_keys, a.correct, False), RunCorrectness("b", [0], flat_keys, b.correct, False), CFG)
+    assert clustered.diff == pytest.approx(flat.diff) and clustered.p > 100 * flat.p

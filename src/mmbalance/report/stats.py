@@ -11,7 +11,8 @@ Protocol (stated under every leaderboard by :func:`protocol_text`):
   a clip is the unit that is sampled), and takes the mean accuracy over the drawn seeds × clips.
   It therefore covers both the test-set sampling and the seed-to-seed variation. On an
   event-localisation split (rows ``<clip>/<segment>``) the unit drawn is the clip, with all of
-  its segments (``clip_units``).
+  its segments (``clip_units``), and the paired test is McNemar's for clustered pairs
+  (``clustered_mcnemar``).
 - **Paired test of two runs**: McNemar's test on the clips, combined over seeds by pooling the
   discordant pairs of each seed's stratum (seed k of run A against seed k of run B): ``b`` =
   clips A gets right and B wrong, ``c`` = the reverse, summed over seeds; exact binomial form
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import norm
+from scipy.stats import chi2, norm
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
@@ -185,25 +186,46 @@ def align(a: RunCorrectness, b: RunCorrectness) -> tuple[np.ndarray, np.ndarray]
 SEGMENT_KEY = re.compile(r"^(.+)/\d+$")
 
 
-def clip_units(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """[S, N] per-row values → [S, N'] per resampling unit. Rows are clips, except on an
-    event-localisation split, whose rows are the segments of each clip (keys ``<clip>/<k>``,
-    sorted, the same count per clip): a clip's segments are averaged into one unit, so the
-    bootstrap draws clips, not segments that share a video (the accuracy is unchanged)."""
+def segments_per_clip(keys: np.ndarray) -> int:
+    """Rows per clip of an event-localisation split (keys ``<clip>/<k>``, sorted, the same count
+    per clip, each clip's rows consecutive); 0 when the rows are clips."""
     found = [SEGMENT_KEY.match(str(k)) for k in keys]
     if not found or not all(found):
-        return values
+        return 0
     clips = [m.group(1) for m in found]
-    per_clip = len(clips) // len(dict.fromkeys(clips))
-    if per_clip * len(dict.fromkeys(clips)) != len(clips) or clips[::per_clip] != list(dict.fromkeys(clips)):
-        return values  # not whole, equal, consecutive groups: rows stay the units
-    return values.reshape(values.shape[0], -1, per_clip).mean(axis=2)
+    distinct = list(dict.fromkeys(clips))
+    per_clip = len(clips) // len(distinct)
+    if per_clip * len(distinct) != len(clips) or clips[::per_clip] != distinct:
+        return 0  # not whole, equal, consecutive groups: rows stay the units
+    return per_clip
+
+
+def clip_units(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """[S, N] per-row values → [S, N'] per resampling unit. Rows are clips, except on an
+    event-localisation split, whose rows are the segments of each clip: a clip's segments are
+    averaged into one unit, so the bootstrap draws clips, not segments that share a video (the
+    accuracy is unchanged)."""
+    per_clip = segments_per_clip(keys)
+    return values.reshape(values.shape[0], -1, per_clip).mean(axis=2) if per_clip else values
+
+
+def clustered_mcnemar(a: np.ndarray, b: np.ndarray, per_clip: int) -> tuple[int, int, float]:
+    """McNemar's test for clustered pairs (Durkalski et al., Stat. Med. 2003): [S, N] correctness
+    whose rows come in clips of ``per_clip`` segments. With d_k = b_k − c_k the discordant
+    balance of cluster k (a seed's clip), X² = (Σ d_k)² / Σ d_k² ~ χ²(1); segments of one clip are
+    not taken as independent. Returns the pooled discordant counts and the p-value."""
+    d = (a & ~b).astype(np.int64) - (~a & b).astype(np.int64)  # [S, N] in {-1, 0, 1}
+    per = d.reshape(d.shape[0], -1, per_clip).sum(axis=2).ravel()  # [S · clips]
+    n01, n10 = int((d == 1).sum()), int((d == -1).sum())
+    den = float((per.astype(np.float64) ** 2).sum())
+    return n01, n10, 1.0 if den == 0 else float(chi2.sf(float(per.sum()) ** 2 / den, 1))
 
 
 def compare(a: RunCorrectness, b: RunCorrectness, cfg: StatsConfig, dataset: str = "") -> Comparison:
     """Paired comparison of A against B (difference, bootstrap interval, McNemar p)."""
     ca, cb = align(a, b)
-    n01, n10, p = mcnemar_pooled(ca, cb)
+    per_clip = segments_per_clip(a.keys)
+    n01, n10, p = clustered_mcnemar(ca, cb, per_clip) if per_clip else mcnemar_pooled(ca, cb)
     diff = clip_units(ca.astype(np.float64) - cb.astype(np.float64), a.keys)  # [S', N] in {-1, 0, 1}, or clip means
     lo, hi = Resampler(diff.shape[0], diff.shape[1], cfg, dataset).interval(diff)
     return Comparison(float(diff.mean()), lo, hi, n01, n10, p, int(ca.size))
@@ -290,8 +312,7 @@ def dataset_stats(runs: Mapping[str, RunCorrectness], cfg: StatsConfig, referenc
     pairs = n_seeds * n_clips
     mdd = minimum_detectable_difference(share, pairs, cfg.alpha, cfg.power) if share else None
     mdd_holm = minimum_detectable_difference(share, pairs, cfg.alpha, cfg.power, max(len(family), 1)) if share else None
-    units = clip_units(first.correct, first.keys).shape[1]
-    segments = n_clips // units if units < n_clips else 0
+    segments = segments_per_clip(first.keys)
     return DatasetStats(rows, ref, best_uni, len(family), n_clips, n_seeds, share, mdd, mdd_holm, skipped, segments)
 
 
@@ -353,8 +374,9 @@ def protocol_text(st: DatasetStats, cfg: StatsConfig) -> str:
     if st.segments:
         text += (
             f" Event localisation: a row is one of a clip's {st.segments} segments. The bootstrap draws "
-            "whole clips (their segments together), but McNemar's test and the detectable difference "
-            "count segments as if independent, so their p-values are optimistic here."
+            "whole clips (their segments together), and *p* is McNemar's test for clustered pairs "
+            "(Durkalski et al. 2003: each seed's clip one cluster of segments); the detectable "
+            "difference below still counts segments as independent, so it is optimistic here."
         )
     if st.mdd is not None:
         text += (
