@@ -19,7 +19,7 @@ from mmbalance.media import MediaError
 from mmbalance.prepare import prepare
 from mmbalance.shards import iter_samples, read_index, shard_urls
 from mmbalance.train.data import load_split, make_batch
-from mmbalance.train.loop import segment_keys
+from mmbalance.evaluate.predictions import segment_keys
 
 RECIPE = dict(sample_rate=16000, clip_seconds=10, n_fft=512, win_length=512, hop_length=159, window="tukey",
               scaling="density", normalize=True, frame_fps=1, frame_size=16, spec_dtype="float16")

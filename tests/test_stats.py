@@ -157,12 +157,13 @@ def test_seeds_on_different_clips_is_an_error_naming_the_file():
 def test_segment_rows_are_resampled_by_clip():
     """Event localisation: rows ``<clip>/<k>`` are averaged per clip before the bootstrap, so a
     clip whose segments fail together widens the interval as one unit, not ten."""
+    from mmbalance.evaluate.predictions import segments_per_clip
     from mmbalance.report.stats import clip_units
 
     keys = np.array([f"c{i}/{k:02d}" for i in range(3) for k in range(2)])
     values = np.array([[1, 1, 0, 1, 0, 0]], dtype=float)
-    assert clip_units(values, keys).tolist() == [[1.0, 0.5, 0.0]]
-    assert clip_units(values, np.array([f"clip{i}" for i in range(6)])).shape == (1, 6)  # plain clips
+    assert clip_units(values, segments_per_clip(keys)).tolist() == [[1.0, 0.5, 0.0]]
+    assert clip_units(values, segments_per_clip(np.array([f"clip{i}" for i in range(6)]))).shape == (1, 6)  # plain clips
     # whole clips right or wrong: the clip-level interval is wider than a segment-level one
     n, s = 60, 10
     correct = np.repeat(np.arange(n) % 2 == 0, s)[None].repeat(3, axis=0)  # [3, n·s]

@@ -38,8 +38,9 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from mmbalance.evaluate.predictions import reference_run
 from mmbalance.evaluate.robustness import load_trained, seed_checkpoints
-from mmbalance.train.data import SplitData
+from mmbalance.train.data import SplitData, segments_of
 from mmbalance.train.loop import Trainer
 from mmbalance.train.run import seed_everything
 
@@ -211,7 +212,7 @@ def run_costs(path: Path, info: dict, batch: SplitData, train_cfg: dict, setting
     trainer = step_trainer(path, info, batch, train_cfg)
     model, method = trainer.model, trainer.method
     inputs, labels = next(trainer.batches("train"))
-    clips = len(labels) // int(info.get("segments") or 1)  # event localisation: S label rows per clip
+    clips = len(labels) // max(1, segments_of(info))  # event localisation: S label rows per clip
     out = {"params": trainable_parameters(model), "modalities": list(model.modalities),
            "flops_per_sample": forward_flops_per_sample(model, method, inputs, clips), "batch_size": clips}
     for _ in range(max(settings.warmup_steps, 1)):  # optimizer state exists before memory is measured
@@ -266,11 +267,3 @@ def dataset_costs(model_dirs: Iterable[Path], shard_dir: Path, info: dict, train
     return {"reference": reference, "settings": {**settings.__dict__, "batch_size": len(batch)},
             "runs": runs, "missing": missing}
 
-
-def reference_run(reference: str, runs: Iterable[str]) -> str:
-    """The run the others are timed against: ``reference`` (Concat) itself, or on a dataset
-    without it, its first ``<reference>__<variant>`` run (AVE localisation: ``concat__avga``)."""
-    names = sorted(runs)
-    if reference in names:
-        return reference
-    return next((n for n in names if n.startswith(f"{reference}__")), reference)

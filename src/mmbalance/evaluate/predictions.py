@@ -3,7 +3,8 @@
 One file per seed, ``predictions/seed<k>.npz``, rows sorted by sample key so two runs on the
 same split pair up row by row. Arrays:
 
-- ``keys`` [N] str: the shard sample keys (clip ids);
+- ``keys`` [N] str: the shard sample keys (clip ids), or ``<clip>/<segment>`` for the segment
+  rows of an event-localisation split (``segment_keys``);
 - ``labels`` [N] int64;
 - ``logits`` [N, C] float32: the method's test-time prediction (what the accuracy scores);
 - ``probe_<modality>`` [N, C] float16: each modality's own logits (the probe columns).
@@ -15,6 +16,7 @@ bytes (DVC hashes stay stable across reruns on one machine).
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,39 @@ import numpy as np
 
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # zip's earliest timestamp: no wall-clock time in the bytes
 PROBE_PREFIX = "probe_"
+SEGMENT_KEY = re.compile(r"^(.+)/\d+$")  # "<clip>/<segment>", as ``segment_keys`` writes it
+
+
+def segment_keys(keys: list[str], segments: int) -> list[str]:
+    """One key per prediction row: the clip keys, or for event localisation (``segments`` S > 0)
+    ``<clip>/<segment>`` for each of a clip's S rows, clip-major like the batch's labels."""
+    if not segments:
+        return keys
+    return [f"{k}/{s:02d}" for k in keys for s in range(segments)]
+
+
+def segments_per_clip(keys) -> int:
+    """Rows per clip of sorted prediction keys written by ``segment_keys`` (the same count per
+    clip, each clip's rows consecutive); 0 when the rows are clips."""
+    found = [SEGMENT_KEY.match(str(k)) for k in keys]
+    if not found or not all(found):
+        return 0
+    clips = [m.group(1) for m in found]
+    distinct = list(dict.fromkeys(clips))
+    per_clip = len(clips) // len(distinct)
+    if per_clip * len(distinct) != len(clips) or clips[::per_clip] != distinct:
+        return 0  # not whole, equal, consecutive groups: rows stay the units
+    return per_clip
+
+
+def reference_run(reference: str, runs) -> str:
+    """The run a dataset's others are timed (costs) and compared (leaderboard) against:
+    ``reference`` (Concat) itself, or on a dataset without it, its first
+    ``<reference>__<variant>`` run (AVE localisation: ``concat__avga``)."""
+    names = sorted(runs)
+    if reference in names:
+        return reference
+    return next((n for n in names if n.startswith(f"{reference}__")), reference)
 
 
 @dataclass

@@ -28,9 +28,9 @@ Protocol (stated under every leaderboard by :func:`protocol_text`):
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,7 @@ from scipy.stats import chi2, norm
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
-from mmbalance.evaluate.predictions import Predictions, load_predictions, seed_files
+from mmbalance.evaluate.predictions import Predictions, load_predictions, reference_run, seed_files, segments_per_clip
 
 BETTER, WORSE, NO_DIFF, REFERENCE = "better", "worse", "no sig. diff.", "reference"
 EXACT_BELOW = 25  # discordant pairs below which McNemar's exact binomial form is used
@@ -80,6 +80,12 @@ class RunCorrectness:
     def accuracy(self) -> float:
         """Mean accuracy over seeds and clips (a fraction)."""
         return float(self.correct.mean())
+
+    @cached_property
+    def segments(self) -> int:
+        """Rows per clip when the rows are an event-localisation split's segments, else 0
+        (read once from the keys: every comparison of the run needs it)."""
+        return segments_per_clip(self.keys)
 
 
 def load_run(run: str, folder: Path) -> RunCorrectness | None:
@@ -183,29 +189,11 @@ def align(a: RunCorrectness, b: RunCorrectness) -> tuple[np.ndarray, np.ndarray]
     return a.correct[[a.seeds.index(s) for s in common]], b.correct[[b.seeds.index(s) for s in common]]
 
 
-SEGMENT_KEY = re.compile(r"^(.+)/\d+$")
-
-
-def segments_per_clip(keys: np.ndarray) -> int:
-    """Rows per clip of an event-localisation split (keys ``<clip>/<k>``, sorted, the same count
-    per clip, each clip's rows consecutive); 0 when the rows are clips."""
-    found = [SEGMENT_KEY.match(str(k)) for k in keys]
-    if not found or not all(found):
-        return 0
-    clips = [m.group(1) for m in found]
-    distinct = list(dict.fromkeys(clips))
-    per_clip = len(clips) // len(distinct)
-    if per_clip * len(distinct) != len(clips) or clips[::per_clip] != distinct:
-        return 0  # not whole, equal, consecutive groups: rows stay the units
-    return per_clip
-
-
-def clip_units(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
+def clip_units(values: np.ndarray, per_clip: int) -> np.ndarray:
     """[S, N] per-row values → [S, N'] per resampling unit. Rows are clips, except on an
-    event-localisation split, whose rows are the segments of each clip: a clip's segments are
-    averaged into one unit, so the bootstrap draws clips, not segments that share a video (the
-    accuracy is unchanged)."""
-    per_clip = segments_per_clip(keys)
+    event-localisation split, whose rows are ``per_clip`` segments of each clip
+    (``RunCorrectness.segments``): a clip's segments are averaged into one unit, so the bootstrap
+    draws clips, not segments that share a video (the accuracy is unchanged)."""
     return values.reshape(values.shape[0], -1, per_clip).mean(axis=2) if per_clip else values
 
 
@@ -224,9 +212,8 @@ def clustered_mcnemar(a: np.ndarray, b: np.ndarray, per_clip: int) -> tuple[int,
 def compare(a: RunCorrectness, b: RunCorrectness, cfg: StatsConfig, dataset: str = "") -> Comparison:
     """Paired comparison of A against B (difference, bootstrap interval, McNemar p)."""
     ca, cb = align(a, b)
-    per_clip = segments_per_clip(a.keys)
-    n01, n10, p = clustered_mcnemar(ca, cb, per_clip) if per_clip else mcnemar_pooled(ca, cb)
-    diff = clip_units(ca.astype(np.float64) - cb.astype(np.float64), a.keys)  # [S', N] in {-1, 0, 1}, or clip means
+    n01, n10, p = clustered_mcnemar(ca, cb, a.segments) if a.segments else mcnemar_pooled(ca, cb)
+    diff = clip_units(ca.astype(np.float64) - cb.astype(np.float64), a.segments)  # [S', N] in {-1, 0, 1}, or clip means
     lo, hi = Resampler(diff.shape[0], diff.shape[1], cfg, dataset).interval(diff)
     return Comparison(float(diff.mean()), lo, hi, n01, n10, p, int(ca.size))
 
@@ -282,8 +269,7 @@ def dataset_stats(runs: Mapping[str, RunCorrectness], cfg: StatsConfig, referenc
     """Intervals, corrected comparisons against ``reference`` and the best unimodal run, and
     significance ranks for the runs of one dataset (runs scored on other clips are skipped and
     listed with the reason)."""
-    if reference not in runs:  # AVE localisation has no plain Concat: Concat on its first backbone
-        reference = next((n for n in sorted(runs) if n.startswith(f"{reference}__")), reference)
+    reference = reference_run(reference, runs)  # AVE localisation: Concat on its first backbone
     runs, skipped = _same_clips(runs, reference)
     if not runs:
         return DatasetStats({}, None, None, 0, 0, 0, None, None, None, skipped)
@@ -292,7 +278,7 @@ def dataset_stats(runs: Mapping[str, RunCorrectness], cfg: StatsConfig, referenc
     n_seeds = max(len(r.seeds) for r in runs.values())
     rows = {}
     for name, r in runs.items():
-        units = clip_units(r.correct.astype(np.float64), r.keys)  # [S, clips] (segments averaged per clip)
+        units = clip_units(r.correct.astype(np.float64), r.segments)  # [S, clips] (segments averaged per clip)
         lo, hi = Resampler(len(r.seeds), units.shape[1], cfg, dataset).interval(units)
         rows[name] = RowStats(r.accuracy, lo, hi, len(r.seeds))
     ref = reference if reference in runs else None
@@ -312,8 +298,7 @@ def dataset_stats(runs: Mapping[str, RunCorrectness], cfg: StatsConfig, referenc
     pairs = n_seeds * n_clips
     mdd = minimum_detectable_difference(share, pairs, cfg.alpha, cfg.power) if share else None
     mdd_holm = minimum_detectable_difference(share, pairs, cfg.alpha, cfg.power, max(len(family), 1)) if share else None
-    segments = segments_per_clip(first.keys)
-    return DatasetStats(rows, ref, best_uni, len(family), n_clips, n_seeds, share, mdd, mdd_holm, skipped, segments)
+    return DatasetStats(rows, ref, best_uni, len(family), n_clips, n_seeds, share, mdd, mdd_holm, skipped, first.segments)
 
 
 def _same_clips(runs: Mapping[str, RunCorrectness], reference: str) -> tuple[dict, dict]:

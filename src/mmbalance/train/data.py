@@ -91,6 +91,12 @@ def split_from_samples(samples, modalities: list[str], info: dict, pool_sizes: d
     return SplitData(keys, torch.tensor(np.array(labels)), arrays, lengths, info)
 
 
+def segments_of(info: dict) -> int:
+    """Labelled segments per clip of an event-localisation split (the shard index's
+    ``segments``); 0 for clip classification."""
+    return int(info.get("segments") or 0)
+
+
 def sample_label(sample: dict):
     """A decoded sample's target: its per-segment labels [S] when it has them (event
     localisation), else its clip label."""

@@ -24,12 +24,13 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from mmbalance.evaluate import classification_metrics, per_class_accuracy, probe_accuracy
+from mmbalance.evaluate.predictions import segment_keys
 from mmbalance.methods import Method
 from mmbalance.methods.base import epoch_means
 from mmbalance.models import MultimodalModel
 from mmbalance.train import distributed as dist
 from mmbalance.train import runtime
-from mmbalance.train.data import SplitData, finish_batch, index_batches, make_batch
+from mmbalance.train.data import SplitData, finish_batch, index_batches, make_batch, segments_of
 from mmbalance.train.stream import StreamLoader, StreamSplit
 
 
@@ -162,7 +163,7 @@ class Trainer:
             order = self.order_gen if train else gen
             batches = ((*make_batch(data, idx, train, gen, raw=True), [data.keys[i] for i in idx.tolist()])
                        for idx in index_batches(len(data), size, train, order, rank, world, pad=train))
-        segments = int(data.info.get("segments") or 0)
+        segments = segments_of(data.info)
         for inputs, y, keys in batches:
             inputs, y = self.rt.to_device(inputs, y)  # raw batches: uint8 frames, stored-dtype spectrograms
             yield self.rt.channels_last(finish_batch(inputs, data.info)), y, segment_keys(keys, segments)
@@ -209,7 +210,7 @@ class Trainer:
             uni = {m: torch.cat([p[1][m] for p in parts])[order] for m in uni}
             keys = [keys[i] for i in order.tolist()]
         data = self.splits[split]
-        expected = len(data) * max(1, int(data.info.get("segments") or 0))  # rows: clips, or their segments
+        expected = len(data) * max(1, segments_of(data.info))  # rows: clips, or their segments
         if len(set(keys)) != len(keys) or len(keys) != expected:
             raise RuntimeError(f"evaluation of split {split!r} saw {len(keys)} predictions for {len(set(keys))} distinct "
                                f"samples; the split has {expected}")
@@ -254,14 +255,6 @@ class Trainer:
             if not dist.all_true(batch is not None, self.rt.device):
                 return
             yield batch
-
-
-def segment_keys(keys: list[str], segments: int) -> list[str]:
-    """One key per prediction row: the clip keys, or for event localisation (``segments`` S > 0)
-    ``<clip>/<segment>`` for each of a clip's S rows, clip-major like the batch's labels."""
-    if not segments:
-        return keys
-    return [f"{k}/{s:02d}" for k in keys for s in range(segments)]
 
 
 def _modifies_gradients(method: Method) -> bool:

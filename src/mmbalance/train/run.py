@@ -23,7 +23,7 @@ from mmbalance.shards import read_index as dataset_info
 from mmbalance.profiles import deep_merge
 from mmbalance.train import distributed as dist
 from mmbalance.train import runtime
-from mmbalance.train.data import load_split
+from mmbalance.train.data import load_split, segments_of
 from mmbalance.train.loop import fit
 from mmbalance.train.stream import StreamSplit, stream_split
 
@@ -47,7 +47,7 @@ def pool_sizes(info: dict, model_cfg: dict) -> dict:
     """The ``input_size`` each spectrogram encoder pools its input to (pooled once at load). For
     event localisation (``segments`` S in the index) the encoder reads one segment at a time, so
     its [F', T'] is one segment's size and the clip is pooled to [F', S·T']."""
-    segments = int(info.get("segments") or 1)
+    segments = max(1, segments_of(info))
     sizes = {m: encoder_config(model_cfg, m, s["kind"]).get("input_size") for m, s in info["modalities"].items()
              if s["kind"] == "spectrogram"}
     return {m: [size[0], size[1] * segments] if size and segments > 1 else size for m, size in sizes.items()}
