@@ -312,6 +312,8 @@ def fit(model: MultimodalModel, method: Method, splits: dict[str, SplitData], cf
         if live is not None:
             for row in history:
                 _log_epoch(live, row)
+    if first == 0:  # a resumed run restored its fitted front ends with the weights
+        fit_front_ends(model, trainer, seed)
     for epoch in tqdm(range(first, int(cfg["epochs"])), desc=f"{name} seed {seed}", mininterval=2.0, disable=not dist.is_main()):
         method.ctx.epoch, method.ctx.logs = epoch, {}
         method.on_epoch_start(epoch, trainer)
@@ -343,6 +345,19 @@ def fit(model: MultimodalModel, method: Method, splits: dict[str, SplitData], cf
         "diagnostics": method.diagnostics(),
         "eval_samples": dict(trainer.eval_counts),  # per split: samples scored (each once, also under DDP)
     }
+
+
+def fit_front_ends(model: MultimodalModel, trainer: Trainer, seed: int) -> None:
+    """Fit the encoders' data-dependent front ends on the training split, once, before the first
+    epoch: any encoder submodule with ``fit_from_data(batches, seed)`` (the i-vector extractor's
+    UBM and total-variability matrix) gets a factory of the split's batches of its modality, in
+    the fixed evaluation order (no random draw, so the run's shuffles are unchanged). Every DDP
+    rank reads the whole split and fits the same front end."""
+    for modality, encoder in model.encoders.items():
+        for module in encoder.modules():
+            fitter = getattr(module, "fit_from_data", None)
+            if callable(fitter):
+                fitter(lambda m=modality: (inputs[m] for inputs, _ in trainer.batches("train")), seed)
 
 
 def _snapshot(trainer: Trainer) -> dict:
