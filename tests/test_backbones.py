@@ -25,7 +25,7 @@ PLAIN = [n for n in BACKBONES.names() if not BACKBONES.get(n).segmented]
 INTERMEDIATE = [n for n in PLAIN if BACKBONES.get(n).intermediate]
 OPTIONS = {"mmtm": {"after": [-2, -1], "ratio": 4}, "mmformer": {"after": [-1], "heads": 2}}
 # a backbone that only works with its own fusion head (CentralNet: the central network)
-FUSION_OF = {"centralnet": "central"}
+FUSION_OF = {"centralnet": "central", "mwtsim": "mwtsim", "avsd": "avsd", "panoavqa": "panoavqa"}
 # a backbone that only works with its own encoders (VATT: transformer towers cut at their layers)
 VATT_ENCODERS = {"audio": {"name": "vatt", "patch_size": [4, 4], "dim": 8, "depth": 2, "heads": 2, "mlp_ratio": 2.0,
                            "dropout": 0.0, "input_size": [16, 20]},
@@ -190,10 +190,12 @@ def test_backbone_variants_resolve_from_params():
         assert "backbone" not in cfg and "frames" not in cfg
     # every registered backbone but late has its options in params (their defaults written out),
     # except CentralNet's and VATT's, whose defaults (every block but the last; every layer)
-    # follow the encoders' depth
+    # follow the encoders' depth, and MWTSIM's, AVSD's and Pano-AVQA's, whose defaults are their
+    # mini sizes (their runs pick their encoders by encoder set; tests/test_mwtsim.py,
+    # tests/test_avqa_models.py)
     # (the segmented backbones' options, if params has them, are checked in test_localisation.py)
     segmented = set(BACKBONES.names()) - set(PLAIN)
-    assert set(PARAMS["model"]["backbone_options"]) - segmented == set(PLAIN) - {"late", "centralnet", "vatt"}
+    assert set(PARAMS["model"]["backbone_options"]) - segmented == set(PLAIN) - {"late", "centralnet", "vatt", "mwtsim", "avsd", "panoavqa"}
 
 
 @pytest.mark.parametrize("k, t, picked", [(1, 3, [1]), (1, 4, [2]), (2, 4, [1, 3]), (3, 3, [0, 1, 2]), (4, 3, [0, 1, 2])])

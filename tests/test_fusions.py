@@ -12,7 +12,7 @@ from conftest import IN_CHANNELS, MODEL_CFG
 
 TWO = {"audio": 8, "visual": 5}
 THREE = {"text": 7, "audio": 4, "vision": 3}
-EQUAL = {"weight", "psp"}  # fusions that sum the features themselves: equal feature sizes
+EQUAL = {"weight", "psp", "mwtsim"}  # fusions that sum or compare the features themselves: equal feature sizes
 
 
 def dims_for(name, dims):
@@ -31,7 +31,7 @@ def features(dims, batch=4, seed=0):
 SEGMENTED = ["avga", "avsdn", "psp"]
 # heads built with their own backbone in the model test (the localisation backbones: one segment
 # per clip, so the fixture's one frame per clip fits)
-OWN_BACKBONE = {"central": "centralnet", **{n: n for n in SEGMENTED}}
+OWN_BACKBONE = {"central": "centralnet", "mwtsim": "mwtsim", **{n: n for n in SEGMENTED}}
 
 
 def options_for(name, dims):

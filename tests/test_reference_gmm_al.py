@@ -64,10 +64,12 @@ def method_at(epoch, **over):
 
 
 def test_by_hand_reference_reproduces_recorded_values():
+    # the features come from the float32 torch model, whose last bits differ between CPUs (AMD
+    # EPYC and Intel Xeon here differ by ~2e-8 relative): float32 precision, not float64's
     warmup, adaptive, g = by_hand(linear_model(audio_scale=3.0))
-    assert warmup == pytest.approx(REF_WARMUP, rel=1e-9)
-    assert adaptive == pytest.approx(REF_ADAPTIVE, rel=1e-9)
-    np.testing.assert_allclose(g, REF_GAPS, rtol=1e-9)
+    assert warmup == pytest.approx(REF_WARMUP, rel=1e-6)
+    assert adaptive == pytest.approx(REF_ADAPTIVE, rel=1e-6)
+    np.testing.assert_allclose(g, REF_GAPS, rtol=1e-6)
 
 
 def test_warmup_loss_is_eq7():
@@ -87,7 +89,7 @@ def test_adaptive_loss_is_eq10(over):
     out = model(linear_inputs())
     assert float(method.loss(out, LABELS).detach()) == pytest.approx(expected, rel=1e-5)
     if not over:
-        assert expected == pytest.approx(REF_ADAPTIVE, rel=1e-9)
+        assert expected == pytest.approx(REF_ADAPTIVE, rel=1e-6)  # float32 features (see above)
 
 
 def test_without_gmm_weights_both_weights_are_one():

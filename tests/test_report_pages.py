@@ -93,11 +93,13 @@ def test_reasons_instead_of_gaps(runs, config):
     # AVE localisation: the row's run is on another of our datasets (ave_loc), named in the row
     assert cells(page, "7", "AVGA")[1:3] == ["`ave_loc/concat__avga`, `ave_loc/opm__avga`, `ave_loc/ogm__avga`, "
                                              "`ave_loc/opm_ogm__avga`", "not run (paper 73.6)"]
-    assert cells(page, "7", "AVSD")[2] == "MUSIC-AVQA: no adapter yet (paper 66.9)"
+    # question answering: the rows' runs are on our MUSIC-AVQA (music_avqa)
+    assert cells(page, "7", "AVSD")[1:3] == ["`music_avqa/concat__avsd`, `music_avqa/opm__avsd`, `music_avqa/ogm__avsd`, "
+                                             "`music_avqa/opm_ogm__avsd`", "not run (paper 66.9)"]
     listed = render_paper_page("opm_ogm", tables, runs, config, expected={"ave_loc": ["concat__avga"]})
     assert cells(listed, "7", "AVGA")[2] == "not run yet (paper 73.6)"
     assert cells(listed, "7", "PSP")[2] == "not run: full profile (paper 74.4)"
-    assert cells(page, "8", "I-vector")[2] == "I-vector model: not implemented (paper 67.4)"
+    assert cells(page, "8", "I-vector")[1:3] == ["`concat__ivector`, `opm__ivector`, `ogm__ivector`", "not run (paper 67.4)"]
     assert cells(page, "3", "VATT")[1:3] == ["`concat__vatt`", "not run (paper 61.8)"]  # our VATT
     assert cells(page, "3", "CentralNet")[1:3] == ["`concat__centralnet`", "not run (paper 66.4)"]  # our CentralNet
     arl = render_paper_page("arl", tables, runs, config)

@@ -24,6 +24,7 @@ TINY = {
     "cremad": {"clips_per_class": 1},
     "ave": {"num_classes": 2, "clips_per_class": 3, "duplicate_lines": 0, "frame_size": 16},
     "ave_loc": {"num_classes": 2, "clips_per_class": 3, "duplicate_lines": 0, "frame_size": 16},
+    "music_avqa": {"train_videos": 6, "val_videos": 2, "test_videos": 3, "questions_per_video": 2, "duration_s": 3.0, "frame_size": 16},
     "kinetics_sounds": {"num_classes": 2, "clips_per_class": 4, "val_fraction": 0.0, "no_audio_clips": 0,
                         "frame_size": 16},
     "vggsound": {"num_classes": 2, "clips_per_class": 4, "test_fraction": 0.25, "missing_videos": 0,

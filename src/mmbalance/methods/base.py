@@ -75,11 +75,14 @@ class Method:
 
     def loss(self, out: Output, labels: torch.Tensor) -> torch.Tensor:
         """Training loss (a scalar): the fused cross-entropy, plus that of each classifier the
-        model trains beside it (``aux_logits``: CentralNet's multi-objective loss)."""
+        model trains beside it (``aux_logits``: CentralNet's multi-objective loss) and the model's
+        own loss (``aux_loss``: MWTSIM's cross-modal metric loss)."""
         loss = F.cross_entropy(out.logits, labels)
         if out.aux_logits:
             self.aux_in_loss = True  # the trainer checks this once for a head that relies on it
             loss = loss + sum(F.cross_entropy(z, labels) for z in out.aux_logits.values())
+        if out.aux_loss is not None:
+            loss = loss + out.aux_loss(labels)
         return loss
 
     def after_backward(self, model: MultimodalModel, out: Output, labels: torch.Tensor) -> None:

@@ -10,6 +10,6 @@ __all__ = ["BACKBONES", "ENCODERS", "FUSIONS", "MultimodalModel", "Output", "Seq
 
 # Sequence encoders (transformer, LSTM), Swin, the x-vector and the i-vector register themselves into ENCODERS,
 # CentralNet's backbone and central head into BACKBONES and FUSIONS, VATT's tower and backbone
-# into ENCODERS and BACKBONES, the event-localisation models (AVGA, AVSDN, PSP) into BACKBONES and
-# FUSIONS.
-from mmbalance.models import centralnet, ivector, localisation, sequence_encoders, swin, vatt, xvector  # noqa: E402, F401
+# into ENCODERS and BACKBONES, the event-localisation models (AVGA, AVSDN, PSP), MWTSIM and the
+# audio-visual question answering models (AVSD, Pano-AVQA) into BACKBONES and FUSIONS.
+from mmbalance.models import avqa, centralnet, ivector, localisation, mwtsim, sequence_encoders, swin, vatt, xvector  # noqa: E402, F401

@@ -103,7 +103,7 @@ def ivector_posterior(n: torch.Tensor, f: torch.Tensor, t_matrix: torch.Tensor, 
 
 
 def train_total_variability(n: torch.Tensor, f: torch.Tensor, variances: torch.Tensor, rank: int, iters: int,
-                            gen: torch.Generator) -> torch.Tensor:
+                            gen: torch.Generator, chunk: int = 512) -> torch.Tensor:
     """EM for T [C, D, R] from the training utterances' statistics (Kenny et al. 2005; Dehak et al.
     2011 §III): E-step, each utterance's posterior mean E[w] and E[wwᵀ] = L⁻¹ + E[w]E[w]ᵀ; M-step,
     T_c = (Σ_u F̃_uc E[w_u]ᵀ)(Σ_u N_uc E[w_u w_uᵀ])⁻¹. Starts from a seeded random T scaled by the
@@ -111,10 +111,15 @@ def train_total_variability(n: torch.Tensor, f: torch.Tensor, variances: torch.T
     c, d = variances.shape
     t_matrix = torch.randn(c, d, rank, generator=gen, dtype=torch.float64).to(n) * variances.sqrt()[..., None] * 0.1
     for _ in range(iters):
-        mean, cov = ivector_posterior(n, f, t_matrix, variances)
-        second = cov + mean[:, :, None] * mean[:, None, :]  # E[wwᵀ] [U, R, R]
-        acc_a = torch.einsum("uc,urs->crs", n, second)  # [C, R, R]
-        acc_c = torch.einsum("ucd,ur->cdr", f, mean)  # [C, D, R]
+        acc_a, acc_c = n.new_zeros(c, rank, rank), n.new_zeros(c, d, rank)
+        # utterances in chunks: the posterior covariances are [U, R, R] (2 GB for the paper
+        # profile's 6,698 clips at rank 200 in float64)
+        for lo in range(0, len(n), chunk):
+            n_u, f_u = n[lo : lo + chunk], f[lo : lo + chunk]
+            mean, cov = ivector_posterior(n_u, f_u, t_matrix, variances)
+            second = cov + mean[:, :, None] * mean[:, None, :]  # E[wwᵀ] [u, R, R]
+            acc_a += torch.einsum("uc,urs->crs", n_u, second)  # [C, R, R]
+            acc_c += torch.einsum("ucd,ur->cdr", f_u, mean)  # [C, D, R]
         t_matrix = torch.linalg.solve(acc_a, acc_c.transpose(1, 2)).transpose(1, 2)  # C_c A_c⁻¹ (A_c symmetric)
     return t_matrix
 
@@ -185,7 +190,8 @@ class IVector(nn.Module):
         stats = [baum_welch(self.frames(x).cpu().double(), weights, means, variances) for x in batches()]
         n, f = torch.cat([s[0] for s in stats]), torch.cat([s[1] for s in stats])  # [U, C], [U, C, D]
         t_matrix = train_total_variability(n, f, variances, self.rank, self.tv_iters, gen)
-        w, _ = ivector_posterior(n, f, t_matrix, variances)  # the training i-vectors [U, R]
+        w = torch.cat([ivector_posterior(n[lo : lo + 512], f[lo : lo + 512], t_matrix, variances)[0]
+                       for lo in range(0, len(n), 512)])  # the training i-vectors [U, R]
         mean = w.mean(0)
         evals, evecs = torch.linalg.eigh(torch.cov((w - mean).T))  # whitening W = V diag(λ^-½)
         whitening = evecs / evals.clamp_min(1e-8 * float(evals.max())).sqrt()

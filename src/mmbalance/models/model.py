@@ -32,10 +32,12 @@ class MultimodalModel(nn.Module):
 
     def fuse(self, features: dict[str, torch.Tensor]) -> Output:
         """Fused and per-modality logits from (possibly masked) features; a head with unimodal
-        classifiers of its own (CentralNet's) also returns them as ``aux_logits`` to train."""
+        classifiers of its own (CentralNet's) also returns them as ``aux_logits`` to train, a head
+        with a loss of its own (MWTSIM's metric loss) that loss as ``aux_loss``."""
         fused, uni = self.fusion(features)
         aux = uni if getattr(self.fusion, "trains_unimodal_heads", False) else None
-        return Output(logits=fused, features=features, unimodal_logits=uni, aux_logits=aux)
+        own = self.fusion.aux_loss(features) if getattr(self.fusion, "adds_aux_loss", False) else None
+        return Output(logits=fused, features=features, unimodal_logits=uni, aux_logits=aux, aux_loss=own)
 
     def forward(self, inputs: dict[str, torch.Tensor], keep: dict[str, torch.Tensor] | None = None) -> Output:
         """Forward pass; ``keep`` maps a modality to a [B] 0/1 (or scaling) mask on its features."""

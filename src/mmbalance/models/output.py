@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -33,3 +33,7 @@ class Output:
     # unimodal networks); the base loss adds their cross-entropy. None for every other head.
     # keyword-only: the methods' Output subclasses add their own fields after the three above
     aux_logits: dict[str, torch.Tensor] | None = field(default=None, kw_only=True)
+    # labels → scalar: a loss the model itself trains beside the cross-entropies (MWTSIM's
+    # cross-modal metric loss), a function of the batch's labels so that it may pick its pairs by
+    # class; the base loss adds aux_loss(labels). None for every other model.
+    aux_loss: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, kw_only=True)

@@ -31,6 +31,7 @@ DATASET_NAMES: dict[str, str] = {
     "cremad": "CREMA-D",
     "ave": "AVE",
     "ave_loc": "AVE (localisation)",
+    "music_avqa": "MUSIC-AVQA",
     "kinetics_sounds": "KS",
     "vggsound": "VGGSound",
     "ucf101": "UCF-101",
