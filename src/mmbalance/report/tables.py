@@ -37,6 +37,7 @@ MODALITY_NAMES: dict[str, str] = {
     "vision": "Vision",
     "video": "Video",
     "image": "Image",
+    "question": "Question",
 }
 # Footnote markers, in order of first use within a table.
 MARKERS = ("†", "‡", "§", "¶", "‖")
