@@ -239,7 +239,7 @@ def test_every_method_steps_on_every_intermediate_backbone(name, backbone, monke
     if getattr(model.fusion, "trains_unimodal_heads", False) and not getattr(method, "aux_in_loss", False):
         # CentralNet's unimodal classifiers are trained by the base loss, which this method replaces
         # or whose output it rebuilds: the trainer stops on the first step
-        with pytest.raises(ValueError, match="does not train the fusion head's unimodal classifiers"):
+        with pytest.raises(ValueError, match="does not train the fusion head's own objective"):
             Trainer(model, method, splits_for(mods), TRAIN, seed=0, name=name).train_epoch()
         return
     assert_finite_gradients(model, f"{name} on {backbone}")

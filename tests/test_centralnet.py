@@ -93,7 +93,7 @@ def test_combinations_it_cannot_serve_are_errors():
         if trains:
             trainer.train_epoch()
         else:
-            with pytest.raises(ValueError, match=f"method '{name}' does not train the fusion head's unimodal classifiers"):
+            with pytest.raises(ValueError, match=f"method '{name}' does not train the fusion head's own objective"):
                 trainer.train_epoch()
 
 

@@ -234,3 +234,24 @@ def test_opm_and_ogm_step_on_mwtsim(name, cfg, monkeypatch):
         assert any(k.startswith("dropped_") for k in method.ctx.logs)
     if name.startswith("ogm") or name == "opm_ogm":
         assert {"k_audio", "k_visual"} <= set(method.ctx.logs)
+
+
+@pytest.mark.parametrize("name, trains", [("gmm_al", False), ("concat", True)])
+def test_a_method_that_replaces_the_base_loss_is_stopped(name, trains):
+    """GMM-AL's own loss would train MWTSIM without its metric loss: the trainer stops it on the
+    first step, naming the method; Concat (the base loss) trains."""
+    from mmbalance.train.loop import Trainer
+    from mmbalance.train.run import build_run
+
+    from test_methods import TRAIN
+
+    info = {"frames_per_clip": W, "classes": [str(i) for i in range(C)],
+            "modalities": {"audio": {"kind": "spectrogram", "shape": [33, 40]},
+                           "visual": {"kind": "frames", "shape": [None, 16, 16, 3]}}}
+    method, model = build_run(info, name, {}, config_for(), 2)
+    trainer = Trainer(model, method, splits_for(["audio", "visual"]), TRAIN, seed=0, name=name)
+    if trains:
+        trainer.train_epoch()
+    else:
+        with pytest.raises(ValueError, match=f"method '{name}' does not train the fusion head's own objective"):
+            trainer.train_epoch()

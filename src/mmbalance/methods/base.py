@@ -82,6 +82,7 @@ class Method:
             self.aux_in_loss = True  # the trainer checks this once for a head that relies on it
             loss = loss + sum(F.cross_entropy(z, labels) for z in out.aux_logits.values())
         if out.aux_loss is not None:
+            self.aux_in_loss = True
             loss = loss + out.aux_loss(labels)
         return loss
 

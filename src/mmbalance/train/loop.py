@@ -82,9 +82,11 @@ class Trainer:
 
     def __init__(self, model: MultimodalModel, method: Method, splits: dict, cfg: dict, seed: int, name: str) -> None:
         self.rt = runtime.resolve(cfg)
-        # a head with unimodal classifiers of its own (CentralNet) is trained by the base loss:
-        # checked on the first step that the method's output and loss carry them
-        self._aux_pending = bool(getattr(model.fusion, "trains_unimodal_heads", False))
+        # a head with unimodal classifiers (CentralNet) or a loss of its own (MWTSIM's metric loss)
+        # is trained by the base loss: checked on the first step that the method's output and loss
+        # carry them
+        fusion = model.fusion
+        self._aux_pending = bool(getattr(fusion, "trains_unimodal_heads", False) or getattr(fusion, "adds_aux_loss", False))
         self.model = self.rt.prepare_model(model)
         self.method, self.splits, self.cfg, self.name = method, splits, cfg, name
         self.rank, self.world = dist.rank(), dist.world_size()
@@ -388,10 +390,11 @@ def _log_epoch(live, row: dict) -> None:
 
 
 def _check_aux_loss(method, out, name: str) -> None:
-    """The model's fusion head trains classifiers of its own through ``Method.loss`` (CentralNet's
-    unimodal networks): a method whose output drops them or whose loss skips the base loss would
-    leave them untrained and its unimodal logits meaningless, so it stops here, naming itself."""
-    if out.aux_logits is None or not getattr(method, "aux_in_loss", False):
-        raise ValueError(f"method {name!r} does not train the fusion head's unimodal classifiers (CentralNet's "
-                         "multi-objective loss is added by the plain loss, which this method replaces or whose "
-                         "output it rebuilds); use it with another fusion, or a method with the plain loss (concat, opm, ogm, …)")
+    """The model's fusion head trains objectives of its own through ``Method.loss`` (CentralNet's
+    unimodal networks, MWTSIM's cross-modal metric loss): a method whose output drops them or whose
+    loss skips the base loss would leave them untrained, so it stops here, naming itself."""
+    if (out.aux_logits is None and out.aux_loss is None) or not getattr(method, "aux_in_loss", False):
+        raise ValueError(f"method {name!r} does not train the fusion head's own objective (CentralNet's unimodal "
+                         "classifiers, MWTSIM's metric loss: added by the plain loss, which this method replaces or "
+                         "whose output it rebuilds); use it with another fusion, or a method with the plain loss "
+                         "(concat, opm, ogm, …)")
