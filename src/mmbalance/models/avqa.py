@@ -41,7 +41,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from mmbalance.models.backbones import BACKBONES, Backbone
+from mmbalance.models.backbones import BACKBONES, Backbone, shape_of, stage_maps
 from mmbalance.models.fusions import FUSIONS, Fusion
 from mmbalance.models.localisation import zeroed_split
 from mmbalance.models.output import SequenceBatch
@@ -52,10 +52,6 @@ __all__ = ["AVQABackbone", "AVSDBackbone", "AVSDFusion", "PanoAVQABackbone", "Pa
 
 QUESTION = "question"
 MODALITIES = ("audio", "visual", QUESTION)
-
-
-def _shape(x) -> str:
-    return f"shape {list(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
 
 
 def _pool_time(x: torch.Tensor, steps: int) -> torch.Tensor:
@@ -74,16 +70,21 @@ def audio_tokens(enc: nn.Module, x: torch.Tensor, steps: int, who: str) -> torch
     pooling to the encoder's ``input_size`` valid; pick an ``input_size`` whose last-stage maps
     have at least ``steps`` columns (tiny CNN: 8·steps input columns), or seconds share columns.
     """
+    audio_stages(enc, who)
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        raise ValueError(f"{who}: audio must be a spectrogram [B, 1, F, W]; got {shape_of(x)}")
+    maps = stage_maps(enc, x)  # [B, C, f, w]
+    return _pool_time(maps.mean(dim=2).transpose(1, 2), steps)  # [B, w, C] → [B, steps, C]
+
+
+def audio_stages(enc: nn.Module, who: str):
+    """The audio encoder's stages (``FrameAveraging.stages``); a clear error for an encoder that
+    cannot be cut into them, which gives no per-second maps."""
     stages = getattr(enc, "stages", None)
     if stages is None:
         raise ValueError(f"{who}: the audio encoder must be convolutional, cut into stages (tiny_cnn, resnet18), "
                          f"to give one token per second; modality 'audio' has {type(getattr(enc, 'body', enc)).__name__}")
-    if not isinstance(x, torch.Tensor) or x.dim() != 4:
-        raise ValueError(f"{who}: audio must be a spectrogram [B, 1, F, W]; got {_shape(x)}")
-    maps = stages.entry(x)
-    for block in stages.blocks:
-        maps = block(maps)  # last: [B, C, f, w]
-    return _pool_time(maps.mean(dim=2).transpose(1, 2), steps)  # [B, w, C] → [B, steps, C]
+    return stages
 
 
 def frame_tokens(enc: nn.Module, x: torch.Tensor, steps: int, who: str) -> torch.Tensor:
@@ -94,7 +95,7 @@ def frame_tokens(enc: nn.Module, x: torch.Tensor, steps: int, who: str) -> torch
         raise ValueError(f"{who}: the visual encoder must encode frames one by one (tiny_cnn, resnet18, swin); "
                          f"modality 'visual' has {type(enc).__name__}")
     if not isinstance(x, torch.Tensor) or x.dim() not in (4, 5):
-        raise ValueError(f"{who}: visual must be frames [B, n, C, H, W]; got {_shape(x)}")
+        raise ValueError(f"{who}: visual must be frames [B, n, C, H, W]; got {shape_of(x)}")
     rows, n = enc.frame_rows(x)  # [B·n, C, H, W]
     feats = enc.body(rows)  # [B·n, D]
     return _pool_time(feats.view(-1, n, feats.shape[-1]), steps)
@@ -136,7 +137,7 @@ def question_tokens(enc: nn.Module, batch: SequenceBatch | torch.Tensor, length:
 def to_tokens(features: torch.Tensor, count: int, who: str) -> torch.Tensor:
     """Flattened tokens [B, count·d] → [B, count, d]; a clear error when the size does not split."""
     if features.dim() != 2 or features.shape[1] % count:
-        raise ValueError(f"{who}: features {_shape(features)} do not split into {count} tokens")
+        raise ValueError(f"{who}: features {shape_of(features)} do not split into {count} tokens")
     return features.view(features.shape[0], count, -1)
 
 
@@ -167,13 +168,8 @@ class AVQABackbone(Backbone):
         self.widths = {m: self._width(m, enc) for m, enc in encoders.items()}  # one token's size
 
     def _width(self, modality: str, enc: nn.Module) -> int:
-        if modality == "audio":
-            stages = getattr(enc, "stages", None)
-            if stages is None:  # the same check as audio_tokens, at build time
-                raise ValueError(f"backbone {self.name!r}: the audio encoder must be convolutional, cut into stages "
-                                 f"(tiny_cnn, resnet18); modality 'audio' has "
-                                 f"{type(getattr(enc, 'body', enc)).__name__}")
-            return int(stages.channels[-1])
+        if modality == "audio":  # checked here at build time, and by audio_tokens on every call
+            return int(audio_stages(enc, f"backbone {self.name!r}").channels[-1])
         return int(enc.out_dim)
 
     def token_counts(self) -> dict[str, int]:

@@ -96,6 +96,21 @@ class IntermediateBackbone(Backbone):
         raise NotImplementedError
 
 
+def shape_of(x) -> str:
+    """An input as an error message names it: "shape [B, …]" for a tensor, else its type."""
+    return f"shape {list(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+
+
+def stage_maps(enc: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Input [N, C, H, W] → a convolutional encoder's last-stage maps [N, C', h, w] (its stages'
+    entry and blocks, not the exit's pooling)."""
+    stages = enc.stages
+    maps = stages.entry(x)
+    for block in stages.blocks:
+        maps = block(maps)
+    return maps
+
+
 def _stage_channels(name: str, encoders: nn.ModuleDict) -> dict[str, tuple[int, ...]]:
     """Each encoder's per-block output channels; a clear error if a backbone cannot use them."""
     channels = {}

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mmbalance.models.backbones import BACKBONES, Backbone, _stage_channels
+from mmbalance.models.backbones import BACKBONES, Backbone, _stage_channels, shape_of, stage_maps
 from mmbalance.models.fusions import FUSIONS, Fusion
 
 __all__ = ["AudioGuidedAttention", "AVGABackbone", "AVGAFusion", "AVSDNBackbone", "AVSDNFusion", "PSPBackbone",
@@ -94,7 +94,7 @@ class SegmentedBackbone(Backbone):
     def audio_rows(self, enc: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Spectrogram [B, 1, F, T] → per-segment audio features [B·S, D_a]."""
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
-            raise ValueError(f"backbone {self.name!r}: audio must be a spectrogram [B, 1, F, T]; got {_shape(x)}")
+            raise ValueError(f"backbone {self.name!r}: audio must be a spectrogram [B, 1, F, T]; got {shape_of(x)}")
         return enc(segment_chunks(x, self.segments))
 
     def frame_rows(self, enc: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -103,25 +103,11 @@ class SegmentedBackbone(Backbone):
             x = enc.select(x)
         if not isinstance(x, torch.Tensor) or x.dim() != 5 or x.shape[1] != self.segments:
             raise ValueError(f"backbone {self.name!r} reads one frame per segment: visual must be "
-                             f"[B, {self.segments}, C, H, W]; got {_shape(x)}")
+                             f"[B, {self.segments}, C, H, W]; got {shape_of(x)}")
         return x.flatten(0, 1)
 
     def fusion_options(self) -> dict:
         return {"segments": self.segments}
-
-
-def _shape(x) -> str:
-    return f"shape {list(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
-
-
-def visual_maps(enc: nn.Module, rows: torch.Tensor) -> torch.Tensor:
-    """Frames [N, 3, H, W] → the visual encoder's last-stage maps [N, C_v, h, w] (its stages'
-    entry and blocks, not the exit's pooling): the spatial positions the attention weighs."""
-    stages = enc.stages
-    maps = stages.entry(rows)
-    for block in stages.blocks:
-        maps = block(maps)
-    return maps
 
 
 class AudioGuidedAttention(nn.Module):
@@ -193,7 +179,7 @@ class AttendedLSTMBackbone(SegmentedBackbone):
             a = self.audio_rows(encoders["audio"], inputs["audio"])
             out["audio"] = self.embed["audio"](a) if "audio" in self.embed else a
         if "visual" in encoders:
-            maps = visual_maps(encoders["visual"], self.frame_rows(encoders["visual"], inputs["visual"]))
+            maps = stage_maps(encoders["visual"], self.frame_rows(encoders["visual"], inputs["visual"]))
             v = self.attention(out["audio"], maps) if self.attention is not None else maps.mean(dim=(2, 3))
             out["visual"] = self.embed["visual"](v) if "visual" in self.embed else v
         return out

@@ -55,7 +55,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mmbalance.models.backbones import BACKBONES, Backbone
+from mmbalance.models.backbones import BACKBONES, Backbone, shape_of
 from mmbalance.models.encoders import TinyCNN
 from mmbalance.models.fusions import FUSIONS, ConcatFusion
 from mmbalance.models.localisation import segment_chunks
@@ -141,7 +141,7 @@ class MWTSIMBackbone(Backbone):
             x = inputs[m]
             if m == "audio":
                 if not isinstance(x, torch.Tensor) or x.dim() != 4:
-                    raise ValueError(f"backbone 'mwtsim': audio must be a spectrogram [B, 1, F, T]; got {_shape(x)}")
+                    raise ValueError(f"backbone 'mwtsim': audio must be a spectrogram [B, 1, F, T]; got {shape_of(x)}")
                 if self.clip_size is not None and tuple(x.shape[-2:]) != self.clip_size:
                     x = F.adaptive_avg_pool2d(x, self.clip_size)  # the loader has done it already
                 out[m] = enc(segment_chunks(x, self.windows)).unflatten(0, (x.shape[0], self.windows))
@@ -149,7 +149,7 @@ class MWTSIMBackbone(Backbone):
                 if hasattr(enc, "select") and isinstance(x, torch.Tensor) and x.dim() == 5:
                     x = enc.select(x)  # model.frames
                 if not isinstance(x, torch.Tensor) or x.dim() != 5:
-                    raise ValueError(f"backbone 'mwtsim': visual must be frames [B, T, C, H, W]; got {_shape(x)}")
+                    raise ValueError(f"backbone 'mwtsim': visual must be frames [B, T, C, H, W]; got {shape_of(x)}")
                 out[m] = window_frames(enc, x, self.windows)
         return out
 
@@ -169,10 +169,6 @@ class MWTSIMBackbone(Backbone):
 
     def fusion_options(self) -> dict:
         return {"margin": self.margin, "metric_weight": self.metric_weight}
-
-
-def _shape(x) -> str:
-    return f"shape {list(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
 
 
 def cross_modal_triplet_loss(x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
