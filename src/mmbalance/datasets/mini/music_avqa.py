@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from mmbalance.datasets.mini import register_generator
-from mmbalance.datasets.mini._av_synth import PEAK, SynthRecipe, build_recipe, prepare_root, run_jobs, tone, write_mp4
+from mmbalance.datasets.mini._av_synth import PEAK, SynthRecipe, build_recipe, pick_flags, prepare_root, run_jobs, tone, write_mp4
 from mmbalance.datasets.music_avqa import SPLIT_FILES, VIDEO_EXT
 
 __all__ = ["INSTRUMENTS", "JSON_DIR", "POSITIONS", "TEMPLATES", "TRUTH_FILE", "VIDEO_DIR", "generate_music_avqa"]
@@ -201,22 +201,14 @@ def _check(r: _Recipe) -> None:
         raise ValueError(f"missing_videos must be in [0, train_videos), got {r.missing_videos}")
 
 
-def _flags(rng: np.random.Generator, n: int, fraction: float) -> np.ndarray:
-    """Boolean [n] with exactly round(fraction · n) True entries at random positions."""
-    out = np.zeros(n, dtype=bool)
-    out[rng.choice(n, round(fraction * n), replace=False)] = True
-    return out
-
-
 def _plan_videos(rng: np.random.Generator, r: _Recipe) -> list[_Video]:
     """Every video's truth, in file order (train, val, test)."""
     splits = ["train"] * r.train_videos + ["val"] * r.val_videos + ["test"] * r.test_videos
     n = len(splits)
     ids = rng.choice(10**8, n, replace=False)  # 8-digit ids, as "00000272"
-    deaf = _flags(rng, n, r.audio_uninformative_fraction)
-    blind = _flags(rng, n, r.visual_uninformative_fraction)
-    missing = np.zeros(n, dtype=bool)
-    missing[: r.train_videos] = _flags(rng, r.train_videos, r.missing_videos / r.train_videos)
+    deaf = pick_flags(rng, n, r.audio_uninformative_fraction, "audio_uninformative_fraction")
+    blind = pick_flags(rng, n, r.visual_uninformative_fraction, "visual_uninformative_fraction")
+    missing = pick_flags(rng, r.train_videos, r.missing_videos / r.train_videos, "missing_videos")  # train videos only
     onset_grid = np.arange(0.0, r.duration_s / 2, 0.5)  # candidate onsets in the first half
     videos = []
     for i in range(n):
@@ -231,7 +223,7 @@ def _plan_videos(rng: np.random.Generator, r: _Recipe) -> list[_Video]:
         onsets = np.full(count, -1.0)
         onsets[np.flatnonzero(sounding)] = times[order]
         videos.append(_Video(i, f"{ids[i]:08d}", splits[i], instruments, positions,
-                             tuple(float(t) for t in onsets), not deaf[i], not blind[i], not missing[i]))
+                             tuple(float(t) for t in onsets), i not in deaf, i not in blind, i not in missing))
     return videos
 
 
