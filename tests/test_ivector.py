@@ -29,7 +29,7 @@ def fitted_encoder(seed: int = 0):
     enc = build_encoder(MINI, 1)
     gen = torch.Generator().manual_seed(1)
     data = [torch.randn(6, 1, 33, 40, generator=gen) + torch.linspace(0, 2, 33)[:, None] * (i % 3) for i in range(4)]
-    enc.body.fit_from_data(lambda: iter(data), seed)
+    enc.body.fit_from_data(iter(data), seed)
     return enc, data
 
 

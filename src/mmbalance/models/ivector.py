@@ -31,7 +31,7 @@ convolutional stages, so intermediate-fusion backbones (MMTM, mmFormer) refuse i
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -174,20 +174,21 @@ class IVector(nn.Module):
         return self.backend(self.extract(x))  # [N, rank] → [N, embed_dim]
 
     @torch.no_grad()
-    def fit_from_data(self, batches: Callable[[], Iterable[torch.Tensor]], seed: int) -> None:
-        """Fit the extractor on the training utterances: ``batches()`` yields spectrogram batches
-        [B, 1, F, T] (called twice: frames for the UBM, then the utterances' statistics)."""
+    def fit_from_data(self, batches: Iterable[torch.Tensor], seed: int) -> None:
+        """Fit the extractor on the training utterances: ``batches`` yields spectrogram batches
+        [B, 1, F, T], read once (their frame features serve the UBM, then the statistics)."""
         from sklearn.mixture import GaussianMixture  # here: only runs that use i-vectors pay its import
 
         gen = torch.Generator().manual_seed(int(seed))
-        frames = torch.cat([self.frames(x).flatten(0, 1).cpu() for x in batches()])  # [ΣT', D]
+        per_batch = [self.frames(x).cpu() for x in batches]  # [B, T', D] each
+        frames = torch.cat([f.flatten(0, 1) for f in per_batch])  # [ΣT', D]
         if len(frames) > self.max_frames:  # a seeded subsample keeps the UBM fit's cost bounded
             frames = frames[torch.randperm(len(frames), generator=gen)[: self.max_frames].sort().values]
         gmm = GaussianMixture(self.components, covariance_type="diag", max_iter=self.ubm_iters, reg_covar=VARIANCE_FLOOR,
                               random_state=int(seed)).fit(frames.double().numpy())
         weights, means = torch.from_numpy(gmm.weights_), torch.from_numpy(gmm.means_)
         variances = torch.from_numpy(np.maximum(gmm.covariances_, VARIANCE_FLOOR))
-        stats = [baum_welch(self.frames(x).cpu().double(), weights, means, variances) for x in batches()]
+        stats = [baum_welch(f.double(), weights, means, variances) for f in per_batch]
         n, f = torch.cat([s[0] for s in stats]), torch.cat([s[1] for s in stats])  # [U, C], [U, C, D]
         t_matrix = train_total_variability(n, f, variances, self.rank, self.tv_iters, gen)
         w = torch.cat([ivector_posterior(n[lo : lo + 512], f[lo : lo + 512], t_matrix, variances)[0]

@@ -352,14 +352,14 @@ def fit(model: MultimodalModel, method: Method, splits: dict[str, SplitData], cf
 def fit_front_ends(model: MultimodalModel, trainer: Trainer, seed: int) -> None:
     """Fit the encoders' data-dependent front ends on the training split, once, before the first
     epoch: any encoder submodule with ``fit_from_data(batches, seed)`` (the i-vector extractor's
-    UBM and total-variability matrix) gets a factory of the split's batches of its modality, in
-    the fixed evaluation order (no random draw, so the run's shuffles are unchanged). Every DDP
-    rank reads the whole split and fits the same front end."""
+    UBM and total-variability matrix) reads the split's batches of its modality once, in the
+    fixed evaluation order (no random draw, so the run's shuffles are unchanged). Every DDP rank
+    reads the whole split and fits the same front end."""
     for modality, encoder in model.encoders.items():
         for module in encoder.modules():
             fitter = getattr(module, "fit_from_data", None)
             if callable(fitter):
-                fitter(lambda m=modality: (inputs[m] for inputs, _ in trainer.batches("train")), seed)
+                fitter((inputs[modality] for inputs, _ in trainer.batches("train")), seed)
 
 
 def _snapshot(trainer: Trainer) -> dict:
