@@ -293,7 +293,7 @@ def plot_acting(dataset: str, data: Mapping[str, RunData], path: Path) -> bool:
     for ax in axes[len(found):]:
         ax.set_visible(False)
     fig.suptitle(f"{dataset_label(dataset)}: each method's distinguishing quantity per epoch (mean over seeds; "
-                 "black: its no-op value)")
+                 "black: its no-op value)", y=1 - 0.15 / height)  # in the top margin, clear of the first row
     fig.subplots_adjust(bottom=0.45 / height, top=1 - 0.75 / height, left=0.5 / width, right=1 - 0.15 / width,
                         wspace=0.3, hspace=0.55)
     save_figure(fig, path)

@@ -61,12 +61,32 @@ def page_name(paper: str) -> str:
     return f"{paper}.md"
 
 
+def _wanted(run: str, dataset: str, expected: Expected) -> bool:
+    """Whether this profile's benchmark list trains ``run`` on ``dataset`` (True without a list)."""
+    if expected is None:
+        return True
+    wanted = expected if not isinstance(expected, Mapping) else expected.get(registry_dataset(dataset), ())
+    return run in wanted
+
+
 def _not_run(run: str, dataset: str, expected: Expected) -> str:
     """Why a mapped run has no results: not yet trained, or trained by another profile only."""
     if expected is None:
         return NOT_RUN
-    wanted = expected if not isinstance(expected, Mapping) else expected.get(registry_dataset(dataset), ())
-    return f"{NOT_RUN} yet" if run in wanted else f"{NOT_RUN}: full profile"
+    return f"{NOT_RUN} yet" if _wanted(run, dataset, expected) else f"{NOT_RUN}: full profile"
+
+
+# after our figure when this profile's `dvc repro` does not train the run (its committed results)
+OTHER_PROFILE = "°"
+
+
+def _other_profile(text: str, run: str, dataset: str, expected: Expected) -> str:
+    """Mark a figure whose run this profile's benchmark list does not name: results committed by
+    another profile's stage (the full profile's variants), which this profile does not re-run."""
+    if _wanted(run, dataset, expected):
+        return text
+    ours, sep, rest = text.partition(" (")
+    return f"{ours}{OTHER_PROFILE}{sep}{rest}"
 
 
 def _absent(reason: str, value: str | None) -> Shown:
@@ -111,8 +131,10 @@ def show_cell(cell: TableCell, table: Sequence[TableCell], runs: Runs, config: R
     if entry.get("paper_ratio"):
         mean, _ = mean_std_raw(values)
         paper = f"paper {value} {cell.unit}{_paper_ratio(cell, table, config, entry['relative_to'])}" if value else f"paper {MISSING}"
-        return Shown(f"{format_raw(values, run.n_seeds)}× Concat{_step_note(run, ours_metric)} ({paper})", sign * mean, value is not None)
+        text = _other_profile(f"{format_raw(values, run.n_seeds)}× Concat{_step_note(run, ours_metric)} ({paper})", name, reg, expected)
+        return Shown(text, sign * mean, value is not None)
     text, mean = paper_cell(values, run.n_seeds, value)
+    text = _other_profile(text, name, reg, expected)
     return Shown(text + _step_note(run, ours_metric), None if mean is None else sign * mean, value is not None)
 
 
@@ -253,7 +275,9 @@ def intro(transposed: bool = False) -> str:
         "absent the cell says why before the paper's value: the dataset has no adapter, the "
         "model or task is not implemented, no run is configured, or *not run: full profile* "
         "(variant rows — fusion and backbone variants, ablations — are trained by the `full` "
-        "profile, `make profile PROFILE=full`). — alone = the paper prints no figure there (\"-\" "
+        "profile, `make profile PROFILE=full`). A figure marked " + OTHER_PROFILE + " comes from a run this "
+        "profile does not train: its committed results, trained by the same stage command under the "
+        "`full` profile, which re-runs it. — alone = the paper prints no figure there (\"-\" "
         "or \"N/A\") and we have none. Figures are percentages unless the column says otherwise. "
         "Our metrics are taken at the epoch chosen on validation; the papers pick the best epoch "
         "on test (see the summary's protocol notes). A cell's method maps to a run (the folders "

@@ -213,72 +213,83 @@ def plot_probes(dataset: str, order: Sequence[str], curves: Mapping[str, Curves]
         ax.set_ylabel("accuracy (%)")
     fig.legend(list(legend.values()), list(legend), loc="upper center", ncols=min(len(legend), 5),
                frameon=False, bbox_to_anchor=(0.5, 1 - 0.3 / height))
-    fig.suptitle(f"{dataset_label(dataset)}: probe accuracy per modality (mean over seeds)")
+    fig.suptitle(f"{dataset_label(dataset)}: probe accuracy per modality (mean over seeds)", y=1 - 0.1 / height)  # above the legend
     _margins(fig, height, 0.45, 0.75, left=0.55 / width, right=1 - 0.1 / width, hspace=0.08, wspace=0.06)
     save_figure(fig, path)
     return True
 
 
-# More classes than this (VGGSound's 309) are drawn as sorted curves: one bar per class is unreadable
-_MAX_CLASS_BARS = 40
+# Up to this many classes, each column of the per-class heatmap is labelled with its class
+_MAX_CLASS_LABELS = 40
+# Up to this many classes, each cell of the heatmap carries its value
+_MAX_ANNOTATED_CLASSES = 10
 
 
-def _class_series_style(per: Mapping, key: str, j: int) -> dict:
-    """Label and colour of the ``j``-th prediction of a per-class panel: fused in black, each
-    modality in the colour cycle."""
-    label = "Fused" if key == "fused" else MODALITY_NAMES.get(key, key)
-    return {"label": label, "color": "black" if key == "fused" else f"C{j - ('fused' in per)}"}
+def _prediction_name(key: str) -> str:
+    return "Fused" if key == "fused" else MODALITY_NAMES.get(key, key)
 
 
-def _per_class_bars(ax, per: Mapping, keys: Sequence[str], classes: Sequence[str], rotation: int) -> None:
-    """One group of bars per class: fused (black) and each modality."""
-    width = 0.8 / len(keys)
-    for j, k in enumerate(keys):
-        means = [mean_std(per[k][c])[0] if per[k].get(c) else 0.0 for c in classes]
-        xs = [i - 0.4 + width * (j + 0.5) for i in range(len(classes))]
-        ax.bar(xs, means, width=width, **_class_series_style(per, k, j))
-    ax.set_xticks(range(len(classes)), classes, rotation=rotation)
+def _class_matrix(names: Sequence[str], runs: Mapping[str, RunSummary], key: str,
+                  classes: Sequence[str]) -> list[list[float]]:
+    """[runs, classes] mean test accuracy (%) of one prediction; NaN where a run lacks it."""
+    rows = []
+    for r in names:
+        per = runs[r].per_class.get(key, {})
+        rows.append([mean_std(per[c])[0] if per.get(c) else math.nan for c in classes])
+    return rows
 
 
-def _per_class_ranked(ax, per: Mapping, keys: Sequence[str], classes: Sequence[str]) -> None:
-    """Per prediction, its per-class accuracies sorted from best to worst class: how the
-    accuracy is spread over the classes (which class is where is in results.json)."""
-    for j, k in enumerate(keys):
-        means = sorted((mean_std(per[k][c])[0] if per[k].get(c) else 0.0 for c in classes), reverse=True)
-        ax.step(range(1, len(means) + 1), means, where="mid", **_class_series_style(per, k, j))
-    ax.set_xlabel(f"class rank ({len(classes)} classes, best first)")
+def _annotate(ax, matrix: list[list[float]]) -> None:
+    """Each cell's value, white on the dark half of the colour map."""
+    for i, row in enumerate(matrix):
+        for j, v in enumerate(row):
+            if not math.isnan(v):
+                ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=6,
+                        color="white" if v < 55 else "black")
 
 
 def plot_per_class(dataset: str, order: Sequence[str], runs: Mapping[str, RunSummary], path: Path) -> bool:
-    """Per run: test accuracy per class, fused and each modality (mean over seeds); False if
-    no run carries per-class accuracies."""
+    """Test accuracy per class (mean over seeds) as heatmaps: one panel per prediction (fused,
+    then each modality's probe), runs as rows in leaderboard order, classes as columns; False if
+    no run carries per-class accuracies.
+
+    One image per panel rather than one bar chart per run: with ~90 runs on a dataset a grid of
+    bar charts is ~10,000 px tall and most of the report stage's drawing time.
+    """
     names = [r for r in order if r in runs and runs[r].per_class]
     if not names:
         return False
-    nrows, ncols = _grid(len(names), 2)
-    n_classes = max(len({c for k in runs[r].per_class.values() for c in k}) for r in names)
-    bottom = 0.9 if 8 < n_classes <= _MAX_CLASS_BARS else 0.5 if n_classes > _MAX_CLASS_BARS else 0.35
-    height = 2.8 * nrows + 0.3 + bottom
-    fig = _new_figure(6.5 * ncols, height)
-    axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False).ravel()
-    for ax, r in zip(axes, names):
-        per = runs[r].per_class
-        keys = (["fused"] if "fused" in per else []) + [k for k in per if k != "fused"]
-        classes = list(dict.fromkeys(c for k in keys for c in per[k]))
-        if len(classes) > _MAX_CLASS_BARS:
-            _per_class_ranked(ax, per, keys, classes)
+    keys = list(dict.fromkeys(k for r in names for k in sorted(runs[r].per_class, key=lambda k: (k != "fused", k))))
+    classes = list(dict.fromkeys(c for r in names for k in keys for c in runs[r].per_class.get(k, {})))
+    panel_w = min(max(0.32 * len(classes), 2.2), 7.0)
+    labelled = len(classes) <= _MAX_CLASS_LABELS
+    # class names read upright only when few and short (CREMA-D's "ANG"); else turned 90°
+    rotation = 90 if len(classes) > 8 or max(len(c) for c in classes) > 5 else 0
+    left = 2.4
+    bottom = 0.35 + 0.065 * max(len(c) for c in classes) if labelled and rotation else 0.5
+    width, height = left + panel_w * len(keys) + 0.25 * (len(keys) - 1) + 0.9, 0.17 * len(names) + bottom + 0.75
+    fig = _new_figure(width, height)
+    axes = fig.subplots(1, len(keys), sharey=True, squeeze=False).ravel()
+    image = None
+    for ax, k in zip(axes, keys):
+        matrix = _class_matrix(names, runs, k, classes)
+        image = ax.imshow(matrix, vmin=0, vmax=100, cmap="viridis", aspect="auto", interpolation="nearest")
+        ax.set_title(_prediction_name(k))
+        if labelled:
+            ax.set_xticks(range(len(classes)), classes, rotation=rotation)
         else:
-            _per_class_bars(ax, per, keys, classes, rotation=90 if n_classes > 8 else 0)
-        ax.set_ylim(0, 100)
-        ax.set_title(run_label(r))
-        ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(loc="upper right")
-    for ax in axes[len(names):]:
-        ax.set_visible(False)
-    for ax in axes[::ncols]:
-        ax.set_ylabel("accuracy (%)")
-    fig.suptitle(f"{dataset_label(dataset)}: test accuracy per class (mean over seeds)")
-    _margins(fig, height, bottom, 0.5, left=0.55 / (6.5 * ncols), right=0.99, hspace=0.6, wspace=0.06)
+            ax.set_xticks([])
+            ax.set_xlabel(f"{len(classes)} classes")
+        if len(classes) <= _MAX_ANNOTATED_CLASSES:
+            _annotate(ax, matrix)
+    axes[0].set_yticks(range(len(names)), [run_label(r) for r in names])
+    top = 1 - 0.6 / height
+    fig.subplots_adjust(left=left / width, right=1 - 0.85 / width, bottom=bottom / height, top=top,
+                        wspace=0.25 / panel_w)
+    # the colour bar in the right margin, as tall as the panels
+    bar = fig.add_axes((1 - 0.7 / width, bottom / height, 0.12 / width, top - bottom / height))
+    fig.colorbar(image, cax=bar, label="test accuracy (%)")
+    fig.suptitle(f"{dataset_label(dataset)}: test accuracy per class (mean over seeds)", y=1 - 0.12 / height)
     save_figure(fig, path)
     return True
 
