@@ -300,6 +300,10 @@ def markdown_table(table: Table) -> str:
     return "\n".join([line(table.headers), rule] + [line(r) for r in table.rows])
 
 
+OTHER_PROFILE_NOTE = ("not in this profile's benchmark list: its committed results, trained by the same stage "
+                      "command under the `full` profile; this profile's `dvc repro` does not re-run it")
+
+
 class Footnotes:
     """Markers for notes, numbered in order of first use (the same note reuses its marker)."""
 
@@ -448,7 +452,9 @@ def dataset_table(
                 row.append(MISSING)
             else:
                 row.append(hit.value + notes.mark(index.config.notes_for(paper, hit.table, hit.dataset, hit.metric)))
-        row.append(f"`{r}`")
+        # a run outside this profile's list: its committed results, which `dvc repro` here leaves alone
+        other = [OTHER_PROFILE_NOTE] if methods and r not in methods else []
+        row.append(f"`{r}`" + notes.mark(other))
         rows.append(row)
     headers = ["Method", "n seeds", "Rank"] + STAT_HEADERS + [h for _, h in ours]
     headers += (COST_HEADERS if costs is not None else []) + ([shapley_header(m) for m in modalities] if shapley is not None else [])
