@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, average_precision_score, f1_score
-from sklearn.preprocessing import label_binarize
+
+# scikit-learn (and the scipy.stats it loads, ~0.7 s) is imported inside the functions that use it:
+# every stage imports this package, and the evaluate, costs and embed stages never call them.
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -21,6 +22,9 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, num_classes: 
     and the mAP (their recall and AP are undefined; a mini dataset using 8 of AVE's 28 classes
     would otherwise score F1 over 20 empty classes).
     """
+    from sklearn.metrics import accuracy_score, average_precision_score, f1_score
+    from sklearn.preprocessing import label_binarize
+
     pred = logits.argmax(axis=1)
     classes = np.arange(num_classes)
     onehot = label_binarize(labels, classes=classes)
@@ -37,6 +41,8 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, num_classes: 
 
 def probe_accuracy(unimodal_logits: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, float]:
     """Accuracy of each modality's own logits (its share of the fused prediction)."""
+    from sklearn.metrics import accuracy_score
+
     return {m: float(accuracy_score(labels, lg.argmax(axis=1))) for m, lg in unimodal_logits.items()}
 
 
