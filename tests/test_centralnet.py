@@ -81,20 +81,11 @@ def test_combinations_it_cannot_serve_are_errors():
         build_model(MODEL_CFG, ["audio", "visual"], IN_CHANNELS, 6, "central")
     with pytest.raises(ValueError, match="feeds the 'central' fusion head"):
         build_model(CENTRAL, ["audio", "visual"], IN_CHANNELS, 6, "concat")
-    from mmbalance.train.loop import Trainer
-    from mmbalance.train.run import build_run
-
-    from test_methods import TRAIN, splits_for
+    from test_methods import assert_head_objective_kept
 
     info = {**INFO, "classes": [str(i) for i in range(6)]}
     for name, trains in (("gmm_al", False), ("opm", True)):  # GMM-AL's own loss; OPM keeps the plain one
-        method, model = build_run(info, name, {}, {**CENTRAL, "fusion": "central"}, 2)
-        trainer = Trainer(model, method, splits_for(["audio", "visual"]), TRAIN, seed=0, name=name)
-        if trains:
-            trainer.train_epoch()
-        else:
-            with pytest.raises(ValueError, match=f"method '{name}' does not train the fusion head's own objective"):
-                trainer.train_epoch()
+        assert_head_objective_kept(info, name, {**CENTRAL, "fusion": "central"}, trains)
 
 
 def test_one_modality_keeps_a_central_network_of_one():

@@ -53,6 +53,20 @@ def train_step(name: str, method, model, splits):
     return trainer, out, inputs
 
 
+def assert_head_objective_kept(info: dict, name: str, model_cfg: dict, trains: bool) -> None:
+    """A model whose fusion head adds its own objective (unimodal heads, a metric loss): run
+    ``name`` trains an epoch when ``trains``, else the trainer stops it on the first step."""
+    from mmbalance.train.run import build_run
+
+    method, model = build_run(info, name, {}, model_cfg, 2)
+    trainer = Trainer(model, method, splits_for(["audio", "visual"]), TRAIN, seed=0, name=name)
+    if trains:
+        trainer.train_epoch()
+    else:
+        with pytest.raises(ValueError, match=f"method '{name}' does not train the fusion head's own objective"):
+            trainer.train_epoch()
+
+
 def assert_finite_gradients(model, what: str) -> None:
     """Every parameter of ``model`` received a finite gradient."""
     for pname, p in model.named_parameters():
