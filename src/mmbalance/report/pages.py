@@ -131,11 +131,11 @@ def show_cell(cell: TableCell, table: Sequence[TableCell], runs: Runs, config: R
     if entry.get("paper_ratio"):
         mean, _ = mean_std_raw(values)
         paper = f"paper {value} {cell.unit}{_paper_ratio(cell, table, config, entry['relative_to'])}" if value else f"paper {MISSING}"
-        text = _other_profile(f"{format_raw(values, run.n_seeds)}× Concat{_step_note(run, ours_metric)} ({paper})", name, reg, expected)
-        return Shown(text, sign * mean, value is not None)
-    text, mean = paper_cell(values, run.n_seeds, value)
-    text = _other_profile(text, name, reg, expected)
-    return Shown(text + _step_note(run, ours_metric), None if mean is None else sign * mean, value is not None)
+        text = f"{format_raw(values, run.n_seeds)}× Concat{_step_note(run, ours_metric)} ({paper})"
+    else:
+        text, mean = paper_cell(values, run.n_seeds, value)
+        text += _step_note(run, ours_metric)
+    return Shown(_other_profile(text, name, reg, expected), None if mean is None else sign * mean, value is not None)
 
 
 def _step_note(run: RunSummary, metric: str) -> str:
