@@ -15,7 +15,7 @@ from mmbalance.datasets import (
     get_dataset,
     list_datasets,
 )
-from mmbalance.datasets.base import register_dataset, stratified_holdout
+from mmbalance.datasets.base import register_dataset, splits_from_csv, stratified_holdout
 from mmbalance.datasets.cremad import CLASSES, CremaD, parse_clip_id
 from mmbalance.datasets.mini import get_generator
 
@@ -232,3 +232,15 @@ def test_scan_generated_mini(tmp_path):
     assert {c.clip_id: c.label for c in clips} == truth
     assert Counter(c.split for c in clips) == {"test": 6, "val": 6, "train": 12}
     assert all(p.is_file() for c in clips for p in c.paths.values())
+
+
+def test_splits_from_csv_skips_each_mismatch_once(tmp_path):
+    """Listed-but-unusable ids are skipped against the split file (unless skipped before for a
+    media problem), usable-but-unlisted ids against their own file; the usable order is kept."""
+    csv = tmp_path / "split.csv"
+    csv.write_text("clip_id,split\nb,test\na,train\ngone,train\nbroken,test\n")
+    found = {"b": "b.wav", "a": "a.wav", "extra": "extra.wav"}
+    splits, skips = splits_from_csv(csv, found, "listed in split file but no media found", already={"broken"})
+    assert list(splits.items()) == [("b", "test"), ("a", "train")]
+    assert skips == [Skip("gone", str(csv), "listed in split file but no media found"),
+                     Skip("extra", "extra.wav", "not in split file")]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ __all__ = [
     "list_datasets",
     "read_split_csv",
     "register_dataset",
+    "splits_from_csv",
     "stratified_holdout",
 ]
 
@@ -176,3 +177,19 @@ def read_split_csv(path: Path) -> dict[str, str]:
                     f"{path}: line {line}: {clip_id} listed as both {splits[clip_id]} and {split}"
                 )
     return splits
+
+
+def splits_from_csv(
+    split_csv: Path, found: Mapping[str, object], missing: str, unlisted: str = "not in split file", already: Collection[str] = ()
+) -> tuple[dict[str, str], list[Skip]]:
+    """Splits of the usable ids from a ``clip_id,split`` file, and a Skip for each mismatch.
+
+    ``found`` maps each usable id to the file it comes from (in the adapter's order, kept in the
+    result). An id the split file lists but ``found`` lacks gets Skip(id, split_csv, ``missing``),
+    unless it is in ``already`` (skipped before for a media problem); a usable id the file omits
+    gets Skip(id, its file, ``unlisted``). Both skip lists are sorted by id.
+    """
+    listed = read_split_csv(split_csv)
+    skips = [Skip(c, str(split_csv), missing) for c in sorted(listed.keys() - found.keys() - set(already))]
+    skips += [Skip(c, str(found[c]), unlisted) for c in sorted(found.keys() - listed.keys())]
+    return {c: listed[c] for c in found if c in listed}, skips

@@ -16,8 +16,8 @@ from mmbalance.datasets.base import (
     DatasetAdapter,
     DatasetLayoutError,
     Skip,
-    read_split_csv,
     register_dataset,
+    splits_from_csv,
     stratified_holdout,
 )
 from mmbalance.media.audio import audio_features
@@ -90,7 +90,8 @@ class CremaD(DatasetAdapter):
         stems = sorted(audio.keys() & video.keys())
         labels = {s: CLASSES.index(parse_clip_id(s)[2]) for s in stems}
         if split_csv not in (None, ""):  # "" = no split file (params.yaml cannot say None)
-            splits, split_skips = _splits_from_csv(Path(split_csv), audio, labels, skips)
+            splits, split_skips = splits_from_csv(Path(split_csv), {s: audio[s] for s in labels}, "listed in split file but no media found",
+                                                  already={k.clip_id for k in skips})
             skips += split_skips
         else:
             splits = _random_splits(labels, test_fraction, split_seed)
@@ -161,19 +162,3 @@ def _hold_out_val(
     train = sorted(s for s, split in splits.items() if split == "train")
     val = stratified_holdout(train, [labels[s] for s in train], val_fraction, seed)
     return {s: ("val" if s in val else split) for s, split in splits.items()}
-
-
-def _splits_from_csv(
-    split_csv: Path, audio: dict[str, Path], labels: dict[str, int], skips: list[Skip]
-) -> tuple[dict[str, str], list[Skip]]:
-    """Splits from a ``clip_id,split`` file; Skip listed ids without media and vice versa."""
-    listed = read_split_csv(split_csv)
-    already = {k.clip_id for k in skips}  # ids already skipped for a media problem
-    new_skips = [
-        Skip(s, str(split_csv), "listed in split file but no media found")
-        for s in sorted(listed.keys() - labels.keys() - already)
-    ]
-    new_skips += [
-        Skip(s, str(audio[s]), "not in split file") for s in sorted(labels.keys() - listed.keys())
-    ]
-    return {s: listed[s] for s in labels if s in listed}, new_skips

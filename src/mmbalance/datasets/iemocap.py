@@ -57,8 +57,8 @@ from mmbalance.datasets.base import (
     DatasetAdapter,
     DatasetLayoutError,
     Skip,
-    read_split_csv,
     register_dataset,
+    splits_from_csv,
     stratified_holdout,
 )
 from mmbalance.media import MediaError
@@ -158,7 +158,8 @@ class Iemocap(DatasetAdapter):
         found, skips = _scan_sessions(root)
         labels = {u: c.label for u, c in found.items()}
         if split_csv not in (None, ""):  # "" = no split file (params.yaml cannot say None)
-            splits, split_skips = _splits_from_csv(Path(split_csv), found)
+            splits, split_skips = splits_from_csv(Path(split_csv), {u: c.paths["audio"] for u, c in found.items()},
+                                                  "listed in split file but not a usable utterance")
             skips += split_skips
         elif protocol == "mla":
             splits = _mla_splits(found)
@@ -305,14 +306,6 @@ def _session_splits(labels: dict[str, int], test_session: int, val_fraction: flo
     rest = sorted(labels.keys() - test)
     val = stratified_holdout(rest, [labels[u] for u in rest], val_fraction, seed)
     return {u: "test" if u in test else "val" if u in val else "train" for u in labels}
-
-
-def _splits_from_csv(split_csv: Path, found: dict[str, UtteranceClip]) -> tuple[dict[str, str], list[Skip]]:
-    """Splits from a ``clip_id,split`` file; Skip listed ids without a usable utterance and vice versa."""
-    listed = read_split_csv(split_csv)
-    skips = [Skip(u, str(split_csv), "listed in split file but not a usable utterance") for u in sorted(listed.keys() - found.keys())]
-    skips += [Skip(u, str(found[u].paths["audio"]), "not in split file") for u in sorted(found.keys() - listed.keys())]
-    return {u: listed[u] for u in found if u in listed}, skips
 
 
 def _with_split(clip: UtteranceClip, split: str) -> UtteranceClip:

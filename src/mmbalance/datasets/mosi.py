@@ -33,8 +33,8 @@ from mmbalance.datasets.base import (
     DatasetAdapter,
     DatasetLayoutError,
     Skip,
-    read_split_csv,
     register_dataset,
+    splits_from_csv,
     stratified_holdout,
 )
 from mmbalance.media import MediaError
@@ -99,7 +99,9 @@ class Mosi(DatasetAdapter):
                     continue
                 labels[clip_id], splits[clip_id] = label, split
         if split_csv not in (None, ""):  # "" = no split file (params.yaml cannot say None)
-            splits, csv_skips = _splits_from_csv(Path(split_csv), splits, {k.clip_id for k in skips}, path)
+            splits, csv_skips = splits_from_csv(Path(split_csv), dict.fromkeys(splits, path),
+                                                f"listed in split file but not an utterance of {path.name}",
+                                                already={k.clip_id for k in skips})
             skips += csv_skips
         splits = _hold_out_val(splits, labels, val_fraction, split_seed)
         clips = [Clip(c, labels[c], splits[c], {"features": path}) for c in sorted(splits)]
@@ -328,19 +330,6 @@ def _trim(x: np.ndarray, length: int | None) -> np.ndarray:
 
 
 # --- splits -------------------------------------------------------------------------------
-
-
-def _splits_from_csv(
-    split_csv: Path, splits: dict[str, str], already: set[str], path: Path
-) -> tuple[dict[str, str], list[Skip]]:
-    """Splits from a ``clip_id,split`` file; Skip listed ids not in the pickle and vice versa."""
-    listed = read_split_csv(split_csv)
-    skips = [
-        Skip(c, str(split_csv), f"listed in split file but not an utterance of {path.name}")
-        for c in sorted(listed.keys() - splits.keys() - already)
-    ]
-    skips += [Skip(c, str(path), "not in split file") for c in sorted(splits.keys() - listed.keys())]
-    return {c: listed[c] for c in splits if c in listed}, skips
 
 
 def _hold_out_val(splits: dict[str, str], labels: dict[str, int], fraction: float, seed: int) -> dict[str, str]:

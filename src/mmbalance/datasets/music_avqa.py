@@ -63,8 +63,8 @@ from mmbalance.datasets.base import (
     DatasetAdapter,
     DatasetLayoutError,
     Skip,
-    read_split_csv,
     register_dataset,
+    splits_from_csv,
 )
 from mmbalance.media import MediaError
 from mmbalance.media.audio import fit_length, load_audio, log_spectrogram
@@ -334,7 +334,9 @@ class MusicAVQA(DatasetAdapter):
                   for v, p in videos.items() if v not in asked]
         splits = {c: s for c, (_, s) in usable.items()}
         if split_csv not in (None, ""):  # "" = no split file (params.yaml cannot say None)
-            splits, csv_skips = _splits_from_csv(Path(split_csv), splits, {c: q.where for c, (q, _) in usable.items()})
+            where = {c: usable[c][0].where for c in splits}  # the avqa-*.json entry of each question
+            splits, csv_skips = splits_from_csv(Path(split_csv), where, "listed in split file but not a usable question",
+                                                unlisted=f"not in split file {split_csv}")
             skips += csv_skips
         clips = [QuestionClip(c, index[usable[c][0].answer], s, {"video": videos[usable[c][0].video_id]},
                               question=usable[c][0].text, question_type=usable[c][0].question_type)
@@ -360,14 +362,6 @@ class MusicAVQA(DatasetAdapter):
                                      max_tokens=recipe.get("max_tokens"))
         # copies: the cached arrays serve the video's next questions and must stay unchanged
         return {"audio": spec.copy(), "visual": frames.copy(), "question": question}
-
-
-def _splits_from_csv(split_csv: Path, splits: dict[str, str], where: dict[str, str]) -> tuple[dict[str, str], list[Skip]]:
-    """Splits from a ``clip_id,split`` file; Skip listed ids without a usable question and vice versa."""
-    listed = read_split_csv(split_csv)
-    skips = [Skip(c, str(split_csv), "listed in split file but not a usable question") for c in sorted(listed.keys() - splits.keys())]
-    skips += [Skip(c, where[c], f"not in split file {split_csv}") for c in sorted(splits.keys() - listed.keys())]
-    return {c: listed[c] for c in splits if c in listed}, skips
 
 
 # --- media --------------------------------------------------------------------------------------

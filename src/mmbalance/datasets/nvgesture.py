@@ -44,8 +44,8 @@ from mmbalance.datasets.base import (
     DatasetAdapter,
     DatasetLayoutError,
     Skip,
-    read_split_csv,
     register_dataset,
+    splits_from_csv,
     stratified_holdout,
 )
 from mmbalance.media import MediaError
@@ -240,7 +240,9 @@ class NVGesture(DatasetAdapter):
         listed, splits, skips = self._listed(root)
         skips += _unlisted(root, {e.folder for e, _ in listed.values()})
         if split_csv not in (None, ""):
-            splits, csv_skips = _splits_from_csv(Path(split_csv), splits)
+            # a listed gesture missing from the split file is reported against the split file itself
+            splits, csv_skips = splits_from_csv(Path(split_csv), dict.fromkeys(splits, split_csv),
+                                                "in the split file but not a usable listed gesture")
             skips += csv_skips
         self.classes = CLASSES[: 1 + max((e.label for e, _ in listed.values()), default=0)]
         labels = {c: listed[c][0].label for c in splits}
@@ -361,14 +363,6 @@ def _unlisted(root: Path, listed_folders: set[str]) -> list[Skip]:
             if rel not in listed_folders:
                 skips.append(Skip(clip_id_of(rel), str(folder), f"not in {LIST_FILES['train']} or {LIST_FILES['test']}"))
     return skips
-
-
-def _splits_from_csv(split_csv: Path, listed: dict[str, str]) -> tuple[dict[str, str], list[Skip]]:
-    """Splits from a ``clip_id,split`` file; Skip listed ids without a usable gesture and vice versa."""
-    chosen = read_split_csv(split_csv)
-    skips = [Skip(c, str(split_csv), "in the split file but not a usable listed gesture") for c in sorted(chosen.keys() - listed.keys())]
-    skips += [Skip(c, str(split_csv), "not in split file") for c in sorted(listed.keys() - chosen.keys())]
-    return {c: chosen[c] for c in listed if c in chosen}, skips
 
 
 def _hold_out_val(splits: dict[str, str], labels: dict[str, int], val_fraction: float, seed: int) -> dict[str, str]:

@@ -41,8 +41,8 @@ from mmbalance.datasets.base import (
     DatasetAdapter,
     DatasetLayoutError,
     Skip,
-    read_split_csv,
     register_dataset,
+    splits_from_csv,
 )
 from mmbalance.media import MediaError
 from mmbalance.media.image import read_image
@@ -172,7 +172,7 @@ class Sarcasm(DatasetAdapter):
             skips.append(Skip(tweet_id, _where(root, tweets[tweet_id]), f"image missing: expected {expected}"))
             del splits[tweet_id]
         if split_csv not in (None, ""):  # "" = no split file (params.yaml cannot say None)
-            splits, csv_skips = _splits_from_csv(Path(split_csv), splits, images)
+            splits, csv_skips = splits_from_csv(Path(split_csv), {t: images[t] for t in splits}, "listed in split file but not a usable tweet")
             skips += csv_skips
         clips = [Clip(t, tweets[t].label, s, {"image": images[t], "text": root / TEXT_DIR / SPLIT_FILES[tweets[t].split]})
                  for t, s in sorted(splits.items())]
@@ -250,14 +250,6 @@ def _list_images(folder: Path, listed) -> tuple[dict[str, Path], list[Skip]]:
 def _where(root: Path, tweet: Tweet) -> str:
     """``<split file>:<line>`` of a tweet, for a skip."""
     return f"{root / TEXT_DIR / SPLIT_FILES[tweet.split]}:{tweet.line}"
-
-
-def _splits_from_csv(split_csv: Path, splits: dict[str, str], images: dict[str, Path]) -> tuple[dict[str, str], list[Skip]]:
-    """Splits from a ``clip_id,split`` file; Skip listed ids without a usable tweet and vice versa."""
-    listed = read_split_csv(split_csv)
-    skips = [Skip(t, str(split_csv), "listed in split file but not a usable tweet") for t in sorted(listed.keys() - splits.keys())]
-    skips += [Skip(t, str(images[t]), "not in split file") for t in sorted(splits.keys() - listed.keys())]
-    return {t: listed[t] for t in splits if t in listed}, skips
 
 
 # --- text features ------------------------------------------------------------------------

@@ -26,8 +26,8 @@ from mmbalance.datasets.base import (
     DatasetAdapter,
     DatasetLayoutError,
     Skip,
-    read_split_csv,
     register_dataset,
+    splits_from_csv,
     stratified_holdout,
 )
 from mmbalance.media import MediaError
@@ -219,7 +219,7 @@ class UCF101(DatasetAdapter):
         self.classes = classes
         videos, skips = _list_videos(root / VIDEO_DIR, classes)
         if split_csv not in (None, ""):
-            splits, split_skips = _splits_from_csv(Path(split_csv), videos)
+            splits, split_skips = splits_from_csv(Path(split_csv), videos, "listed in split file but no video found")
         else:
             number = self.official_split if official_split is None else official_split
             splits, split_skips = _official_splits(root / LIST_DIR, number, videos, classes)
@@ -316,14 +316,6 @@ def _official_splits(lists: Path, split: int, videos: dict[str, Path], classes: 
     skips += [Skip(s, str(videos[s]), f"not in {names['train']} or {names['test']}")
               for s in sorted(videos.keys() - listed["train"].keys() - listed["test"].keys())]
     return splits, skips
-
-
-def _splits_from_csv(split_csv: Path, videos: dict[str, Path]) -> tuple[dict[str, str], list[Skip]]:
-    """Splits from a ``clip_id,split`` file; Skip listed ids without a video and vice versa."""
-    listed = read_split_csv(split_csv)
-    skips = [Skip(s, str(split_csv), "listed in split file but no video found") for s in sorted(listed.keys() - videos.keys())]
-    skips += [Skip(s, str(videos[s]), "not in split file") for s in sorted(videos.keys() - listed.keys())]
-    return {s: listed[s] for s in videos if s in listed}, skips
 
 
 def _hold_out_val(splits: dict[str, str], labels: dict[str, int], val_fraction: float, seed: int) -> dict[str, str]:
