@@ -15,7 +15,10 @@ Shapley value of each modality on the test split: exact, from the accuracies wit
 its modalities kept and the others' features set to 0 (the empty set: all of them masked); see
 ``mmbalance.evaluate.shapley``.
 
-Reads params: robustness (drop_probs, joint, runs, seed, batch_size, num_threads).
+Only the model folders of runs in params `benchmark.<dataset>` are scored: folders another
+profile trained (left on disk after a profile switch) are skipped with a log line.
+
+Reads params: robustness (drop_probs, joint, runs, seed, batch_size, num_threads), benchmark.<dataset>.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 import torch
 
 from mmbalance.evaluate.robustness import evaluate_runs
+from mmbalance.evaluate.selection import benchmark_runs, listed_models
 from mmbalance.evaluate.shapley import shapley_runs
 from mmbalance.params import load_params, lookup
 from mmbalance.system import device_name
@@ -46,7 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dataset", default=None, help="dataset name (default: the shard index's)")
     args = ap.parse_args(argv)
 
-    cfg = lookup(load_params(args.params), "robustness")
+    params = load_params(args.params)
+    cfg = lookup(params, "robustness")
     probs = [float(p) for p in cfg["drop_probs"]]
     if not probs or any(not 0.0 <= p <= 1.0 for p in probs):
         raise SystemExit(f"params robustness.drop_probs must be probabilities in [0, 1]; got {cfg['drop_probs']}")
@@ -55,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     info = read_index(args.shards)
     dataset = args.dataset or info.get("dataset") or args.shards.name
     data = load_split(args.shards, "test", list(info["modalities"]))
-    models = [Path(m) for m in args.models if Path(m).is_dir()]
+    models = listed_models(args.models, benchmark_runs(params, dataset), log=lambda msg: print(msg, file=sys.stderr))
     joint = cfg.get("joint") or None
     if joint is not None:
         joint = {k: [float(p) for p in joint[k]] for k in ("fixed_probs", "varied_probs")}

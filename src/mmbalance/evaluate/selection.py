@@ -1,0 +1,36 @@
+"""Which model folders a dataset-wide stage (evaluate, costs) scores: the runs the profile lists."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+
+def listed_models(folders: list[str | Path], runs: list[str] | None, log: Callable[[str], None] = print) -> list[Path]:
+    """The folders among ``folders`` (data/models/<dataset>/<run>) whose run is in ``runs``.
+
+    ``runs`` is the profile's ``benchmark.<dataset>`` list; None keeps every folder. Folders of
+    other runs are trained by another profile (e.g. the ``full`` profile's ablations) and may sit
+    on disk after a profile switch: scoring them would make this profile's results depend on what
+    else is on the machine, so each is skipped with a log line. Paths that are not folders (an
+    unmatched shell glob) are dropped.
+    """
+    dirs = [Path(f) for f in folders if Path(f).is_dir()]
+    if runs is None:
+        return dirs
+    wanted = set(runs)
+    skipped = sorted(d.name for d in dirs if d.name not in wanted)
+    if skipped:
+        log(f"skipped {len(skipped)} model folder(s) of runs not in this profile's benchmark list: {', '.join(skipped)}")
+    return [d for d in dirs if d.name in wanted]
+
+
+def benchmark_runs(params: dict, dataset: str) -> list[str] | None:
+    """params ``benchmark.<dataset>``: the runs this profile trains on ``dataset``; None when the
+    params have no ``benchmark`` section (then every model folder given is scored)."""
+    if "benchmark" not in params:
+        return None
+    runs = params["benchmark"].get(dataset)
+    if runs is None:
+        raise KeyError(f"params key 'benchmark.{dataset}' is missing: list the runs of dataset {dataset!r}")
+    return list(runs)
