@@ -162,8 +162,12 @@ def test_segment_rows_are_resampled_by_clip():
 
     keys = np.array([f"c{i}/{k:02d}" for i in range(3) for k in range(2)])
     values = np.array([[1, 1, 0, 1, 0, 0]], dtype=float)
-    assert clip_units(values, segments_per_clip(keys)).tolist() == [[1.0, 0.5, 0.0]]
-    assert clip_units(values, segments_per_clip(np.array([f"clip{i}" for i in range(6)]))).shape == (1, 6)  # plain clips
+    seg = RunCorrectness("r", [0], keys, values.astype(bool), False)
+    assert seg.segments == segments_per_clip(keys) == 2
+    units, sizes = clip_units(values, seg.units)
+    assert units.tolist() == [[1.0, 0.5, 0.0]] and sizes is None
+    plain = RunCorrectness("r", [0], np.array([f"clip{i}" for i in range(6)]), values.astype(bool), False)
+    assert plain.units is None and clip_units(values, plain.units)[0].shape == (1, 6)  # plain clips
     # whole clips right or wrong: the clip-level interval is wider than a segment-level one
     n, s = 60, 10
     correct = np.repeat(np.arange(n) % 2 == 0, s)[None].repeat(3, axis=0)  # [3, n·s]
@@ -186,9 +190,12 @@ def test_clustered_mcnemar_hand_computed():
 
     a = np.array([[1, 1, 0, 1, 1, 1], [1, 1, 1, 0, 0, 0]], dtype=bool)
     b = np.array([[0, 0, 0, 0, 1, 1], [1, 1, 1, 1, 0, 0]], dtype=bool)
-    n01, n10, p = clustered_mcnemar(a, b, 3)
+    units = np.arange(6) // 3
+    n01, n10, p = clustered_mcnemar(a, b, units)
     assert (n01, n10) == (3, 1) and p == pytest.approx(chi2.sf(4 / 6, 1))
-    assert clustered_mcnemar(a, a, 3) == (0, 0, 1.0)
+    assert clustered_mcnemar(a, a, units) == (0, 0, 1.0)
+    # clusters of unequal size: {0, 1, 2, 3} and {4, 5} give d = [3, 0, -1, 0]: X² = 2² / 10
+    assert clustered_mcnemar(a, b, np.array([0, 0, 0, 0, 1, 1]))[2] == pytest.approx(chi2.sf(4 / 10, 1))
 
 
 def test_segment_comparisons_use_the_clustered_test():
@@ -207,3 +214,34 @@ def test_segment_comparisons_use_the_clustered_test():
     flat_keys = np.array([f"v{i:04d}" for i in range(n * s)])
     flat = compare(RunCorrectness("a", [0], flat_keys, a.correct, False), RunCorrectness("b", [0], flat_keys, b.correct, False), CFG)
     assert clustered.diff == pytest.approx(flat.diff) and clustered.p > 100 * flat.p
+
+
+def test_rows_clustered_by_a_params_pattern():
+    """MUSIC-AVQA: questions ``<video>_<id>`` of one video are one cluster. Clusters of unequal
+    size give the ratio estimate (rows right / rows drawn); a video whose questions fail together
+    widens the interval; a key the pattern does not match is an error naming the params key."""
+    from mmbalance.report.stats import Resampler, clip_units, with_clusters
+
+    keys = np.array(["v1_1", "v1_2", "v1_3", "v2_7", "v3_8", "v3_9"])
+    r = with_clusters(RunCorrectness("concat", [0], keys, np.array([[1, 1, 0, 0, 1, 1]], bool), False), r"^(?P<video>.+)_\d+$", "avqa")
+    assert r.groups.tolist() == [0, 0, 0, 1, 2, 2] and r.unit == "video"
+    sums, sizes = clip_units(r.correct.astype(float), r.units)
+    assert sums.tolist() == [[2.0, 0.0, 2.0]] and sizes.tolist() == [3.0, 1.0, 2.0]
+    rs = Resampler(1, 3, CFG)
+    rs.clip_idx, rs.seed_idx = np.array([[0, 0, 1], [2, 2, 2]]), np.zeros((2, 1), int)
+    assert rs.replicates(sums, sizes).tolist() == [4 / 7, 1.0]  # (2+2+0)/(3+3+1), 6/6
+    with pytest.raises(ValueError, match="stats.clusters.avqa: test key 'odd' of run concat"):
+        with_clusters(RunCorrectness("concat", [0], np.array(["odd"]), np.ones((1, 1), bool), False), r"^(?P<video>.+)_\d+$", "avqa")
+    with pytest.raises(ValueError, match="exactly one named group"):
+        StatsConfig(clusters={"avqa": r"^(.+)_\d+$"})
+    # 40 videos of 1-9 questions each, right or wrong as a whole: the video-level interval is wider
+    sizes_v = [1 + i % 9 for i in range(40)]
+    keys = np.array([f"{i:04d}_{q}" for i in range(40) for q in range(sizes_v[i])])
+    correct = np.concatenate([np.full(n, i % 2 == 0) for i, n in enumerate(sizes_v)])[None].repeat(3, axis=0)
+    runs = {"concat": RunCorrectness("concat", [0, 1, 2], keys, correct, False)}
+    clustered = dataset_stats(runs, StatsConfig(bootstrap=500, clusters={"toy": r"^(?P<video>\d+)_\d+$"}), dataset="toy")
+    flat = dataset_stats(runs, CFG, dataset="toy")
+    width = lambda st: st.rows["concat"].hi - st.rows["concat"].lo
+    assert clustered.rows["concat"].acc == flat.rows["concat"].acc and width(clustered) > 2 * width(flat)
+    assert clustered.n_units == 40 and clustered.unit == "video"
+    assert "40 videos" in protocol_text(clustered, CFG) and "Clustered rows" not in protocol_text(flat, CFG)

@@ -12,7 +12,10 @@ Protocol (stated under every leaderboard by :func:`protocol_text`):
   It therefore covers both the test-set sampling and the seed-to-seed variation. On an
   event-localisation split (rows ``<clip>/<segment>``) the unit drawn is the clip, with all of
   its segments (``clip_units``), and the paired test is McNemar's for clustered pairs
-  (``clustered_mcnemar``).
+  (``clustered_mcnemar``). Other datasets whose test rows share a source (MUSIC-AVQA: the
+  questions of one video) name the source in params ``stats.clusters.<dataset>``, a pattern whose
+  one named group is the cluster of a row's key; the bootstrap then draws whole clusters
+  (accuracy = rows right / rows over the drawn clusters) and the tests are the clustered ones.
 - **Paired test of two runs**: McNemar's test on the clips, combined over seeds by pooling the
   discordant pairs of each seed's stratum (seed k of run A against seed k of run B): ``b`` =
   clips A gets right and B wrong, ``c`` = the reverse, summed over seeds; exact binomial form
@@ -28,8 +31,9 @@ Protocol (stated under every leaderboard by :func:`protocol_text`):
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -47,13 +51,25 @@ EXACT_BELOW = 25  # discordant pairs below which McNemar's exact binomial form i
 @dataclass(frozen=True)
 class StatsConfig:
     """``stats`` params: bootstrap replicates, interval level, test level, power for the
-    minimum detectable difference, and the resampling seed."""
+    minimum detectable difference, the resampling seed, and per dataset the pattern that names
+    the cluster of a test row (``clusters``, e.g. ``{music_avqa: '^(?P<video>.+)_[0-9]+$'}``)."""
 
     bootstrap: int = 2000
     level: float = 0.95
     alpha: float = 0.05
     power: float = 0.8
     seed: int = 0
+    clusters: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for dataset, pattern in self.clusters.items():
+            try:
+                names = list(re.compile(pattern).groupindex)
+            except re.error as e:
+                raise ValueError(f"params stats.clusters.{dataset}: {pattern!r} is not a regular expression ({e})") from None
+            if len(names) != 1:
+                raise ValueError(f"params stats.clusters.{dataset}: {pattern!r} needs exactly one named group, "
+                                 f"e.g. (?P<video>...), naming the cluster; it has {names or 'none'}")
 
     @classmethod
     def from_params(cls, block: Mapping | None) -> "StatsConfig":
@@ -68,13 +84,16 @@ class StatsConfig:
 @dataclass
 class RunCorrectness:
     """One run's correctness on a shared test split: [S, N] bool, rows = ``seeds``, columns =
-    ``keys`` (sorted clip ids); ``unimodal`` when the model has a single modality."""
+    ``keys`` (sorted clip ids); ``unimodal`` when the model has a single modality; ``groups``
+    [N] the cluster index of each row when the rows are not independent (``with_clusters``)."""
 
     run: str
     seeds: list[int]
     keys: np.ndarray
     correct: np.ndarray
     unimodal: bool
+    groups: np.ndarray | None = None
+    unit: str = ""  # what a cluster of ``groups`` is, e.g. "video"
 
     @property
     def accuracy(self) -> float:
@@ -86,6 +105,30 @@ class RunCorrectness:
         """Rows per clip when the rows are an event-localisation split's segments, else 0
         (read once from the keys: every comparison of the run needs it)."""
         return segments_per_clip(self.keys)
+
+    @property
+    def units(self) -> np.ndarray | None:
+        """[N] resampling unit of each row: its cluster, its clip on an event-localisation split
+        (``segments`` rows each), or None when every row is its own unit."""
+        if self.groups is not None:
+            return self.groups
+        return np.arange(len(self.keys)) // self.segments if self.segments else None
+
+
+def with_clusters(r: RunCorrectness, pattern: str | None, dataset: str = "") -> RunCorrectness:
+    """``r`` with each row's cluster: the named group of ``pattern`` matched on its key
+    (params ``stats.clusters.<dataset>``); ``r`` itself when there is no pattern."""
+    if not pattern:
+        return r
+    rx = re.compile(pattern)
+    names = []
+    for key in r.keys:
+        m = rx.match(str(key))
+        if m is None:
+            raise ValueError(f"params stats.clusters.{dataset}: test key {str(key)!r} of run {r.run} does not match {pattern!r}")
+        names.append(m.group(1))
+    _, groups = np.unique(np.array(names), return_inverse=True)
+    return replace(r, groups=groups.astype(np.int64), unit=next(iter(rx.groupindex)))
 
 
 def load_run(run: str, folder: Path) -> RunCorrectness | None:
@@ -132,16 +175,23 @@ class Resampler:
         self.seed_idx = rng.integers(0, self.n_seeds, size=(self.cfg.bootstrap, self.n_seeds))
         self.clip_idx = rng.integers(0, self.n_clips, size=(self.cfg.bootstrap, self.n_clips))
 
-    def replicates(self, values: np.ndarray) -> np.ndarray:
-        """[B] means of ``values`` [S, N] (0/1 or paired differences) over drawn seeds × clips."""
+    def replicates(self, values: np.ndarray, sizes: np.ndarray | None = None) -> np.ndarray:
+        """[B] means of ``values`` [S, N] (0/1 or paired differences) over drawn seeds × clips.
+
+        With ``sizes`` [N] (clusters of unequal size: ``values`` are per-cluster sums) a seed's
+        figure is Σ drawn sums / Σ drawn sizes, the accuracy over the rows of the drawn clusters."""
         # per replicate: mean over drawn seeds of the mean over drawn clips → [B]
-        per_seed = np.stack([values[s][self.clip_idx].mean(axis=1) for s in range(self.n_seeds)], axis=1)  # [B, S]
+        if sizes is None:
+            per_seed = np.stack([values[s][self.clip_idx].mean(axis=1) for s in range(self.n_seeds)], axis=1)  # [B, S]
+        else:
+            drawn = sizes[self.clip_idx].sum(axis=1)  # [B] rows in each replicate's clusters
+            per_seed = np.stack([values[s][self.clip_idx].sum(axis=1) / drawn for s in range(self.n_seeds)], axis=1)
         return np.take_along_axis(per_seed, self.seed_idx, axis=1).mean(axis=1)
 
-    def interval(self, values: np.ndarray) -> tuple[float, float]:
-        """Percentile interval at ``cfg.level`` of the mean of ``values`` [S, N]."""
+    def interval(self, values: np.ndarray, sizes: np.ndarray | None = None) -> tuple[float, float]:
+        """Percentile interval at ``cfg.level`` of the mean of ``values`` [S, N] (see ``replicates``)."""
         tail = (1.0 - self.cfg.level) / 2.0
-        lo, hi = np.quantile(self.replicates(values.astype(np.float64)), [tail, 1.0 - tail])
+        lo, hi = np.quantile(self.replicates(values.astype(np.float64), sizes), [tail, 1.0 - tail])
         return float(lo), float(hi)
 
 
@@ -189,33 +239,51 @@ def align(a: RunCorrectness, b: RunCorrectness) -> tuple[np.ndarray, np.ndarray]
     return a.correct[[a.seeds.index(s) for s in common]], b.correct[[b.seeds.index(s) for s in common]]
 
 
-def clip_units(values: np.ndarray, per_clip: int) -> np.ndarray:
-    """[S, N] per-row values → [S, N'] per resampling unit. Rows are clips, except on an
-    event-localisation split, whose rows are ``per_clip`` segments of each clip
-    (``RunCorrectness.segments``): a clip's segments are averaged into one unit, so the bootstrap
-    draws clips, not segments that share a video (the accuracy is unchanged)."""
-    return values.reshape(values.shape[0], -1, per_clip).mean(axis=2) if per_clip else values
+def clip_units(values: np.ndarray, units: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """[S, N] per-row values → ([S, K] per resampling unit, [K] unit sizes or None).
+
+    ``units`` [N] is each row's unit (``RunCorrectness.units``); None: every row is a unit. Units
+    of one size (an event-localisation clip's segments) are averaged, sizes None; units of unequal
+    size (the questions of one video) are summed and their sizes returned, for a ratio estimate
+    (``Resampler.replicates``). The bootstrap then draws units, not rows that share a source."""
+    if units is None:
+        return values, None
+    k = int(units.max()) + 1
+    sizes = np.bincount(units, minlength=k)
+    sums = np.stack([np.bincount(units, weights=v, minlength=k) for v in values])  # [S, K]
+    if (sizes == sizes[0]).all():
+        return sums / sizes[0], None
+    return sums, sizes.astype(np.float64)
 
 
-def clustered_mcnemar(a: np.ndarray, b: np.ndarray, per_clip: int) -> tuple[int, int, float]:
+def clustered_mcnemar(a: np.ndarray, b: np.ndarray, units: np.ndarray) -> tuple[int, int, float]:
     """McNemar's test for clustered pairs (Durkalski et al., Stat. Med. 2003): [S, N] correctness
-    whose rows come in clips of ``per_clip`` segments. With d_k = b_k − c_k the discordant
-    balance of cluster k (a seed's clip), X² = (Σ d_k)² / Σ d_k² ~ χ²(1); segments of one clip are
-    not taken as independent. Returns the pooled discordant counts and the p-value."""
+    whose rows belong to the clusters ``units`` [N] (clusters may differ in size). With d_k =
+    b_k − c_k the discordant balance of cluster k (a seed's clip), X² = (Σ d_k)² / Σ d_k² ~ χ²(1);
+    rows of one cluster are not taken as independent. Returns the pooled discordant counts and
+    the p-value."""
     d = (a & ~b).astype(np.int64) - (~a & b).astype(np.int64)  # [S, N] in {-1, 0, 1}
-    per = d.reshape(d.shape[0], -1, per_clip).sum(axis=2).ravel()  # [S · clips]
+    k = int(units.max()) + 1
+    per = np.concatenate([np.bincount(units, weights=row, minlength=k) for row in d])  # [S · clusters]
     n01, n10 = int((d == 1).sum()), int((d == -1).sum())
-    den = float((per.astype(np.float64) ** 2).sum())
+    den = float((per ** 2).sum())
     return n01, n10, 1.0 if den == 0 else float(chi2.sf(float(per.sum()) ** 2 / den, 1))
+
+
+def paired_test(a: RunCorrectness, ca: np.ndarray, cb: np.ndarray) -> tuple[int, int, float]:
+    """McNemar's test of aligned [S', N] correctness: clustered when A's rows are clustered."""
+    units = a.units
+    return clustered_mcnemar(ca, cb, units) if units is not None else mcnemar_pooled(ca, cb)
 
 
 def compare(a: RunCorrectness, b: RunCorrectness, cfg: StatsConfig, dataset: str = "") -> Comparison:
     """Paired comparison of A against B (difference, bootstrap interval, McNemar p)."""
     ca, cb = align(a, b)
-    n01, n10, p = clustered_mcnemar(ca, cb, a.segments) if a.segments else mcnemar_pooled(ca, cb)
-    diff = clip_units(ca.astype(np.float64) - cb.astype(np.float64), a.segments)  # [S', N] in {-1, 0, 1}, or clip means
-    lo, hi = Resampler(diff.shape[0], diff.shape[1], cfg, dataset).interval(diff)
-    return Comparison(float(diff.mean()), lo, hi, n01, n10, p, int(ca.size))
+    n01, n10, p = paired_test(a, ca, cb)
+    diff, sizes = clip_units(ca.astype(np.float64) - cb.astype(np.float64), a.units)  # [S', units]: {-1, 0, 1}, clip means or sums
+    lo, hi = Resampler(diff.shape[0], diff.shape[1], cfg, dataset).interval(diff, sizes)
+    mean = float(diff.mean()) if sizes is None else float(diff.sum() / (sizes.sum() * diff.shape[0]))
+    return Comparison(mean, lo, hi, n01, n10, p, int(ca.size))
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -254,6 +322,8 @@ class DatasetStats:
     mdd_holm: float | None
     skipped: dict[str, str] = field(default_factory=dict)
     segments: int = 0  # event localisation: rows are this many segments per clip (0: rows are clips)
+    unit: str = ""  # rows clustered by params stats.clusters: what a cluster is ("video")
+    n_units: int = 0  # the number of such clusters
 
 
 def minimum_detectable_difference(discordance: float, n_pairs: int, alpha: float, power: float, m: int = 1) -> float:
@@ -270,6 +340,8 @@ def dataset_stats(runs: Mapping[str, RunCorrectness], cfg: StatsConfig, referenc
     significance ranks for the runs of one dataset (runs scored on other clips are skipped and
     listed with the reason)."""
     reference = reference_run(reference, runs)  # AVE localisation: Concat on its first backbone
+    pattern = cfg.clusters.get(dataset)
+    runs = {n: with_clusters(r, pattern, dataset) for n, r in runs.items()}
     runs, skipped = _same_clips(runs, reference)
     if not runs:
         return DatasetStats({}, None, None, 0, 0, 0, None, None, None, skipped)
@@ -278,8 +350,8 @@ def dataset_stats(runs: Mapping[str, RunCorrectness], cfg: StatsConfig, referenc
     n_seeds = max(len(r.seeds) for r in runs.values())
     rows = {}
     for name, r in runs.items():
-        units = clip_units(r.correct.astype(np.float64), r.segments)  # [S, clips] (segments averaged per clip)
-        lo, hi = Resampler(len(r.seeds), units.shape[1], cfg, dataset).interval(units)
+        units, sizes = clip_units(r.correct.astype(np.float64), r.units)  # [S, units]: rows, clip means or cluster sums
+        lo, hi = Resampler(len(r.seeds), units.shape[1], cfg, dataset).interval(units, sizes)
         rows[name] = RowStats(r.accuracy, lo, hi, len(r.seeds))
     ref = reference if reference in runs else None
     unis = [n for n, r in runs.items() if r.unimodal]
@@ -298,7 +370,9 @@ def dataset_stats(runs: Mapping[str, RunCorrectness], cfg: StatsConfig, referenc
     pairs = n_seeds * n_clips
     mdd = minimum_detectable_difference(share, pairs, cfg.alpha, cfg.power) if share else None
     mdd_holm = minimum_detectable_difference(share, pairs, cfg.alpha, cfg.power, max(len(family), 1)) if share else None
-    return DatasetStats(rows, ref, best_uni, len(family), n_clips, n_seeds, share, mdd, mdd_holm, skipped, first.segments)
+    n_units = int(first.groups.max()) + 1 if first.groups is not None else 0
+    return DatasetStats(rows, ref, best_uni, len(family), n_clips, n_seeds, share, mdd, mdd_holm, skipped, first.segments,
+                        first.unit, n_units)
 
 
 def _same_clips(runs: Mapping[str, RunCorrectness], reference: str) -> tuple[dict, dict]:
@@ -312,13 +386,14 @@ def _same_clips(runs: Mapping[str, RunCorrectness], reference: str) -> tuple[dic
 
 
 def _rank(rows: dict[str, RowStats], runs: Mapping[str, RunCorrectness], cfg: StatsConfig) -> None:
-    """Rank = 1 + runs significantly more accurate (McNemar, Holm over all pairs of runs)."""
+    """Rank = 1 + runs significantly more accurate (McNemar, clustered where the rows are; Holm
+    over all pairs of runs)."""
     names = list(runs)
     pairs, pvals, signs = [], [], []
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             ca, cb = align(runs[a], runs[b])
-            n01, n10, p = mcnemar_pooled(ca, cb)
+            n01, n10, p = paired_test(runs[a], ca, cb)
             pairs.append((a, b))
             pvals.append(p)
             signs.append(np.sign(n01 - n10))
@@ -359,9 +434,17 @@ def protocol_text(st: DatasetStats, cfg: StatsConfig) -> str:
     if st.segments:
         text += (
             f" Event localisation: a row is one of a clip's {st.segments} segments. The bootstrap draws "
-            "whole clips (their segments together), and *p* is McNemar's test for clustered pairs "
-            "(Durkalski et al. 2003: each seed's clip one cluster of segments); the detectable "
-            "difference below still counts segments as independent, so it is optimistic here."
+            "whole clips (their segments together), and *p* (also for the ranks) is McNemar's test for "
+            "clustered pairs (Durkalski et al. 2003: each seed's clip one cluster of segments); the "
+            "detectable difference below still counts segments as independent, so it is optimistic here."
+        )
+    elif st.unit:
+        text += (
+            f" Clustered rows: the {st.n_clips} test rows come from {st.n_units} {st.unit}s, and the rows "
+            f"of one {st.unit} share its media. The bootstrap draws whole {st.unit}s (accuracy = rows "
+            f"right / rows over the drawn {st.unit}s), and *p* (also for the ranks) is McNemar's test "
+            f"for clustered pairs (Durkalski et al. 2003: each seed's {st.unit} one cluster); the "
+            "detectable difference below still counts rows as independent, so it is optimistic here."
         )
     if st.mdd is not None:
         text += (
