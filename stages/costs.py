@@ -8,8 +8,9 @@ the reference run (Concat) timed side by side, and peak memory of a step; see
 Reads params: costs (reference, warmup_steps, rounds, steps_per_round, batch_size) and train
 (optimizer, learning rate, batch size, device, threads, with ``train.by_dataset.<dataset>``);
 with --run-params, each run's own train settings from its params file (the optimizer it was
-trained with; every run is still timed on the same batch); benchmark.<dataset>: only the model
-folders of the runs it lists are measured (folders another profile trained are skipped, logged).
+trained with; every run is still timed on the same batch). With --runs (the dataset's
+method-sources manifest) only the model folders of the runs it lists are measured (folders
+another profile trained are skipped, logged).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 
 from mmbalance.evaluate.costs import CostSettings, dataset_costs
-from mmbalance.evaluate.selection import benchmark_runs, listed_models
+from mmbalance.evaluate.selection import listed_models, manifest_runs
 from mmbalance.params import load_params, lookup
 from mmbalance.shards import read_index
 from mmbalance.system import device_name
@@ -34,6 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--shards", type=Path, required=True, help="data/shards/<dataset> (index.json + test shards)")
     ap.add_argument("--models", nargs="*", default=[], help="model folders data/models/<dataset>/<run>, one per run")
+    ap.add_argument("--runs", type=Path, default=None,
+                    help="data/method_sources/datasets/<dataset>.json: only the model folders of the runs it "
+                         "lists (the profile's benchmark list) are used; others are skipped with a log line")
     ap.add_argument("--out", type=Path, required=True, help="e.g. results/<dataset>/costs.json")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--dataset", default=None, help="dataset name (default: the shard index's)")
@@ -51,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     dataset = args.dataset or info.get("dataset") or args.shards.name
     train_cfg = for_dataset(lookup(params, "train"), dataset)
     torch.set_num_threads(int(train_cfg.get("num_threads", 2)))
-    models = listed_models(args.models, benchmark_runs(params, dataset), log=lambda msg: print(msg, file=sys.stderr))
+    models = listed_models(args.models, manifest_runs(args.runs) if args.runs else None, log=lambda msg: print(msg, file=sys.stderr))
     run_train = _run_train(args.run_params, [m.name for m in models], dataset) if args.run_params else None
     res = dataset_costs(models, args.shards, info, train_cfg, settings, log=lambda msg: print(msg, file=sys.stderr),
                         run_train=run_train)

@@ -15,10 +15,11 @@ Shapley value of each modality on the test split: exact, from the accuracies wit
 its modalities kept and the others' features set to 0 (the empty set: all of them masked); see
 ``mmbalance.evaluate.shapley``.
 
-Only the model folders of runs in params `benchmark.<dataset>` are scored: folders another
-profile trained (left on disk after a profile switch) are skipped with a log line.
+With --runs (the dataset's method-sources manifest) only the model folders of the runs it lists,
+the profile's benchmark list, are scored: folders another profile trained (left on disk after a
+profile switch) are skipped with a log line.
 
-Reads params: robustness (drop_probs, joint, runs, seed, batch_size, num_threads), benchmark.<dataset>.
+Reads params: robustness (drop_probs, joint, runs, seed, batch_size, num_threads).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 import torch
 
 from mmbalance.evaluate.robustness import evaluate_runs
-from mmbalance.evaluate.selection import benchmark_runs, listed_models
+from mmbalance.evaluate.selection import listed_models, manifest_runs
 from mmbalance.evaluate.shapley import shapley_runs
 from mmbalance.params import load_params, lookup
 from mmbalance.system import device_name
@@ -44,14 +45,16 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--shards", type=Path, required=True, help="data/shards/<dataset> (index.json + test shards)")
     ap.add_argument("--models", nargs="*", default=[], help="model folders data/models/<dataset>/<run>, one per run")
+    ap.add_argument("--runs", type=Path, default=None,
+                    help="data/method_sources/datasets/<dataset>.json: only the model folders of the runs it "
+                         "lists (the profile's benchmark list) are used; others are skipped with a log line")
     ap.add_argument("--out", type=Path, required=True, help="e.g. results/<dataset>/robustness.json")
     ap.add_argument("--shapley", type=Path, default=None, help="e.g. results/<dataset>/shapley.json (modality Shapley values)")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--dataset", default=None, help="dataset name (default: the shard index's)")
     args = ap.parse_args(argv)
 
-    params = load_params(args.params)
-    cfg = lookup(params, "robustness")
+    cfg = lookup(load_params(args.params), "robustness")
     probs = [float(p) for p in cfg["drop_probs"]]
     if not probs or any(not 0.0 <= p <= 1.0 for p in probs):
         raise SystemExit(f"params robustness.drop_probs must be probabilities in [0, 1]; got {cfg['drop_probs']}")
@@ -60,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     info = read_index(args.shards)
     dataset = args.dataset or info.get("dataset") or args.shards.name
     data = load_split(args.shards, "test", list(info["modalities"]))
-    models = listed_models(args.models, benchmark_runs(params, dataset), log=lambda msg: print(msg, file=sys.stderr))
+    models = listed_models(args.models, manifest_runs(args.runs) if args.runs else None, log=lambda msg: print(msg, file=sys.stderr))
     joint = cfg.get("joint") or None
     if joint is not None:
         joint = {k: [float(p) for p in joint[k]] for k in ("fixed_probs", "varied_probs")}

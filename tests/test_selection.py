@@ -1,8 +1,10 @@
 """Model folders the evaluate and costs stages score: only the profile's benchmark runs."""
 
+import json
+
 import pytest
 
-from mmbalance.evaluate.selection import benchmark_runs, listed_models
+from mmbalance.evaluate.selection import listed_models, manifest_runs
 
 
 def test_folders_of_unlisted_runs_are_skipped_and_logged(tmp_path):
@@ -20,9 +22,10 @@ def test_without_a_list_every_folder_is_kept(tmp_path):
     assert [p.name for p in listed_models(sorted(tmp_path.iterdir()), None)] == ["a"]
 
 
-def test_benchmark_runs_reads_the_dataset_list():
-    params = {"benchmark": {"cremad": ["concat", "arl"]}}
-    assert benchmark_runs(params, "cremad") == ["concat", "arl"]
-    assert benchmark_runs({}, "cremad") is None
-    with pytest.raises(KeyError, match="benchmark.ave"):
-        benchmark_runs(params, "ave")
+def test_manifest_runs_reads_the_dataset_manifest(tmp_path):
+    path = tmp_path / "cremad.json"
+    path.write_text(json.dumps({"dataset": "cremad", "runs": ["arl", "concat"], "files": {}}))
+    assert manifest_runs(path) == ["arl", "concat"]
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(SystemExit, match="bad.json: not a dataset manifest"):
+        manifest_runs(tmp_path / "bad.json")

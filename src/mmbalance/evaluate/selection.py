@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from pathlib import Path
 def listed_models(folders: list[str | Path], runs: list[str] | None, log: Callable[[str], None] = print) -> list[Path]:
     """The folders among ``folders`` (data/models/<dataset>/<run>) whose run is in ``runs``.
 
-    ``runs`` is the profile's ``benchmark.<dataset>`` list; None keeps every folder. Folders of
+    ``runs`` is the profile's ``benchmark.<dataset>`` list (``manifest_runs``); None keeps every folder. Folders of
     other runs are trained by another profile (e.g. the ``full`` profile's ablations) and may sit
     on disk after a profile switch: scoring them would make this profile's results depend on what
     else is on the machine, so each is skipped with a log line. Paths that are not folders (an
@@ -25,12 +26,11 @@ def listed_models(folders: list[str | Path], runs: list[str] | None, log: Callab
     return [d for d in dirs if d.name in wanted]
 
 
-def benchmark_runs(params: dict, dataset: str) -> list[str] | None:
-    """params ``benchmark.<dataset>``: the runs this profile trains on ``dataset``; None when the
-    params have no ``benchmark`` section (then every model folder given is scored)."""
-    if "benchmark" not in params:
-        return None
-    runs = params["benchmark"].get(dataset)
-    if runs is None:
-        raise KeyError(f"params key 'benchmark.{dataset}' is missing: list the runs of dataset {dataset!r}")
-    return list(runs)
+
+def manifest_runs(path: Path) -> list[str]:
+    """The ``runs`` of a dataset's method-sources manifest (data/method_sources/datasets/<ds>.json,
+    written from the profile's ``benchmark.<dataset>`` list; the stage already depends on it)."""
+    try:
+        return list(json.loads(Path(path).read_text())["runs"])
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"{path}: not a dataset manifest with a 'runs' list ({e})") from None
