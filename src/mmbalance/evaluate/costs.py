@@ -29,6 +29,7 @@ work (refits, probes at epoch ends) is not part of a step; the training wall tim
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Iterable, Mapping
@@ -170,6 +171,10 @@ def step_allocation_peak(step) -> int:
     """Peak of the net CPU bytes allocated while ``step()`` runs, from the profiler's memory
     events (every allocation and free of torch's CPU allocator, in time order)."""
     cpu = torch.profiler.ProfilerActivity.CPU
+    # Kineto (the profiler's back end) otherwise prints profiler_start / profiler_stop lines and,
+    # on a CPU-only machine, "ERROR ... gpuGetDeviceCount failed" for every run measured; read
+    # when the profiler first starts, so setting it here is in time. A user's own level is kept.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     with torch.profiler.profile(activities=[cpu], profile_memory=True) as prof:
         step()
     events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
