@@ -149,3 +149,16 @@ def test_missing_runs_read_not_run(tmp_path):
     curves = {name: load_curves(Path(r.source).parent) for name, r in runs.items()}
     drawn = {d.name: d for d in render_diagnostics("cremad", runs, curves, out / "plots", out)}
     assert drawn["gmm_probes"].path and drawn["gmm_gap"].path is None and "no data in the `gmm_al` results" in drawn["gmm_gap"].reason
+
+
+def test_runs_named_by_backbone_draw_under_their_plain_names():
+    """AVE localisation / MUSIC-AVQA name every run ``<run>__<backbone>``: the figures of ``opm``
+    etc. draw the runs of Concat's first backbone; a dataset with Concat itself is left as it is."""
+    from mmbalance.report.diagnostics import backbone_runs
+
+    data = {n: n for n in ("concat__avsd", "concat__panoavqa", "opm__avsd", "opm__panoavqa", "ogm__panoavqa")}
+    out, backbone = backbone_runs(data)
+    assert backbone == "avsd" and out["concat"] == "concat__avsd" and out["opm"] == "opm__avsd"
+    assert "ogm" not in out and out["ogm__panoavqa"] == "ogm__panoavqa"
+    plain = {"concat": "concat", "iprm__no_ema": "iprm__no_ema"}
+    assert backbone_runs(plain) == (plain, "")

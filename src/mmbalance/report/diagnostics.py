@@ -36,6 +36,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from mmbalance.evaluate.predictions import reference_run
+
 from .papers import dataset_label, run_label
 from .plots import STYLE, Curves, _integer_epochs, _new_figure, mean_curve, save_figure
 from .sweeps import REFERENCE, SweepPoint, plot_sensitivity
@@ -488,6 +490,24 @@ def _missing_reason(figure: Figure, data: Mapping[str, RunData]) -> str:
     return f"no data in the {names} results (logged by newer code: re-run the stage)"
 
 
+def backbone_runs(data: Mapping[str, RunData]) -> tuple[dict[str, RunData], str]:
+    """On a dataset whose runs all name their backbone (``<run>__<backbone>``: AVE localisation,
+    MUSIC-AVQA), ``data`` with the runs of the reference run's backbone (Concat's first, as the
+    leaderboard compares them) also under their plain names, so a figure drawn from ``opm``,
+    ``ogm``, … only draws them; and that backbone ("" when Concat itself ran or no run names a
+    backbone)."""
+    ref = reference_run(REFERENCE, data)
+    if ref == REFERENCE or "__" not in ref:
+        return dict(data), ""
+    backbone = ref.split("__", 1)[1]
+    out = dict(data)
+    for name in data:
+        base, _, tail = name.partition("__")
+        if tail == backbone and base not in out:
+            out[base] = data[name]
+    return out, backbone
+
+
 def render_diagnostics(dataset: str, runs: Mapping[str, RunSummary], curves: Mapping[str, Curves], out_dir: Path,
                        link_root: Path, sweeps: Sequence[SweepPoint] = ()) -> list[Drawn]:
     """Draw every diagnostics figure of one dataset under ``out_dir/<dataset>/`` (runs by name,
@@ -498,6 +518,7 @@ def render_diagnostics(dataset: str, runs: Mapping[str, RunSummary], curves: Map
 
     data = {r: RunData(s, curves.get(r, {}), load_diagnostics(s.source)) for r, s in runs.items()}
     data = with_sweeps(data, [p for p in sweeps if p.dataset == dataset])
+    aliased, backbone = backbone_runs(data)  # for figures that name plain runs only (ρ, OPM's q)
     out = []
     with matplotlib.rc_context():
         matplotlib.rcdefaults()  # same pixels whatever the user's matplotlibrc
@@ -508,8 +529,12 @@ def render_diagnostics(dataset: str, runs: Mapping[str, RunSummary], curves: Map
             if fig.only and dataset not in fig.only:
                 continue  # a figure the paper draws for other datasets only
             path = out_dir / dataset / f"{fig.name}.png"
-            if fig.draw(dataset, data, path):
-                out.append(Drawn(fig.paper, fig.name, fig.label, dataset, path.relative_to(link_root).as_posix()))
+            label = fig.label
+            drawn = fig.draw(dataset, data, path)
+            if not drawn and backbone:
+                drawn, label = fig.draw(dataset, aliased, path), f"{fig.label}; the `<run>__{backbone}` runs"
+            if drawn:
+                out.append(Drawn(fig.paper, fig.name, label, dataset, path.relative_to(link_root).as_posix()))
             else:
                 out.append(Drawn(fig.paper, fig.name, fig.label, dataset, reason=_missing_reason(fig, data)))
     return out
