@@ -121,14 +121,15 @@ def with_clusters(r: RunCorrectness, pattern: str | None, dataset: str = "") -> 
     if not pattern:
         return r
     rx = re.compile(pattern)
+    unit = next(iter(rx.groupindex))  # the one named group (StatsConfig checks there is one)
     names = []
     for key in r.keys:
         m = rx.match(str(key))
         if m is None:
             raise ValueError(f"params stats.clusters.{dataset}: test key {str(key)!r} of run {r.run} does not match {pattern!r}")
-        names.append(m.group(1))
+        names.append(m.group(unit))
     _, groups = np.unique(np.array(names), return_inverse=True)
-    return replace(r, groups=groups.astype(np.int64), unit=next(iter(rx.groupindex)))
+    return replace(r, groups=groups.astype(np.int64), unit=unit)
 
 
 def load_run(run: str, folder: Path) -> RunCorrectness | None:
