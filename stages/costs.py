@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from mmbalance.evaluate.costs import CostSettings, dataset_costs
-from mmbalance.evaluate.selection import listed_models, manifest_runs
+from mmbalance.evaluate.selection import listed_models
 from mmbalance.params import load_params, lookup
 from mmbalance.shards import read_index
 from mmbalance.system import device_name
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     dataset = args.dataset or info.get("dataset") or args.shards.name
     train_cfg = for_dataset(lookup(params, "train"), dataset)
     torch.set_num_threads(int(train_cfg.get("num_threads", 2)))
-    models = listed_models(args.models, manifest_runs(args.runs) if args.runs else None, log=lambda msg: print(msg, file=sys.stderr))
+    models = listed_models(args.models, args.runs, log=lambda msg: print(msg, file=sys.stderr))
     run_train = _run_train(args.run_params, [m.name for m in models], dataset) if args.run_params else None
     res = dataset_costs(models, args.shards, info, train_cfg, settings, log=lambda msg: print(msg, file=sys.stderr),
                         run_train=run_train)

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from mmbalance.evaluate.robustness import evaluate_runs
-from mmbalance.evaluate.selection import listed_models, manifest_runs
+from mmbalance.evaluate.selection import listed_models
 from mmbalance.evaluate.shapley import shapley_runs
 from mmbalance.params import load_params, lookup
 from mmbalance.system import device_name
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     info = read_index(args.shards)
     dataset = args.dataset or info.get("dataset") or args.shards.name
     data = load_split(args.shards, "test", list(info["modalities"]))
-    models = listed_models(args.models, manifest_runs(args.runs) if args.runs else None, log=lambda msg: print(msg, file=sys.stderr))
+    models = listed_models(args.models, args.runs, log=lambda msg: print(msg, file=sys.stderr))
     joint = cfg.get("joint") or None
     if joint is not None:
         joint = {k: [float(p) for p in joint[k]] for k in ("fixed_probs", "varied_probs")}

@@ -10,8 +10,10 @@ from mmbalance.evaluate.selection import listed_models, manifest_runs
 def test_folders_of_unlisted_runs_are_skipped_and_logged(tmp_path):
     for run in ("concat", "ogm_ge", "gmm_al__alpha0"):
         (tmp_path / run).mkdir()
+    manifest = tmp_path / "cremad.json"
+    manifest.write_text(json.dumps({"dataset": "cremad", "runs": ["concat", "ogm_ge"], "files": {}}))
     logs = []
-    got = listed_models(sorted(tmp_path.iterdir()) + [tmp_path / "no_match_*"], ["concat", "ogm_ge"], logs.append)
+    got = listed_models(sorted(p for p in tmp_path.iterdir() if p.is_dir()) + [tmp_path / "no_match_*"], manifest, logs.append)
     assert [p.name for p in got] == ["concat", "ogm_ge"]
     assert logs == ["skipped 1 model folder(s) of runs not in this profile's benchmark list: gmm_al__alpha0"]
 

@@ -7,24 +7,23 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def listed_models(folders: list[str | Path], runs: list[str] | None, log: Callable[[str], None] = print) -> list[Path]:
-    """The folders among ``folders`` (data/models/<dataset>/<run>) whose run is in ``runs``.
+def listed_models(folders: list[str | Path], manifest: Path | None, log: Callable[[str], None] = print) -> list[Path]:
+    """The folders among ``folders`` (data/models/<dataset>/<run>) whose run the dataset's
+    method-sources manifest lists (``manifest_runs``: the profile's ``benchmark.<dataset>``).
 
-    ``runs`` is the profile's ``benchmark.<dataset>`` list (``manifest_runs``); None keeps every folder. Folders of
-    other runs are trained by another profile (e.g. the ``full`` profile's ablations) and may sit
-    on disk after a profile switch: scoring them would make this profile's results depend on what
-    else is on the machine, so each is skipped with a log line. Paths that are not folders (an
-    unmatched shell glob) are dropped.
+    ``manifest`` None keeps every folder. Folders of other runs are trained by another profile
+    (e.g. the ``full`` profile's ablations) and may sit on disk after a profile switch: scoring
+    them would make this profile's results depend on what else is on the machine, so each is
+    skipped with a log line. Paths that are not folders (an unmatched shell glob) are dropped.
     """
     dirs = [Path(f) for f in folders if Path(f).is_dir()]
-    if runs is None:
+    if manifest is None:
         return dirs
-    wanted = set(runs)
+    wanted = set(manifest_runs(manifest))
     skipped = sorted(d.name for d in dirs if d.name not in wanted)
     if skipped:
         log(f"skipped {len(skipped)} model folder(s) of runs not in this profile's benchmark list: {', '.join(skipped)}")
     return [d for d in dirs if d.name in wanted]
-
 
 
 def manifest_runs(path: Path) -> list[str]:
