@@ -15,20 +15,17 @@ import re
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 from mmbalance.datasets.base import (
     SPLITS,
     Clip,
-    DatasetAdapter,
     DatasetLayoutError,
     Skip,
     register_dataset,
     stratified_holdout,
 )
-from mmbalance.media.audio import audio_features
-from mmbalance.media.video import read_frames
+from mmbalance.datasets.youtube import YoutubeClipAdapter
 
 __all__ = ["CLASS_LISTS", "DEFAULT_CLASS_LIST", "VIDEO_EXT", "KineticsSounds", "folder_class", "get_class_list"]
 
@@ -61,25 +58,11 @@ def folder_class(folder_name: str) -> str:
 
 
 @register_dataset("kinetics_sounds")
-class KineticsSounds(DatasetAdapter):
+class KineticsSounds(YoutubeClipAdapter):
     """Adapter for Kinetics-Sounds stored as split/class folders of mp4 clips."""
 
     name = "kinetics_sounds"
     classes = CLASS_LISTS[DEFAULT_CLASS_LIST]  # replaced per instance by scan(class_list=...)
-    modalities = ("audio", "visual")
-    kinds = {"audio": "spectrogram", "visual": "frames"}
-    frames_per_clip = 3  # 3 uniform frames at 1 fps (TPAMI, ARL)
-
-    def extract(self, clip: Clip, recipe: dict) -> dict[str, np.ndarray]:
-        """Audio track → log-spectrogram [257, 1004] (10 s); 1-fps frames → [T, H, W, 3] uint8.
-
-        A file without an audio stream raises MediaError (the clip is skipped and listed).
-        """
-        video = clip.paths["video"]
-        return {
-            "audio": audio_features(video, recipe),
-            "visual": read_frames(video, fps=recipe["frame_fps"], size=recipe["frame_size"]),
-        }
 
     def scan(
         self,

@@ -51,19 +51,16 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 from mmbalance.datasets.base import (
     Clip,
-    DatasetAdapter,
     DatasetLayoutError,
     Skip,
     register_dataset,
     stratified_holdout,
 )
-from mmbalance.media.audio import audio_features
-from mmbalance.media.video import read_frames
+from mmbalance.datasets.youtube import YoutubeClipAdapter
 
 __all__ = [
     "CLASS_LISTS",
@@ -140,25 +137,11 @@ def parse_row(row: list[str], where: str) -> CsvRow:
 
 
 @register_dataset("vggsound")
-class VggSound(DatasetAdapter):
+class VggSound(YoutubeClipAdapter):
     """Adapter for VGGSound: the metadata csv plus the downloaded mp4 clips."""
 
     name = "vggsound"
     classes = CLASS_LISTS[DEFAULT_CLASS_LIST]  # replaced per instance by scan(class_list=...)
-    modalities = ("audio", "visual")
-    kinds = {"audio": "spectrogram", "visual": "frames"}
-    frames_per_clip = 3  # 1 fps, 3 uniformly sampled frames (TPAMI §4.2)
-
-    def extract(self, clip: Clip, recipe: dict) -> dict[str, np.ndarray]:
-        """Audio track → log-spectrogram [257, 1004] (10 s); 1-fps frames → [T, H, W, 3] uint8.
-
-        A file without an audio stream raises MediaError (the clip is skipped and listed).
-        """
-        video = clip.paths["video"]
-        return {
-            "audio": audio_features(video, recipe),
-            "visual": read_frames(video, fps=recipe["frame_fps"], size=recipe["frame_size"]),
-        }
 
     def scan(
         self,

@@ -19,15 +19,13 @@ from mmbalance.datasets.base import SPLITS
 from mmbalance.datasets.mini import register_generator
 from mmbalance.datasets.mini._av_synth import (
     ClipSpec,
-    build_recipe,
-    plan_labels,
     prepare_root,
     run_jobs,
     summary_of,
     write_clip,
     write_truth,
-    youtube_ids,
 )
+from mmbalance.datasets.mini._youtube import draw_youtube_clips
 
 __all__ = ["TRUTH_FILE", "generate_kinetics_sounds"]
 
@@ -67,19 +65,15 @@ def generate_kinetics_sounds(
     never deleted.
     """
     classes = get_class_list(class_list)
-    if not 2 <= num_classes <= len(classes):
-        raise ValueError(f"num_classes must be in [2, {len(classes)}] for class_list {class_list!r}, got {num_classes}")
-    if clips_per_class < 1:
-        raise ValueError(f"clips_per_class must be >= 1, got {clips_per_class}")
-    recipe = build_recipe(seed=seed, num_classes=num_classes, duration_s=duration_s, **signal)
-    rng = np.random.default_rng(seed)
-    plans = plan_labels(rng, num_classes, clips_per_class, val_fraction, test_fraction,
-                        audio_ambiguous_fraction, visual_uninformative_fraction)
-    ids = youtube_ids(rng, len(plans))
-    starts = rng.integers(0, _MAX_START_S + 1, len(plans))
+    recipe, rng, plans, ids, starts = draw_youtube_clips(
+        classes, class_list, seed=seed, num_classes=num_classes, clips_per_class=clips_per_class,
+        val_fraction=val_fraction, test_fraction=test_fraction, duration_s=duration_s,
+        audio_ambiguous_fraction=audio_ambiguous_fraction,
+        visual_uninformative_fraction=visual_uninformative_fraction, max_start_s=_MAX_START_S, signal=signal,
+    )
     silent = _silent(rng, plans, no_audio_clips)
     specs = []
-    for i, (plan, vid, start) in enumerate(zip(plans, ids, starts.tolist(), strict=True)):
+    for i, (plan, vid, start) in enumerate(zip(plans, ids, starts, strict=True)):
         clip_id = f"{vid}_{start:06d}_{start + duration_s:06d}"
         specs.append(ClipSpec(
             index=i, clip_id=clip_id, path=f"{plan.split}/{classes[plan.label]}/{clip_id}{VIDEO_EXT}",

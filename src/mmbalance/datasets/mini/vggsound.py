@@ -19,15 +19,13 @@ import numpy as np
 from mmbalance.datasets.mini import register_generator
 from mmbalance.datasets.mini._av_synth import (
     ClipSpec,
-    build_recipe,
-    plan_labels,
     prepare_root,
     run_jobs,
     summary_of,
     write_clip,
     write_truth,
-    youtube_ids,
 )
+from mmbalance.datasets.mini._youtube import draw_youtube_clips
 from mmbalance.datasets.vggsound import CSV_FILE, DEFAULT_CLASS_LIST, VIDEO_DIR, VIDEO_EXT, clip_id, get_class_list
 
 __all__ = ["TRUTH_FILE", "generate_vggsound"]
@@ -68,19 +66,15 @@ def generate_vggsound(
     dataset in ``root`` (recognised by its truth file) is replaced, real data is never deleted.
     """
     classes = get_class_list(class_list)
-    if not 2 <= num_classes <= len(classes):
-        raise ValueError(f"num_classes must be in [2, {len(classes)}] for class_list {class_list!r}, got {num_classes}")
-    if clips_per_class < 1:
-        raise ValueError(f"clips_per_class must be >= 1, got {clips_per_class}")
-    recipe = build_recipe(seed=seed, num_classes=num_classes, duration_s=duration_s, **signal)
-    rng = np.random.default_rng(seed)
-    plans = plan_labels(rng, num_classes, clips_per_class, 0.0, test_fraction,
-                        audio_ambiguous_fraction, visual_uninformative_fraction)
-    ids = youtube_ids(rng, len(plans))
-    starts = rng.integers(0, _MAX_START_S + 1, len(plans))
+    recipe, rng, plans, ids, starts = draw_youtube_clips(
+        classes, class_list, seed=seed, num_classes=num_classes, clips_per_class=clips_per_class,
+        val_fraction=0.0, test_fraction=test_fraction, duration_s=duration_s,
+        audio_ambiguous_fraction=audio_ambiguous_fraction,
+        visual_uninformative_fraction=visual_uninformative_fraction, max_start_s=_MAX_START_S, signal=signal,
+    )
     missing, silent = _train_picks(rng, plans, missing_videos, no_audio_clips)
     specs = []
-    for i, (plan, vid, start) in enumerate(zip(plans, ids, starts.tolist(), strict=True)):
+    for i, (plan, vid, start) in enumerate(zip(plans, ids, starts, strict=True)):
         cid = clip_id(vid, start)
         specs.append(ClipSpec(
             index=i, clip_id=cid, path=f"{VIDEO_DIR}/{cid}{VIDEO_EXT}", label=plan.label, split=plan.split,
