@@ -141,7 +141,11 @@ def test_missing_runs_read_not_run(tmp_path):
     assert all(d.path is None for d in drawn) and not list(out.rglob("*.png"))
     section = diagnostics_section("gmm_adaptive_loss", drawn)
     assert "![" not in section and "- CREMA-D: not run (no `gmm_al` results)." in section
-    assert "(paper Fig. 5): not run (no `opm`, `ogm`, `opm_ogm` results)" in diagnostics_section("opm_ogm", drawn)
+    # ρ (Fig. 5) and OPM's q (Fig. 7) are Kinetics-Sounds figures in the paper: with none of their
+    # runs, CREMA-D's page leaves them out and Kinetics-Sounds' page says they were not run
+    assert diagnostics_section("opm_ogm", drawn) is None
+    ks = render_diagnostics("kinetics_sounds", runs, curves, out / "plots", out)
+    assert "(paper Fig. 5): not run (no `opm`, `ogm`, `opm_ogm` results)" in diagnostics_section("opm_ogm", ks)
     assert diagnostics_section("opm_ogm", []) is None
     # a gmm_al run whose results lack the diagnostics (older code): its probe curves are drawn, the histogram is not
     _run(tmp_path, "gmm_al", _probes("test"))
