@@ -4,8 +4,8 @@ A table keeps the paper's rows and columns (``reference/paper_tables.csv``: ever
 printed labels, in printed order; tables listed under ``transpose`` in ``data/papers.yaml`` are
 shown with rows and columns swapped so that methods are rows).  Each cell with a paper figure
 reads "ours mean ± std (paper value, Δ)", Δ = our mean − the paper's figure, or a short reason
-why ours is absent ("pretrained CLIP ViT-B/16: weights not available offline", "not run:
-full profile").  A cell's run comes from the cell's *method* through ``data/paper_rows.csv``
+why ours is absent ("not run: full profile", "not run yet", or a row's own reason in
+``data/paper_rows.csv``).  A cell's run comes from the cell's *method* through ``data/paper_rows.csv``
 (see :mod:`.papers`).  Each page opens with its coverage: cells with our figure / cells printed.
 """
 
