@@ -7,8 +7,8 @@ the reference run (Concat) timed side by side, and peak memory of a step; see
 
 Reads params: costs (reference, warmup_steps, rounds, steps_per_round, batch_size) and train
 (optimizer, learning rate, batch size, device, threads, with ``train.by_dataset.<dataset>``);
-with --run-params, each run's own train settings from its params file (the optimizer it was
-trained with; every run is still timed on the same batch). With --runs (the dataset's
+with --run-params (the dataset's file from the run-params stage, its runs' params), each run's
+own train settings (the optimizer it was trained with; every run is still timed on the same batch). With --runs (the dataset's
 method-sources manifest) only the model folders of the runs it lists are measured (folders
 another profile trained are skipped, logged).
 """
@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--dataset", default=None, help="dataset name (default: the shard index's)")
     ap.add_argument("--run-params", type=Path, default=None,
-                    help="data/run_params: each run's params file, for the train settings it was trained with")
+                    help="data/run_params/datasets/<dataset>.yaml: the params files of the dataset's runs, for "
+                         "the train settings each was trained with")
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
@@ -66,14 +67,16 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{dataset}: costs of {len(res['runs'])} runs in {out['wall_s']:.1f} s")
 
 
-def _run_train(folder: Path, runs: list[str], dataset: str) -> dict[str, dict]:
-    """Each run's train settings, resolved from its params file as the train stage resolves them."""
+def _run_train(path: Path, runs: list[str], dataset: str) -> dict[str, dict]:
+    """Each run's train settings, resolved from its params (``path``: {run: its params file's
+    body}) as the train stage resolves them."""
+    bodies = load_params(path)
     out = {}
     for run in runs:
-        path = folder / f"{run}.yaml"
-        if not path.is_file():
-            raise SystemExit(f"{path}: no params file for run {run!r} (the run-params stage writes one per run)")
-        out[run] = run_train_settings(load_params(path), run, dataset)
+        if run not in bodies:
+            raise SystemExit(f"{path}: no params of run {run!r} (the run-params stage lists the runs of "
+                             f"benchmark.{dataset})")
+        out[run] = run_train_settings(bodies[run], run, dataset)
     return out
 
 

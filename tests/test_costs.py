@@ -123,11 +123,12 @@ def test_run_train_settings_come_from_each_runs_params_file(tmp_path):
     stage = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(stage)
     train = {**TRAIN, "weight_decay": 1e-4}
-    (tmp_path / "concat.yaml").write_text(yaml.safe_dump({"train": train, "methods": {"concat": {}}}))
-    (tmp_path / "arl__swin.yaml").write_text(yaml.safe_dump(
-        {"train": train, "methods": {"arl__swin": {"method": "arl", "train": {"optimizer": "adamw", "lr": 0.001}}}}))
-    cfg = stage._run_train(tmp_path, ["concat", "arl__swin"], "cremad")
+    # the dataset's file of the run-params stage: {run: that run's params file body}
+    (tmp_path / "cremad.yaml").write_text(yaml.safe_dump({
+        "concat": {"train": train, "methods": {"concat": {}}},
+        "arl__swin": {"train": train, "methods": {"arl__swin": {"method": "arl", "train": {"optimizer": "adamw", "lr": 0.001}}}}}))
+    cfg = stage._run_train(tmp_path / "cremad.yaml", ["concat", "arl__swin"], "cremad")
     assert cfg["concat"]["optimizer"] == "sgd"
     assert cfg["arl__swin"]["optimizer"] == "adamw" and cfg["arl__swin"]["lr"] == 0.001
-    with pytest.raises(SystemExit, match="no params file for run 'missing'"):
-        stage._run_train(tmp_path, ["missing"], "cremad")
+    with pytest.raises(SystemExit, match="no params of run 'missing'"):
+        stage._run_train(tmp_path / "cremad.yaml", ["missing"], "cremad")

@@ -91,7 +91,8 @@ def test_training_stages_read_their_run_file_and_declare_no_params(stages):
         found += 1
     assert found > 100
     rp = stages["run-params"]
-    assert sorted(rp["params"]) == sorted([*SHARED_KEYS, "methods"]) and f"--out {RUN_PARAMS}" in rp["cmd"]
+    assert sorted(rp["params"]) == sorted([*SHARED_KEYS, "methods", "encoder_sets", "benchmark"])
+    assert f"--out {RUN_PARAMS}" in rp["cmd"]
 
 
 def test_an_encoder_set_reaches_only_the_runs_that_pick_it():
@@ -105,3 +106,20 @@ def test_an_encoder_set_reaches_only_the_runs_that_pick_it():
     params["encoder_sets"] = {"swin": {"frames": {"name": "swin"}}, "other": {"frames": {"name": "x"}}}
     assert dump(run_params(params, "concat")) == before
     assert run_params(params, "concat__swin")["encoder_sets"] == {"swin": {"frames": {"name": "swin"}}}
+
+
+def test_a_dataset_file_gathers_its_runs_and_changes_only_with_them(params, tmp_path):
+    """datasets/<dataset>.yaml (the costs stage's dependency): each listed run's own file body; an
+    edit of one run's block changes the files of the datasets that list it, no other."""
+    from mmbalance.run_params import write_dataset_run_params
+
+    written = write_dataset_run_params(params, tmp_path)
+    assert sorted(p.stem for p in written) == sorted(params["benchmark"])
+    for ds, runs in params["benchmark"].items():
+        body = load_params(tmp_path / f"{ds}.yaml")
+        assert list(body) == list(runs) and body[runs[0]] == run_params(params, runs[0])
+    before = {p.name: p.read_text() for p in written}
+    edited = {**params, "methods": {**params["methods"], "arl": {**params["methods"]["arl"], "gamma": 2.5}}}
+    after = {p.name: p.read_text() for p in write_dataset_run_params(edited, tmp_path)}
+    changed = {name for name in after if after[name] != before[name]}
+    assert changed == {f"{ds}.yaml" for ds, runs in params["benchmark"].items() if "arl" in runs} and changed

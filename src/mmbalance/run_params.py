@@ -7,7 +7,8 @@ params.yaml once and writes ``<run>.yaml`` for every run of ``methods``: the key
 reads (``profile``, ``seeds``, ``train``, ``model``, ``methods.<run>`` and the encoder set the run
 picks, if any), in the same nesting as params.yaml. A training stage depends on its run's file and reads its settings from it; editing
 one run's block (``dvc exp run -S methods.arl.alpha=0.5``) rewrites the files of all runs, but only
-the edited run's file changes, so only that run's stages re-run.
+the edited run's file changes, so only that run's stages re-run. ``datasets/<dataset>.yaml``
+gathers the files of a dataset's runs for the costs stage.
 """
 
 from __future__ import annotations
@@ -44,6 +45,23 @@ def dump(body: dict) -> str:
     if yaml.safe_load(text) != body:
         raise ValueError("run params do not survive a YAML round trip: " + ", ".join(sorted(body)))
     return text
+
+
+def write_dataset_run_params(params: dict, out: Path) -> list[Path]:
+    """``<out>/<dataset>.yaml`` for every dataset of ``benchmark``: ``{run: run_params(...)}`` for
+    each of its runs, in list order (the costs stage times every run of a dataset with the settings
+    it trained with, and depends on this one file: editing one run's block re-runs the costs of
+    the datasets that list it, not of all). Files of datasets no longer listed are removed and an
+    unchanged file keeps its mtime. Returns the written paths (sorted by dataset)."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for dataset, runs in sorted(lookup(params, "benchmark").items()):
+        path = out / f"{dataset}.yaml"
+        text = dump({run: run_params(params, run) for run in runs})
+        if not path.is_file() or path.read_text() != text:
+            path.write_text(text)
+        written.append(path)
+    return remove_unlisted(out, written, "*.yaml")
 
 
 def write_run_params(params: dict, out: Path) -> list[Path]:
