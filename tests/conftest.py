@@ -41,6 +41,20 @@ def batch():
 torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session")
+def resolved_stages() -> dict:
+    """dvc.yaml's stages as DVC resolves them (foreach / matrix expanded): name → cmd, dependency
+    paths (params dependencies apart) and declared params keys."""
+    from dvc.repo import Repo
+
+    with Repo(str(Path(__file__).resolve().parents[1])) as repo:
+        out = {}
+        for s in repo.index.stages:
+            keys = [k for p in s.deps if hasattr(p, "params") for k in (p.params or [])]
+            out[s.addressing] = {"cmd": s.cmd, "deps": [d.def_path for d in s.deps if not hasattr(d, "params")], "params": keys}
+        return out
+
+
 def save_concat_run(parent: Path, seed: int = 0):
     """A Concat model (``MODEL_CFG``, 6 classes) saved as the train stage saves one, in
     ``parent/concat/seed<seed>.pt``; returns (info, model, folder)."""

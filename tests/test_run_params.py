@@ -20,19 +20,6 @@ def params() -> dict:
     return load_params(ROOT / "params.yaml")
 
 
-@pytest.fixture(scope="module")
-def stages() -> dict:
-    """dvc.yaml's stages as DVC resolves them: name → (cmd, dep paths, params keys)."""
-    from dvc.repo import Repo
-
-    with Repo(str(ROOT)) as repo:
-        out = {}
-        for s in repo.index.stages:
-            keys = [k for p in s.deps if hasattr(p, "params") for k in (p.params or [])]
-            out[s.addressing] = {"cmd": s.cmd, "deps": [d.def_path for d in s.deps if not hasattr(d, "params")], "params": keys}
-        return out
-
-
 def _option(cmd: str, name: str) -> str:
     words = cmd.split()
     return words[words.index(name) + 1]
@@ -78,11 +65,11 @@ def test_dump_round_trips_and_refuses_what_does_not():
         dump({"x": float("nan")})
 
 
-def test_training_stages_read_their_run_file_and_declare_no_params(stages):
+def test_training_stages_read_their_run_file_and_declare_no_params(resolved_stages):
     """Train and sweep stages: ``--params data/run_params/<run>.yaml``, a dependency on that file,
     no params dependency (DVC would parse params.yaml once per stage)."""
     found = 0
-    for name, st in stages.items():
+    for name, st in resolved_stages.items():
         if not name.startswith(("train-", "sweep-")):
             continue
         run = _option(st["cmd"], "--method" if name.startswith("train-") else "--run")
@@ -90,7 +77,7 @@ def test_training_stages_read_their_run_file_and_declare_no_params(stages):
         assert f"{RUN_PARAMS}/{run}.yaml" in st["deps"] and st["params"] == [], name
         found += 1
     assert found > 100
-    rp = stages["run-params"]
+    rp = resolved_stages["run-params"]
     assert sorted(rp["params"]) == sorted([*SHARED_KEYS, "methods", "encoder_sets", "benchmark"])
     assert f"--out {RUN_PARAMS}" in rp["cmd"]
 

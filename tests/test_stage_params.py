@@ -23,19 +23,6 @@ def params() -> dict:
     return load_params(ROOT / "params.yaml")
 
 
-@pytest.fixture(scope="module")
-def stages() -> dict:
-    """dvc.yaml's stages as DVC resolves them: name → (cmd, dep paths, params keys)."""
-    from dvc.repo import Repo
-
-    with Repo(str(ROOT)) as repo:
-        out = {}
-        for s in repo.index.stages:
-            keys = [k for p in s.deps if hasattr(p, "params") for k in (p.params or [])]
-            out[s.addressing] = {"cmd": s.cmd, "deps": [d.def_path for d in s.deps if not hasattr(d, "params")], "params": keys}
-        return out
-
-
 def _selections(cmd: str) -> list[Selection]:
     words = shlex.split(cmd)
     return [Selection.parse(w) for w in words[words.index("--select") + 1:] if not w.startswith("--")]
@@ -74,10 +61,10 @@ def test_stale_files_go_unchanged_files_stay_and_clashes_raise(tmp_path):
         write_stage_params(p, [*sels, Selection.parse("costs=generate")], tmp_path)
 
 
-def test_each_stage_reads_from_its_file_what_it_read_from_params_yaml(stages, params, tmp_path):
+def test_each_stage_reads_from_its_file_what_it_read_from_params_yaml(resolved_stages, params, tmp_path):
     """The files the stage-params command writes give every reading stage the same values as
     params.yaml: generate's block, prepare's recipe and split, evaluate's, costs' and embed's."""
-    write_stage_params(params, _selections(stages["stage-params"]["cmd"]), tmp_path)
+    write_stage_params(params, _selections(resolved_stages["stage-params"]["cmd"]), tmp_path)
     for ds in params["generate"]:
         assert lookup(load_params(tmp_path / f"generate/{ds}.yaml"), f"generate.{ds}") == params["generate"][ds]
     for ds in params["datasets"]:
@@ -91,11 +78,11 @@ def test_each_stage_reads_from_its_file_what_it_read_from_params_yaml(stages, pa
     assert embed == {k: v for k, v in params["embedding"].items() if k != "runs"}
 
 
-def test_dataset_stages_read_their_file_and_declare_no_params(stages):
+def test_dataset_stages_read_their_file_and_declare_no_params(resolved_stages):
     """``--params data/stage_params/<file>.yaml``, a dependency on it, no params dependency; the
     stage-params stage declares exactly the blocks its selections read."""
     found = 0
-    for name, st in stages.items():
+    for name, st in resolved_stages.items():
         group, _, key = name.partition("@")
         if group not in READERS:
             continue
@@ -105,6 +92,6 @@ def test_dataset_stages_read_their_file_and_declare_no_params(stages):
         assert st["params"] == [], name
         found += 1
     assert found >= 40
-    sp = stages["stage-params"]
+    sp = resolved_stages["stage-params"]
     read = {k.split(".{")[0] for sel in _selections(sp["cmd"]) for k in sel.keys}
     assert read == set(sp["params"]) and f"--out {OUT}" in sp["cmd"]

@@ -13,14 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from mmbalance.datasets.ave import ANNOTATIONS, CLASSES, SPLIT_FILES, VIDEO_DIR, VIDEO_EXT
 from mmbalance.datasets.mini import register_generator
 from mmbalance.datasets.mini._av_synth import (
     ClipSpec,
-    build_recipe,
-    plan_labels,
     prepare_root,
     run_jobs,
     summary_of,
@@ -28,6 +24,7 @@ from mmbalance.datasets.mini._av_synth import (
     write_truth,
     youtube_ids,
 )
+from mmbalance.datasets.mini._youtube import plan_clips
 
 __all__ = ["TRUTH_FILE", "generate_ave"]
 
@@ -76,12 +73,11 @@ def generate_ave(
         raise ValueError(f"num_classes must be in [2, {len(CLASSES)}], got {num_classes}")
     if not 1 <= min_span_s < duration_s:
         raise ValueError(f"min_span_s must be in [1, duration_s), got {min_span_s}")
-    if clips_per_class < 1:
-        raise ValueError(f"clips_per_class must be >= 1, got {clips_per_class}")
-    recipe = build_recipe(seed=seed, num_classes=num_classes, duration_s=duration_s, **signal)
-    rng = np.random.default_rng(seed)
-    plans = plan_labels(rng, num_classes, clips_per_class, val_fraction, test_fraction,
-                        audio_ambiguous_fraction, visual_uninformative_fraction)
+    recipe, rng, plans = plan_clips(
+        seed=seed, num_classes=num_classes, clips_per_class=clips_per_class, val_fraction=val_fraction,
+        test_fraction=test_fraction, duration_s=duration_s, audio_ambiguous_fraction=audio_ambiguous_fraction,
+        visual_uninformative_fraction=visual_uninformative_fraction, signal=signal,
+    )
     if not 0.0 <= distractor_fraction <= 1.0:
         raise ValueError(f"distractor_fraction must be in [0, 1], got {distractor_fraction}")
     specs = _specs(rng, plans, clips_per_class, partial_span_fraction, min_span_s, duration_s, distractor_fraction)
