@@ -36,7 +36,7 @@ def _shrink(dst: Path) -> None:
     p["prepare"]["workers"] = 1
     (dst / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     pipeline = yaml.safe_load((dst / "dvc.yaml").read_text())
-    stages = {k: v for k, v in pipeline["stages"].items() if k in ("dataset-sources", "stage-params", "generate", "prepare", "method-sources", "experiment")}
+    stages = {k: v for k, v in pipeline["stages"].items() if k in ("dataset-sources", "stage-params", "generate", "prepare", "run-params", "method-sources", "experiment")}
     (dst / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
 
 

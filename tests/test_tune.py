@@ -261,7 +261,7 @@ def test_queue_and_collect(tmp_path):
     p["tune"].update(budget=2, runs={"cremad": ["concat", "moddrop"]})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     pipeline = yaml.safe_load((tmp_path / "dvc.yaml").read_text())
-    stages = {k: v for k, v in pipeline["stages"].items() if k in ("dataset-sources", "stage-params", "generate", "prepare", "method-sources", "tune-cremad")}
+    stages = {k: v for k, v in pipeline["stages"].items() if k in ("dataset-sources", "stage-params", "generate", "prepare", "run-params", "method-sources", "tune-cremad")}
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", OMP_NUM_THREADS="1",
                PYTHONPATH=str(tmp_path / "src"), DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
