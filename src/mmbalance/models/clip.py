@@ -23,6 +23,7 @@ first, ahead of CLIP's positions and blocks.
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -162,7 +163,11 @@ def _clip_state(path: Path) -> dict:
         with zipfile.ZipFile(path) as archive:
             scripted = any(name.endswith("/constants.pkl") for name in archive.namelist())
         if scripted:  # OpenAI's release is a TorchScript module: its parameters are the state dict
-            return {k: v.float() for k, v in torch.jit.load(str(path), map_location="cpu").state_dict().items()}
+            with warnings.catch_warnings():
+                # torch deprecates TorchScript, but that is the format OpenAI's weights come in
+                warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated", category=FutureWarning)
+                module = torch.jit.load(str(path), map_location="cpu")
+            return {k: v.float() for k, v in module.state_dict().items()}
     return {k: v.float() for k, v in read_state_dict(path, missing).items()}
 
 
