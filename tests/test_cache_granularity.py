@@ -29,12 +29,9 @@ DATASET_STAGES = ("evaluate@", "costs@")
 
 
 @pytest.fixture(scope="module")
-def stages() -> dict[str, dict]:
+def stages(resolved_stages) -> dict[str, dict]:
     """dvc.yaml's stages as DVC resolves them (matrix/foreach expanded): name → definition."""
-    from dvc.repo import Repo
-
-    with Repo(str(ROOT)) as repo:
-        return {s.addressing: {"cmd": s.cmd, "deps": [d.def_path for d in s.deps]} for s in repo.index.stages}
+    return resolved_stages
 
 
 @pytest.fixture(scope="module")

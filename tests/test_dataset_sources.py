@@ -18,13 +18,9 @@ SRC = ROOT / "src" / "mmbalance"
 
 
 @pytest.fixture(scope="module")
-def stages() -> dict[str, list[str]]:
+def stages(resolved_stages) -> dict[str, list[str]]:
     """generate/prepare stages as DVC resolves them: name → dependency paths."""
-    from dvc.repo import Repo
-
-    with Repo(str(ROOT)) as repo:
-        return {s.addressing: [d.def_path for d in s.deps] for s in repo.index.stages
-                if s.addressing.startswith(("generate@", "prepare@"))}
+    return {name: st["deps"] for name, st in resolved_stages.items() if name.startswith(("generate@", "prepare@"))}
 
 
 def _names(paths):
