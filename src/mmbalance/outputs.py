@@ -11,3 +11,11 @@ def remove_unlisted(folder: Path, written: list[Path], pattern: str) -> list[Pat
     for stale in set(folder.glob(pattern)) - set(written):
         stale.unlink()
     return written
+
+
+def write_if_changed(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` unless it already holds exactly that: an unchanged file keeps its
+    mtime (and DVC's cached hash of it). Returns ``path``."""
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
+    return path

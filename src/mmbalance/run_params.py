@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from mmbalance.outputs import remove_unlisted
+from mmbalance.outputs import remove_unlisted, write_if_changed
 from mmbalance.params import lookup
 
 # the top-level keys every training run reads, besides its own ``methods.<run>`` block
@@ -54,13 +54,8 @@ def write_dataset_run_params(params: dict, out: Path) -> list[Path]:
     the datasets that list it, not of all). Files of datasets no longer listed are removed and an
     unchanged file keeps its mtime. Returns the written paths (sorted by dataset)."""
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for dataset, runs in sorted(lookup(params, "benchmark").items()):
-        path = out / f"{dataset}.yaml"
-        text = dump({run: run_params(params, run) for run in runs})
-        if not path.is_file() or path.read_text() != text:
-            path.write_text(text)
-        written.append(path)
+    written = [write_if_changed(out / f"{dataset}.yaml", dump({run: run_params(params, run) for run in runs}))
+               for dataset, runs in sorted(lookup(params, "benchmark").items())]
     return remove_unlisted(out, written, "*.yaml")
 
 
@@ -68,11 +63,6 @@ def write_run_params(params: dict, out: Path) -> list[Path]:
     """``<out>/<run>.yaml`` for every run of ``params["methods"]``; ``*.yaml`` of runs no longer
     listed are removed. Returns the written paths (sorted by run)."""
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for run in sorted(lookup(params, "methods")):
-        path = out / f"{run}.yaml"
-        text = dump(run_params(params, run))
-        if not path.is_file() or path.read_text() != text:  # unchanged files keep their mtime
-            path.write_text(text)
-        written.append(path)
+    written = [write_if_changed(out / f"{run}.yaml", dump(run_params(params, run)))
+               for run in sorted(lookup(params, "methods"))]
     return remove_unlisted(out, written, "*.yaml")

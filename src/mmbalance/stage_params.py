@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from mmbalance.outputs import remove_unlisted, write_if_changed
 from mmbalance.params import lookup
 from mmbalance.run_params import dump
 
@@ -88,10 +89,5 @@ def write_stage_params(params: dict, selections: list[Selection], out: Path) -> 
     for name in sorted(files):
         path = out / f"{name}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = dump(select(params, files[name]))
-        if not path.is_file() or path.read_text() != text:
-            path.write_text(text)
-        written.append(path)
-    for stale in set(out.rglob("*.yaml")) - set(written):
-        stale.unlink()
-    return written
+        written.append(write_if_changed(path, dump(select(params, files[name]))))
+    return remove_unlisted(out, written, "**/*.yaml")
