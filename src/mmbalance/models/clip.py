@@ -149,7 +149,9 @@ def load_clip_weights(tower: nn.Module, path: Path, prefix: str) -> None:
         raise ValueError(f"{path}: not CLIP weights for this tower (no {prefix}{missing[0]}"
                          f"{' and ' + str(len(missing) - 1) + ' more' if len(missing) > 1 else ''})")
     try:
-        tower.load_state_dict(part, strict=not isinstance(getattr(tower, "proj_in", None), nn.Linear))
+        # part holds every key of the tower but a learned proj_in's (checked above), which keeps
+        # its initial weights; a shape that does not fit still raises
+        tower.load_state_dict(part, strict=False)
     except RuntimeError as err:  # another width / layers / patch / image size: say which file
         raise ValueError(f"{path}: does not fit this CLIP tower (image_size, patch_size, width, layers, "
                          f"context_length, output_dim): {err}") from err
