@@ -8,9 +8,9 @@ the reference run (Concat) timed side by side, and peak memory of a step; see
 Reads params: costs (reference, warmup_steps, rounds, steps_per_round, batch_size) and train
 (optimizer, learning rate, batch size, device, threads, with ``train.by_dataset.<dataset>``);
 with --run-params (the dataset's file from the run-params stage, its runs' params), each run's
-own train settings (the optimizer it was trained with; every run is still timed on the same batch). With --runs (the dataset's
-method-sources manifest) only the model folders of the runs it lists are measured (folders
-another profile trained are skipped, logged).
+own train settings (the optimizer it was trained with; every run is still timed on the same
+batch). With --runs (the dataset's method-sources manifest) only the model folders of the runs
+it lists are measured (folders another profile trained are skipped, logged).
 """
 
 from __future__ import annotations
