@@ -184,6 +184,7 @@ def _run(shard_dir, out_dir, dataset, method_name, method_cfg, model_cfg, train_
         # (copy-on-write). Each seeds its own RNGs, so the numbers equal a sequential run's.
         global _JOB
         _JOB = job
+        _import_before_fork()
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             per_seed = pool.map(_run_job_seed, seeds)
         _JOB = None
@@ -238,6 +239,17 @@ class _SeedJob:
 
 
 _JOB: _SeedJob | None = None  # the job forked seed workers run (set only around the pool)
+
+
+def _import_before_fork() -> None:
+    """Import, once in the parent, the modules every seed worker would otherwise import after the
+    fork, each on its own: torch._dynamo (``Optimizer.__init__`` imports it, ~1.5 s), scikit-learn's
+    metrics (the per-epoch scores, ~1.3 s) and DVCLive. Forked workers inherit them; the numbers do
+    not change."""
+    import importlib
+
+    for name in ("torch._dynamo", "sklearn.metrics", "sklearn.preprocessing", "dvclive"):
+        importlib.import_module(name)
 
 
 def _run_job_seed(seed: int) -> dict:
