@@ -38,6 +38,7 @@ from mmbalance.report.data_summary import load_data_summaries
 from mmbalance.report.diagnostics import diagnostics_section
 from mmbalance.report.embedding import embedding_section, load_embeddings
 from mmbalance.report.gmm_fit import first_fit_section
+from mmbalance.report.released_code import released_code_section
 from mmbalance.report.render import mini_note
 from mmbalance.report.stats import StatsConfig, stats_by_dataset
 from mmbalance.report.tables import leaderboard_order, load_costs, load_shapley, ordered_datasets, with_step_ratios
@@ -204,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
             sections.insert(0, first_fit_section(runs))
         if paper == "iprm":  # the t-SNE panels of the paper's Fig. 4
             sections.append(embedding_section(embeddings, out.parent, draw=not args.no_plots))
+        sections.insert(0, released_code_section(paper, config, runs, stats, stats_cfg, index, methods))
         text = render_paper_page(paper, cells, runs, config, out.name, mini, mini_note(), [s for s in sections if s],
                                  expected=methods)
         write_report(text, out.parent / page_name(paper))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -119,6 +119,7 @@ METHOD_NAMES: dict[str, str] = {
 
 # Variant suffix (after "__") -> label; fusions come from FUSION_NAMES.
 VARIANT_LABELS: dict[str, str] = {
+    "code": "released code",
     "alpha0": "α=0",
     "beta0": "β=0",
     "gamma0": "γ=0",
@@ -214,6 +215,28 @@ class RowMapping:
 
 
 @dataclass(frozen=True)
+class CodeVariant:
+    """One method as its paper states it (``paper_run``) and as its released code runs it
+    (``code_run``); ``code`` names the code read, ``differs`` says what it changes."""
+
+    paper_run: str
+    code_run: str
+    code: str
+    differs: str
+
+
+def parse_variants(entries: Sequence[Mapping] | None, source: str) -> tuple[CodeVariant, ...]:
+    """``released_code`` entries of papers.yaml; a missing key is an error naming ``source``."""
+    out = []
+    for e in entries or ():
+        missing = {"paper_run", "code_run", "code", "differs"} - set(e)
+        if missing:
+            raise ValueError(f"{source}: released_code entry {dict(e)} lacks {sorted(missing)}")
+        out.append(CodeVariant(str(e["paper_run"]), str(e["code_run"]), str(e["code"]), str(e["differs"])))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
 class ReportConfig:
     """Everything the paper pages need besides results: papers, metrics, notes, row mapping."""
 
@@ -222,6 +245,7 @@ class ReportConfig:
     column_notes: tuple[dict, ...]
     rows: dict[tuple[str, str, str, str], RowMapping]
     unavailable: dict[str, str] = field(default_factory=dict)
+    released_code: tuple[CodeVariant, ...] = ()  # methods whose released code differs from the paper
 
     def unavailable_reason(self, dataset: str) -> str | None:
         """Why we have no figure on a paper's ``dataset`` (no adapter, no run configured), or None."""
@@ -348,7 +372,8 @@ def _build_config(papers_src: tuple[str, str], rows_src: tuple[str, str]) -> Rep
               for k, v in data["papers"].items()}
     return ReportConfig(papers=papers, metrics=dict(data["metrics"]),
                         column_notes=tuple(data.get("column_notes") or ()), rows=rows,
-                        unavailable=dict(data.get("unavailable_datasets") or {}))
+                        unavailable=dict(data.get("unavailable_datasets") or {}),
+                        released_code=parse_variants(data.get("released_code"), papers_src[1]))
 
 
 def _papers() -> dict[str, str]:

@@ -1,0 +1,129 @@
+"""The paper's formula beside the authors' released code.
+
+Several methods' released code does something other than what their paper writes (OGM's
+coefficient, OPM's dropping schedule, ARL's asymmetric weights, IPRM's test-time logits, MLA's
+projector). The project trains the paper's formula as the method's run and the code's behaviour as
+a named variant (``papers.yaml`` ``released_code``). This section puts the two side by side on
+every dataset where both ran: accuracy with its interval, the paired difference code − paper
+formula, McNemar's test over the same test clips and seeds (Holm over the section's comparisons),
+and the figure the paper prints for the method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .pages import OTHER_PROFILE, Expected, _wanted
+from .papers import CodeVariant, PaperIndex, ReportConfig, dataset_label, run_label
+from .stats import Comparison, DatasetStats, StatsConfig, compare, holm, load_run
+from .tables import MISSING, RunSummary, Table, markdown_table
+
+
+def variants_for(paper: str, config: ReportConfig) -> list[CodeVariant]:
+    """The variants whose paper run serves a row of ``paper``'s tables, in papers.yaml order."""
+    mapped = {m.run.split("/", 1)[-1] for m in config.rows.values() if m.paper == paper and m.run}
+    return [v for v in config.released_code if v.paper_run in mapped]
+
+
+@dataclass
+class _Row:
+    variant: CodeVariant
+    dataset: str
+    paper: RunSummary
+    code: RunSummary
+    comparison: Comparison | None
+
+
+def _rows(variants: Sequence[CodeVariant], runs: Sequence[RunSummary], cfg: StatsConfig) -> list[_Row]:
+    """One row per (variant, dataset) where both runs have results; the paired comparison where
+    both saved per-clip predictions. p-values are Holm-corrected over the rows."""
+    by_key = {(r.dataset, r.run): r for r in runs}
+    rows = []
+    for v in variants:
+        for ds in sorted({r.dataset for r in runs if r.run == v.code_run}):
+            a, b = by_key.get((ds, v.code_run)), by_key.get((ds, v.paper_run))
+            if a is None or b is None:
+                continue
+            rows.append(_Row(v, ds, b, a, _compare(a, b, cfg, ds)))
+    tested = [r for r in rows if r.comparison is not None]
+    for r, p in zip(tested, holm([r.comparison.p for r in tested])):
+        r.comparison.p_holm = p
+    return rows
+
+
+def _compare(code: RunSummary, paper: RunSummary, cfg: StatsConfig, dataset: str) -> Comparison | None:
+    if not (code.source and paper.source):
+        return None
+    a, b = load_run(code.run, Path(code.source).parent), load_run(paper.run, Path(paper.source).parent)
+    return None if a is None or b is None else compare(a, b, cfg, dataset)
+
+
+def _acc(run: RunSummary, stats: Mapping[str, DatasetStats], expected: Expected) -> str:
+    """Accuracy [95 % CI] from the dataset's statistics, ° when this profile does not train it."""
+    st = stats.get(run.dataset)
+    row = st.rows.get(run.run) if st is not None else None
+    if row is None:
+        return MISSING
+    mark = "" if _wanted(run.run, run.dataset, expected) else OTHER_PROFILE
+    return f"{100 * row.acc:.2f}{mark} [{100 * row.lo:.2f}, {100 * row.hi:.2f}]"
+
+
+def _paper_figure(index: PaperIndex | None, paper: str, row: _Row) -> str:
+    fig = index.figure(paper, row.dataset, row.variant.paper_run) if index is not None else None
+    return f"{fig.value} (Tab. {fig.table})" if fig is not None else MISSING
+
+
+def released_code_table(paper: str, rows: Sequence[_Row], stats: Mapping[str, DatasetStats], cfg: StatsConfig,
+                        index: PaperIndex | None, expected: Expected) -> Table:
+    """Method, dataset, both accuracies, Δ code − paper [CI], p (Holm), verdict, the paper's figure."""
+    out = []
+    for r in rows:
+        c = r.comparison
+        out.append([
+            run_label(r.variant.paper_run), dataset_label(r.dataset),
+            _acc(r.paper, stats, expected), _acc(r.code, stats, expected),
+            f"{100 * c.diff:+.2f} [{100 * c.lo:+.2f}, {100 * c.hi:+.2f}]" if c else MISSING,
+            ("<0.001" if c.p_holm < 0.001 else f"{c.p_holm:.3f}") if c else MISSING,
+            c.verdict(cfg.alpha) if c else MISSING,
+            _paper_figure(index, paper, r), f"`{r.variant.paper_run}` / `{r.variant.code_run}`",
+        ])
+    headers = ["Method", "Dataset", "Paper's formula: Acc [95 % CI]", "Released code: Acc [95 % CI]",
+               "Δ code − formula [95 % CI]", "p (Holm)", "Code vs formula", "Paper prints", "Runs"]
+    return Table(headers=headers, rows=out, numeric=[False, False, True, True, True, True, False, True, False])
+
+
+def released_code_section(paper: str, config: ReportConfig, runs: Sequence[RunSummary],
+                          stats: Mapping[str, DatasetStats], cfg: StatsConfig, index: PaperIndex | None = None,
+                          expected: Expected = None) -> str:
+    """The page's "paper's formula vs released code" section ("" when no variant concerns it)."""
+    variants = variants_for(paper, config)
+    if not variants:
+        return ""
+    rows = _rows(variants, runs, cfg)
+    parts = ["## The paper's formula and the authors' released code",
+             "Where a method's released code does something other than its paper's text, the method's run "
+             "follows the paper (the tables above) and a variant follows the code:"]
+    ran = {r.variant.code_run for r in rows}
+    parts.append("\n".join(f"- `{v.code_run}` ({v.code}): {v.differs}.{_absent(v, ran, expected)}" for v in variants))
+    if rows:
+        tested = sum(r.comparison is not None for r in rows)
+        parts.append("Both are trained on the same shards, seeds and budget and scored on the same test clips. "
+                     "*Δ*: paired accuracy difference, code − formula, with a two-level (seeds, then clips) bootstrap "
+                     "interval. *p*: McNemar's test, pooled over seeds and Holm-corrected over the "
+                     f"{tested} comparison{'s' if tested != 1 else ''} of this table. ° marks a run this profile does not "
+                     "train (its committed results). *Paper prints*: the paper's accuracy for the method on that "
+                     "dataset, from its lowest-numbered table.")
+        parts.append(markdown_table(released_code_table(paper, rows, stats, cfg, index, expected)))
+    return "\n\n".join(parts)
+
+
+def _absent(variant: CodeVariant, ran: set[str], expected: Expected) -> str:
+    """Why a variant has no row: not trained yet, or trained by the full profile only."""
+    if variant.code_run in ran:
+        return ""
+    lists = expected.values() if isinstance(expected, Mapping) else [expected or ()]
+    if expected is None or any(variant.code_run in runs for runs in lists):
+        return " No results yet."
+    return " No results: the `full` profile trains it (`make profile PROFILE=full`)."
