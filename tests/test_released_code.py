@@ -19,9 +19,9 @@ CFG = StatsConfig(bootstrap=200, seed=0)
 N = 40  # test clips
 
 
-def _write_run(root, run: str, correct_per_seed: list[np.ndarray]) -> RunSummary:
+def _write_run(root, run: str, correct_per_seed: list[np.ndarray], dataset: str = "cremad") -> RunSummary:
     """A results folder with per-seed predictions whose correctness is ``correct_per_seed``."""
-    folder = root / "cremad" / run
+    folder = root / dataset / run
     keys = np.array([f"clip{i:03d}" for i in range(N)])
     labels = np.zeros(N, dtype=np.int64)
     for seed, correct in enumerate(correct_per_seed):
@@ -30,7 +30,7 @@ def _write_run(root, run: str, correct_per_seed: list[np.ndarray]) -> RunSummary
         save_predictions(folder / "predictions" / f"seed{seed}.npz", Predictions(keys, labels, logits, probes))
     (folder / "results.json").write_text(json.dumps({}))
     accs = [float(c.mean()) for c in correct_per_seed]
-    return RunSummary(dataset="cremad", method=run.split("__")[0], fusion=None, profile="mini", selection=None,
+    return RunSummary(dataset=dataset, method=run.split("__")[0], fusion=None, profile="mini", selection=None,
                       modalities=["audio", "visual"], n_seeds=len(accs), metrics={"acc": accs}, run=run,
                       source=str(folder / "results.json"))
 
@@ -55,7 +55,9 @@ def test_section_pairs_the_runs_on_the_same_clips(tmp_path):
     formula = np.arange(N) < 30
     code = np.arange(N) < 33
     runs = [_write_run(tmp_path, "iprm", [formula, formula]), _write_run(tmp_path, "iprm__code", [code, code])]
-    stats = stats_by_dataset([(r.dataset, r.run, tmp_path / "cremad" / r.run) for r in runs], CFG)
+    # also on a dataset where the paper prints no IPRM figure: left out of the page
+    runs += [_write_run(tmp_path, r, [code, code], "ave") for r in ("iprm", "iprm__code")]
+    stats = stats_by_dataset([(r.dataset, r.run, tmp_path / r.dataset / r.run) for r in runs], CFG)
     config = load_config()
     index = PaperIndex([PaperNumber("iprm", 1, "CREMA-D", "IPRM", "acc", "84.27")], config)
     text = released_code_section("iprm", config, runs, stats, CFG, index, {"cremad": ["iprm"]})
@@ -66,6 +68,7 @@ def test_section_pairs_the_runs_on_the_same_clips(tmp_path):
     assert cells[4].startswith("+7.50 [")
     assert cells[5] == "0.031" and cells[6] == "better"
     assert cells[7] == "84.27 (Tab. 1)"
+    assert "| IPRM | AVE |" not in text and "Holm-corrected over the 1 comparison of" in text
     assert "`mla__code`" in text and "No results: the `full` profile trains it" in text  # MLA: no results here
 
 

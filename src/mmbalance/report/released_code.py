@@ -36,15 +36,17 @@ class _Row:
     comparison: Comparison | None
 
 
-def _rows(variants: Sequence[CodeVariant], runs: Sequence[RunSummary], cfg: StatsConfig) -> list[_Row]:
-    """One row per (variant, dataset) where both runs have results; the paired comparison where
-    both saved per-clip predictions. p-values are Holm-corrected over the rows."""
+def _rows(paper: str, variants: Sequence[CodeVariant], runs: Sequence[RunSummary], cfg: StatsConfig,
+          index: PaperIndex | None) -> list[_Row]:
+    """One row per (variant, dataset) where both runs have results and the paper prints the
+    method's accuracy on that dataset (every dataset without ``index``); the paired comparison
+    where both saved per-clip predictions. p-values are Holm-corrected over the rows."""
     by_key = {(r.dataset, r.run): r for r in runs}
     rows = []
     for v in variants:
         for ds in sorted({r.dataset for r in runs if r.run == v.code_run}):
             a, b = by_key.get((ds, v.code_run)), by_key.get((ds, v.paper_run))
-            if a is None or b is None:
+            if a is None or b is None or (index is not None and index.figure(paper, ds, v.paper_run) is None):
                 continue
             rows.append(_Row(v, ds, b, a, _compare(a, b, cfg, ds)))
     tested = [r for r in rows if r.comparison is not None]
@@ -101,7 +103,7 @@ def released_code_section(paper: str, config: ReportConfig, runs: Sequence[RunSu
     variants = variants_for(paper, config)
     if not variants:
         return ""
-    rows = _rows(variants, runs, cfg)
+    rows = _rows(paper, variants, runs, cfg, index)
     parts = ["## The paper's formula and the authors' released code",
              "Where a method's released code does something other than its paper's text, the method's run "
              "follows the paper (the tables above) and a variant follows the code:"]
@@ -109,7 +111,8 @@ def released_code_section(paper: str, config: ReportConfig, runs: Sequence[RunSu
     parts.append("\n".join(f"- `{v.code_run}` ({v.code}): {v.differs}.{_absent(v, ran, expected)}" for v in variants))
     if rows:
         tested = sum(r.comparison is not None for r in rows)
-        parts.append("Both are trained on the same shards, seeds and budget and scored on the same test clips. "
+        parts.append("On each dataset where the paper prints the method's accuracy, both are trained on the same "
+                     "shards, seeds and budget and scored on the same test clips. "
                      "*Δ*: paired accuracy difference, code − formula, with a two-level (seeds, then clips) bootstrap "
                      "interval. *p*: McNemar's test, pooled over seeds and Holm-corrected over the "
                      f"{tested} comparison{'s' if tested != 1 else ''} of this table. ° marks a run this profile does not "

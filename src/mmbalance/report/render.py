@@ -268,8 +268,9 @@ def provenance_section(
 
 def pages_section(pages: Sequence[tuple[str, str]]) -> str:
     """Links to the paper pages."""
-    return "Paper pages (each paper's tables with our runs beside them): " + " · ".join(
-        f"[{label}]({path})" for label, path in pages)
+    return ("Paper pages (each paper's tables with our runs beside them, then, where a method's released code "
+            "differs from its paper, the two trained side by side): " + " · ".join(
+                f"[{label}]({path})" for label, path in pages))
 
 
 def _methods_for(methods: Sequence[str] | Mapping[str, Sequence[str]], dataset: str) -> list[str]:
