@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from mmbalance.evaluate.predictions import Predictions, save_predictions
 from mmbalance.report.papers import PaperIndex, PaperNumber, load_config, parse_variants
@@ -15,6 +17,7 @@ from mmbalance.report.released_code import released_code_section, variants_for
 from mmbalance.report.stats import StatsConfig, stats_by_dataset
 from mmbalance.report.tables import RunSummary
 
+ROOT = Path(__file__).resolve().parents[1]
 CFG = StatsConfig(bootstrap=200, seed=0)
 N = 40  # test clips
 
@@ -38,6 +41,11 @@ def _write_run(root, run: str, correct_per_seed: list[np.ndarray], dataset: str 
 def test_every_variant_names_a_run_of_params_and_pages_get_their_own():
     config = load_config()
     assert {v.code_run for v in config.released_code} == {"ogm_code", "opm_code", "arl_code", "iprm__code", "mla__code"}
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    full = yaml.safe_load((ROOT / "profiles" / "full.yaml").read_text())["benchmark"]
+    for v in config.released_code:  # defined, and trained by the full profile beside its paper run
+        assert v.code_run in params["methods"] and v.paper_run in params["methods"]
+        assert any(v.code_run in runs and v.paper_run in runs for runs in full.values()), v.code_run
     assert [v.code_run for v in variants_for("opm_ogm", config)] == ["ogm_code", "opm_code"]
     assert [v.code_run for v in variants_for("iprm", config)] == ["iprm__code", "mla__code"]  # MLA is an IPRM baseline
     assert "arl_code" not in [v.code_run for v in variants_for("gmm_adaptive_loss", config)]
