@@ -83,3 +83,20 @@ def test_section_pairs_the_runs_on_the_same_clips(tmp_path):
 def test_no_section_for_a_paper_without_variants():
     config = dataclasses.replace(load_config(), released_code=())
     assert released_code_section("iprm", config, [], {}, CFG) == ""
+
+
+def test_runs_on_other_clips_are_shown_unpaired(tmp_path):
+    # the quick profile retrains `iprm` on its smaller data, beside the committed `iprm__code`
+    # trained on the default data: other test clips, so no paired test (and no crash)
+    runs = [_write_run(tmp_path, "iprm", [np.arange(N) < 30]), _write_run(tmp_path, "iprm__code", [np.arange(N) < 33])]
+    other = tmp_path / "cremad" / "iprm__code" / "predictions" / "seed0.npz"
+    p = Predictions(np.array([f"other{i:03d}" for i in range(N)]), np.zeros(N, dtype=np.int64),
+                    np.zeros((N, 2), dtype=np.float32), {"audio": np.zeros((N, 2), dtype=np.float16)})
+    save_predictions(other, p)
+    stats = stats_by_dataset([(r.dataset, r.run, tmp_path / r.dataset / r.run) for r in runs], CFG)
+    config = load_config()
+    index = PaperIndex([PaperNumber("iprm", 1, "CREMA-D", "IPRM", "acc", "84.27")], config)
+    text = released_code_section("iprm", config, runs, stats, CFG, index, {"cremad": ["iprm"]})
+    row = next(line for line in text.splitlines() if line.startswith("| IPRM |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[3] == "82.50° ± 0.00" and cells[4] == "not paired: other test clips" and cells[5] == "—"

@@ -15,10 +15,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .pages import OTHER_PROFILE, Expected, _wanted
 from .papers import CodeVariant, PaperIndex, ReportConfig, dataset_label, run_label
 from .stats import Comparison, DatasetStats, StatsConfig, compare, holm, load_run
-from .tables import MISSING, RunSummary, Table, markdown_table
+from .tables import MISSING, RunSummary, Table, format_mean_std, markdown_table
 
 
 def variants_for(paper: str, config: ReportConfig) -> list[CodeVariant]:
@@ -34,13 +36,15 @@ class _Row:
     paper: RunSummary
     code: RunSummary
     comparison: Comparison | None
+    why: str = ""  # why there is no paired comparison
 
 
 def _rows(paper: str, variants: Sequence[CodeVariant], runs: Sequence[RunSummary], cfg: StatsConfig,
           index: PaperIndex | None) -> list[_Row]:
     """One row per (variant, dataset) where both runs have results and the paper prints the
     method's accuracy on that dataset (every dataset without ``index``); the paired comparison
-    where both saved per-clip predictions. p-values are Holm-corrected over the rows."""
+    where both saved per-clip predictions of the same test clips. p-values are Holm-corrected
+    over the rows compared."""
     by_key = {(r.dataset, r.run): r for r in runs}
     rows = []
     for v in variants:
@@ -48,27 +52,35 @@ def _rows(paper: str, variants: Sequence[CodeVariant], runs: Sequence[RunSummary
             a, b = by_key.get((ds, v.code_run)), by_key.get((ds, v.paper_run))
             if a is None or b is None or (index is not None and index.figure(paper, ds, v.paper_run) is None):
                 continue
-            rows.append(_Row(v, ds, b, a, _compare(a, b, cfg, ds)))
+            rows.append(_Row(v, ds, b, a, *_compare(a, b, cfg, ds)))
     tested = [r for r in rows if r.comparison is not None]
     for r, p in zip(tested, holm([r.comparison.p for r in tested])):
         r.comparison.p_holm = p
     return rows
 
 
-def _compare(code: RunSummary, paper: RunSummary, cfg: StatsConfig, dataset: str) -> Comparison | None:
-    if not (code.source and paper.source):
-        return None
-    a, b = load_run(code.run, Path(code.source).parent), load_run(paper.run, Path(paper.source).parent)
-    return None if a is None or b is None else compare(a, b, cfg, dataset)
+def _compare(code: RunSummary, paper: RunSummary, cfg: StatsConfig, dataset: str) -> tuple[Comparison | None, str]:
+    """The paired comparison code − formula, or None and why: no saved predictions, or runs scored
+    on other test clips (e.g. a quick-profile run beside committed default-profile results)."""
+    a = load_run(code.run, Path(code.source).parent) if code.source else None
+    b = load_run(paper.run, Path(paper.source).parent) if paper.source else None
+    if a is None or b is None:
+        return None, "no per-clip predictions"
+    if not np.array_equal(a.keys, b.keys):
+        return None, "other test clips"
+    if not set(a.seeds) & set(b.seeds):
+        return None, "no seed in common"
+    return compare(a, b, cfg, dataset), ""
 
 
 def _acc(run: RunSummary, stats: Mapping[str, DatasetStats], expected: Expected) -> str:
     """Accuracy [95 % CI] from the dataset's statistics, ° when this profile does not train it."""
     st = stats.get(run.dataset)
     row = st.rows.get(run.run) if st is not None else None
-    if row is None:
-        return MISSING
     mark = "" if _wanted(run.run, run.dataset, expected) else OTHER_PROFILE
+    if row is None:  # no interval (no predictions, or other clips than the dataset's Concat): mean ± std
+        ours, sep, rest = format_mean_std(run.metrics.get("acc", [])).partition(" ")
+        return f"{ours}{mark}{sep}{rest}" if ours != MISSING else MISSING
     return f"{100 * row.acc:.2f}{mark} [{100 * row.lo:.2f}, {100 * row.hi:.2f}]"
 
 
@@ -86,7 +98,7 @@ def released_code_table(paper: str, rows: Sequence[_Row], stats: Mapping[str, Da
         out.append([
             run_label(r.variant.paper_run), dataset_label(r.dataset),
             _acc(r.paper, stats, expected), _acc(r.code, stats, expected),
-            f"{100 * c.diff:+.2f} [{100 * c.lo:+.2f}, {100 * c.hi:+.2f}]" if c else MISSING,
+            f"{100 * c.diff:+.2f} [{100 * c.lo:+.2f}, {100 * c.hi:+.2f}]" if c else f"not paired: {r.why}",
             ("<0.001" if c.p_holm < 0.001 else f"{c.p_holm:.3f}") if c else MISSING,
             c.verdict(cfg.alpha) if c else MISSING,
             _paper_figure(index, paper, r), f"`{r.variant.paper_run}` / `{r.variant.code_run}`",
@@ -111,11 +123,12 @@ def released_code_section(paper: str, config: ReportConfig, runs: Sequence[RunSu
     parts.append("\n".join(f"- `{v.code_run}` ({v.code}): {v.differs}.{_absent(v, ran, expected)}" for v in variants))
     if rows:
         tested = sum(r.comparison is not None for r in rows)
-        parts.append("On each dataset where the paper prints the method's accuracy, both are trained on the same "
-                     "shards, seeds and budget and scored on the same test clips. "
-                     "*Δ*: paired accuracy difference, code − formula, with a two-level (seeds, then clips) bootstrap "
-                     "interval. *p*: McNemar's test, pooled over seeds and Holm-corrected over the "
-                     f"{tested} comparison{'s' if tested != 1 else ''} of this table. ° marks a run this profile does not "
+        paired = ("*p*: McNemar's test, pooled over seeds and Holm-corrected over the "
+                  f"{tested} comparison{'s' if tested != 1 else ''} of this table. ") if tested else ""
+        parts.append("On each dataset where the paper prints the method's accuracy, the two runs share the training "
+                     "recipe, seeds and budget and are compared on the same test clips (a run trained on another "
+                     "profile's data is shown unpaired). *Δ*: paired accuracy difference, code − formula, with a "
+                     f"two-level (seeds, then clips) bootstrap interval. {paired}° marks a run this profile does not "
                      "train (its committed results). *Paper prints*: the paper's accuracy for the method on that "
                      "dataset, from its lowest-numbered table.")
         parts.append(markdown_table(released_code_table(paper, rows, stats, cfg, index, expected)))
