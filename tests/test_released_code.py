@@ -38,6 +38,17 @@ def _write_run(root, run: str, correct_per_seed: list[np.ndarray], dataset: str 
                       source=str(folder / "results.json"))
 
 
+def _iprm_page(root, runs: list[RunSummary]) -> tuple[str, list[str]]:
+    """The IPRM page's section for ``runs`` (results under ``root``; only ``iprm`` is in this
+    profile's CREMA-D list; the paper prints 84.27 on CREMA-D) and the cells of its IPRM row."""
+    stats = stats_by_dataset([(r.dataset, r.run, root / r.dataset / r.run) for r in runs], CFG)
+    config = load_config()
+    index = PaperIndex([PaperNumber("iprm", 1, "CREMA-D", "IPRM", "acc", "84.27")], config)
+    text = released_code_section("iprm", config, runs, stats, CFG, index, {"cremad": ["iprm"]})
+    row = next(line for line in text.splitlines() if line.startswith("| IPRM |"))
+    return text, [c.strip() for c in row.strip("|").split("|")]
+
+
 def test_every_variant_names_a_run_of_params_and_pages_get_their_own():
     config = load_config()
     assert {v.code_run for v in config.released_code} == {"ogm_code", "opm_code", "arl_code", "iprm__code", "mla__code"}
@@ -65,12 +76,7 @@ def test_section_pairs_the_runs_on_the_same_clips(tmp_path):
     runs = [_write_run(tmp_path, "iprm", [formula, formula]), _write_run(tmp_path, "iprm__code", [code, code])]
     # also on a dataset where the paper prints no IPRM figure: left out of the page
     runs += [_write_run(tmp_path, r, [code, code], "ave") for r in ("iprm", "iprm__code")]
-    stats = stats_by_dataset([(r.dataset, r.run, tmp_path / r.dataset / r.run) for r in runs], CFG)
-    config = load_config()
-    index = PaperIndex([PaperNumber("iprm", 1, "CREMA-D", "IPRM", "acc", "84.27")], config)
-    text = released_code_section("iprm", config, runs, stats, CFG, index, {"cremad": ["iprm"]})
-    row = next(line for line in text.splitlines() if line.startswith("| IPRM |"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
+    text, cells = _iprm_page(tmp_path, runs)
     assert cells[1] == "CREMA-D"
     assert cells[2].startswith("75.00 [") and cells[3].startswith("82.50° [")  # ° : not in this profile's list
     assert cells[4].startswith("+7.50 [")
@@ -93,10 +99,5 @@ def test_runs_on_other_clips_are_shown_unpaired(tmp_path):
     p = Predictions(np.array([f"other{i:03d}" for i in range(N)]), np.zeros(N, dtype=np.int64),
                     np.zeros((N, 2), dtype=np.float32), {"audio": np.zeros((N, 2), dtype=np.float16)})
     save_predictions(other, p)
-    stats = stats_by_dataset([(r.dataset, r.run, tmp_path / r.dataset / r.run) for r in runs], CFG)
-    config = load_config()
-    index = PaperIndex([PaperNumber("iprm", 1, "CREMA-D", "IPRM", "acc", "84.27")], config)
-    text = released_code_section("iprm", config, runs, stats, CFG, index, {"cremad": ["iprm"]})
-    row = next(line for line in text.splitlines() if line.startswith("| IPRM |"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
+    _, cells = _iprm_page(tmp_path, runs)
     assert cells[3] == "82.50° ± 0.00" and cells[4] == "not paired: other test clips" and cells[5] == "—"
