@@ -146,3 +146,28 @@ def _huge_grad(at_step: int):
 def test_overflowing_gradient_norm_stops_the_run_naming_the_parameter():
     with pytest.raises(NonFiniteError, match=r"gradient norm of \S+ overflows at method concat, epoch 0, step 1"):
         _fit("concat", method_hook=_huge_grad(1))
+
+
+def test_seed_worker_logger_tolerates_the_shared_step_signal_vanishing(tmp_path, monkeypatch):
+    """Seed workers share DVCLive's step signal file; the one whose exists() check loses the race
+    to another worker's removal must still finish (its logs are written before the removal)."""
+    import dvclive.live
+
+    from mmbalance.train.run import _live
+
+    def lost_race():
+        raise FileNotFoundError(2, "No such file or directory", str(tmp_path / ".dvc/tmp/exps/run/DVCLIVE_STEP_COMPLETED"))
+
+    monkeypatch.setattr(dvclive.live, "cleanup_dvclive_step_completed", lost_race)
+    with _live(tmp_path / "live", True) as live:
+        live.log_metric("train/loss", 1.0)
+        live.next_step()
+    assert (tmp_path / "live" / "metrics.json").exists()
+
+    def other_error():
+        raise FileNotFoundError(2, "No such file or directory", str(tmp_path / "elsewhere.json"))
+
+    monkeypatch.setattr(dvclive.live, "cleanup_dvclive_step_completed", other_error)
+    with pytest.raises(FileNotFoundError, match="elsewhere"):
+        with _live(tmp_path / "live2", True) as live:
+            live.next_step()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -261,9 +262,30 @@ def _live(folder: Path, main: bool):
     """DVCLive on rank 0; the other ranks log nothing."""
     if not main:
         return contextlib.nullcontext()
+    return _live_class()(dir=str(folder), save_dvc_exp=False, dvcyaml=None, report=None, resume=False)
+
+
+# DVCLive's step signal for the VS Code extension: every Live in the repository writes it after each
+# step, and Live.end() removes it last, after an exists() check
+_STEP_SIGNAL = "DVCLIVE_STEP_COMPLETED"
+
+
+@functools.cache
+def _live_class():
+    """``dvclive.Live`` whose ``end`` tolerates the step signal file vanishing between DVCLive's
+    exists() check and its removal: seed workers training side by side share that one file, so
+    the second to finish would otherwise fail after all its logs are written."""
     from dvclive import Live  # imported here: building a model or a run needs no logger
 
-    return Live(dir=str(folder), save_dvc_exp=False, dvcyaml=None, report=None, resume=False)
+    class SeedLive(Live):
+        def end(self):
+            try:
+                super().end()
+            except FileNotFoundError as err:  # the removal is the last thing end() does
+                if Path(err.filename or "").name != _STEP_SIGNAL:
+                    raise
+
+    return SeedLive
 
 
 def write_results(out_dir: Path, results: dict) -> None:
