@@ -61,7 +61,7 @@ def page_name(paper: str) -> str:
     return f"{paper}.md"
 
 
-def _wanted(run: str, dataset: str, expected: Expected) -> bool:
+def in_profile(run: str, dataset: str, expected: Expected) -> bool:
     """Whether this profile's benchmark list trains ``run`` on ``dataset`` (True without a list)."""
     if expected is None:
         return True
@@ -73,7 +73,7 @@ def _not_run(run: str, dataset: str, expected: Expected) -> str:
     """Why a mapped run has no results: not yet trained, or trained by another profile only."""
     if expected is None:
         return NOT_RUN
-    return f"{NOT_RUN} yet" if _wanted(run, dataset, expected) else f"{NOT_RUN}: full profile"
+    return f"{NOT_RUN} yet" if in_profile(run, dataset, expected) else f"{NOT_RUN}: full profile"
 
 
 # after our figure when this profile's `dvc repro` does not train the run (its committed results)
@@ -83,7 +83,7 @@ OTHER_PROFILE = "°"
 def _other_profile(text: str, run: str, dataset: str, expected: Expected) -> str:
     """Mark a figure whose run this profile's benchmark list does not name: results committed by
     another profile's stage (the full profile's variants), which this profile does not re-run."""
-    if _wanted(run, dataset, expected):
+    if in_profile(run, dataset, expected):
         return text
     ours, sep, rest = text.partition(" (")
     return f"{ours}{OTHER_PROFILE}{sep}{rest}"

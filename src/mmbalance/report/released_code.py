@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .pages import OTHER_PROFILE, Expected, _wanted
-from .papers import CodeVariant, PaperIndex, ReportConfig, dataset_label, run_label
+from .pages import OTHER_PROFILE, Expected, in_profile
+from .papers import CodeVariant, PaperIndex, PaperNumber, ReportConfig, dataset_label, run_label
 from .stats import Comparison, DatasetStats, StatsConfig, compare, holm, load_run
 from .tables import MISSING, RunSummary, Table, format_mean_std, markdown_table
 
@@ -35,6 +35,7 @@ class _Row:
     dataset: str
     paper: RunSummary
     code: RunSummary
+    figure: PaperNumber | None  # the paper's accuracy for the method on the dataset
     comparison: Comparison | None
     why: str = ""  # why there is no paired comparison
 
@@ -50,9 +51,10 @@ def _rows(paper: str, variants: Sequence[CodeVariant], runs: Sequence[RunSummary
     for v in variants:
         for ds in sorted({r.dataset for r in runs if r.run == v.code_run}):
             a, b = by_key.get((ds, v.code_run)), by_key.get((ds, v.paper_run))
-            if a is None or b is None or (index is not None and index.figure(paper, ds, v.paper_run) is None):
+            figure = index.figure(paper, ds, v.paper_run) if index is not None else None
+            if a is None or b is None or (index is not None and figure is None):
                 continue
-            rows.append(_Row(v, ds, b, a, *_compare(a, b, cfg, ds)))
+            rows.append(_Row(v, ds, b, a, figure, *_compare(a, b, cfg, ds)))
     tested = [r for r in rows if r.comparison is not None]
     for r, p in zip(tested, holm([r.comparison.p for r in tested])):
         r.comparison.p_holm = p
@@ -77,20 +79,15 @@ def _acc(run: RunSummary, stats: Mapping[str, DatasetStats], expected: Expected)
     """Accuracy [95 % CI] from the dataset's statistics, ° when this profile does not train it."""
     st = stats.get(run.dataset)
     row = st.rows.get(run.run) if st is not None else None
-    mark = "" if _wanted(run.run, run.dataset, expected) else OTHER_PROFILE
+    mark = "" if in_profile(run.run, run.dataset, expected) else OTHER_PROFILE
     if row is None:  # no interval (no predictions, or other clips than the dataset's Concat): mean ± std
         ours, sep, rest = format_mean_std(run.metrics.get("acc", [])).partition(" ")
         return f"{ours}{mark}{sep}{rest}" if ours != MISSING else MISSING
     return f"{100 * row.acc:.2f}{mark} [{100 * row.lo:.2f}, {100 * row.hi:.2f}]"
 
 
-def _paper_figure(index: PaperIndex | None, paper: str, row: _Row) -> str:
-    fig = index.figure(paper, row.dataset, row.variant.paper_run) if index is not None else None
-    return f"{fig.value} (Tab. {fig.table})" if fig is not None else MISSING
-
-
-def released_code_table(paper: str, rows: Sequence[_Row], stats: Mapping[str, DatasetStats], cfg: StatsConfig,
-                        index: PaperIndex | None, expected: Expected) -> Table:
+def released_code_table(rows: Sequence[_Row], stats: Mapping[str, DatasetStats], cfg: StatsConfig,
+                        expected: Expected) -> Table:
     """Method, dataset, both accuracies, Δ code − paper [CI], p (Holm), verdict, the paper's figure."""
     out = []
     for r in rows:
@@ -101,7 +98,8 @@ def released_code_table(paper: str, rows: Sequence[_Row], stats: Mapping[str, Da
             f"{100 * c.diff:+.2f} [{100 * c.lo:+.2f}, {100 * c.hi:+.2f}]" if c else f"not paired: {r.why}",
             ("<0.001" if c.p_holm < 0.001 else f"{c.p_holm:.3f}") if c else MISSING,
             c.verdict(cfg.alpha) if c else MISSING,
-            _paper_figure(index, paper, r), f"`{r.variant.paper_run}` / `{r.variant.code_run}`",
+            f"{r.figure.value} (Tab. {r.figure.table})" if r.figure else MISSING,
+            f"`{r.variant.paper_run}` / `{r.variant.code_run}`",
         ])
     headers = ["Method", "Dataset", "Paper's formula: Acc [95 % CI]", "Released code: Acc [95 % CI]",
                "Δ code − formula [95 % CI]", "p (Holm)", "Code vs formula", "Paper prints", "Runs"]
@@ -131,7 +129,7 @@ def released_code_section(paper: str, config: ReportConfig, runs: Sequence[RunSu
                      f"two-level (seeds, then clips) bootstrap interval. {paired}° marks a run this profile does not "
                      "train (its committed results). *Paper prints*: the paper's accuracy for the method on that "
                      "dataset, from its lowest-numbered table.")
-        parts.append(markdown_table(released_code_table(paper, rows, stats, cfg, index, expected)))
+        parts.append(markdown_table(released_code_table(rows, stats, cfg, expected)))
     return "\n\n".join(parts)
 
 
