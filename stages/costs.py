@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from mmbalance.evaluate.costs import CostSettings, dataset_costs
-from mmbalance.evaluate.selection import listed_models
+from mmbalance.evaluate.selection import add_model_args, listed_models
 from mmbalance.params import load_params, lookup
 from mmbalance.shards import read_index
 from mmbalance.system import device_name
@@ -33,14 +33,9 @@ from mmbalance.train.run import for_dataset, run_train_settings
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--shards", type=Path, required=True, help="data/shards/<dataset> (index.json + test shards)")
-    ap.add_argument("--models", nargs="*", default=[], help="model folders data/models/<dataset>/<run>, one per run")
-    ap.add_argument("--runs", type=Path, default=None,
-                    help="data/method_sources/datasets/<dataset>.json: only the model folders of the runs it "
-                         "lists (the profile's benchmark list) are used; others are skipped with a log line")
+    add_model_args(ap)
     ap.add_argument("--out", type=Path, required=True, help="e.g. results/<dataset>/costs.json")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
-    ap.add_argument("--dataset", default=None, help="dataset name (default: the shard index's)")
     ap.add_argument("--run-params", type=Path, default=None,
                     help="data/run_params/datasets/<dataset>.yaml: the params files of the dataset's runs, for "
                          "the train settings each was trained with")

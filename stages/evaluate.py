@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from mmbalance.evaluate.robustness import evaluate_runs
-from mmbalance.evaluate.selection import listed_models
+from mmbalance.evaluate.selection import add_model_args, listed_models
 from mmbalance.evaluate.shapley import shapley_runs
 from mmbalance.params import load_params, lookup
 from mmbalance.system import device_name
@@ -43,15 +43,10 @@ from mmbalance.train.data import load_split
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--shards", type=Path, required=True, help="data/shards/<dataset> (index.json + test shards)")
-    ap.add_argument("--models", nargs="*", default=[], help="model folders data/models/<dataset>/<run>, one per run")
-    ap.add_argument("--runs", type=Path, default=None,
-                    help="data/method_sources/datasets/<dataset>.json: only the model folders of the runs it "
-                         "lists (the profile's benchmark list) are used; others are skipped with a log line")
+    add_model_args(ap)
     ap.add_argument("--out", type=Path, required=True, help="e.g. results/<dataset>/robustness.json")
     ap.add_argument("--shapley", type=Path, default=None, help="e.g. results/<dataset>/shapley.json (modality Shapley values)")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
-    ap.add_argument("--dataset", default=None, help="dataset name (default: the shard index's)")
     args = ap.parse_args(argv)
 
     cfg = lookup(load_params(args.params), "robustness")

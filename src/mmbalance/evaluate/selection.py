@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
+
+
+def add_model_args(ap: argparse.ArgumentParser) -> None:
+    """The options every dataset-wide stage over trained models shares: the dataset's shards, its
+    model folders, the manifest that selects among them, and the dataset name."""
+    ap.add_argument("--shards", type=Path, required=True, help="data/shards/<dataset> (index.json + test shards)")
+    ap.add_argument("--models", nargs="*", default=[], help="model folders data/models/<dataset>/<run>, one per run")
+    ap.add_argument("--runs", type=Path, default=None,
+                    help="data/method_sources/datasets/<dataset>.json: only the model folders of the runs it "
+                         "lists (the profile's benchmark list) are used; others are skipped with a log line")
+    ap.add_argument("--dataset", default=None, help="dataset name (default: the shard index's)")
 
 
 def listed_models(folders: list[str | Path], manifest: Path | None, log: Callable[[str], None] = print) -> list[Path]:
