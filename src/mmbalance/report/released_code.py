@@ -15,11 +15,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from .pages import OTHER_PROFILE, Expected, in_profile
 from .papers import CodeVariant, PaperIndex, PaperNumber, ReportConfig, dataset_label, run_label
-from .stats import Comparison, DatasetStats, StatsConfig, compare, holm, load_run
+from .stats import Comparison, DatasetStats, StatsConfig, compare, holm, load_run, unpaired_reason
 from .tables import MISSING, RunSummary, Table, format_mean_std, markdown_table
 
 
@@ -68,11 +66,8 @@ def _compare(code: RunSummary, paper: RunSummary, cfg: StatsConfig, dataset: str
     b = load_run(paper.run, Path(paper.source).parent) if paper.source else None
     if a is None or b is None:
         return None, "no per-clip predictions"
-    if not np.array_equal(a.keys, b.keys):
-        return None, "other test clips"
-    if not set(a.seeds) & set(b.seeds):
-        return None, "no seed in common"
-    return compare(a, b, cfg, dataset), ""
+    why = unpaired_reason(a, b)
+    return (None, why) if why else (compare(a, b, cfg, dataset), "")
 
 
 def _acc(run: RunSummary, stats: Mapping[str, DatasetStats], expected: Expected) -> str:

@@ -230,13 +230,22 @@ def mcnemar_pooled(a: np.ndarray, b: np.ndarray) -> tuple[int, int, float]:
     return n01, n10, float(res.pvalue)
 
 
+def unpaired_reason(a: RunCorrectness, b: RunCorrectness) -> str | None:
+    """Why A and B cannot be compared clip by clip ("other test clips", "no seed in common"), or
+    None when they can (``align``)."""
+    if not np.array_equal(a.keys, b.keys):
+        return "other test clips"
+    if not set(a.seeds) & set(b.seeds):
+        return "no seed in common"
+    return None
+
+
 def align(a: RunCorrectness, b: RunCorrectness) -> tuple[np.ndarray, np.ndarray]:
     """The [S', N] correctness of A and B on the seeds both ran; clips must be the same."""
-    if not np.array_equal(a.keys, b.keys):
-        raise ValueError(f"runs {a.run} and {b.run} were scored on different test clips; they cannot be paired")
+    why = unpaired_reason(a, b)
+    if why is not None:
+        raise ValueError(f"runs {a.run} and {b.run} cannot be paired: {why}")
     common = [s for s in a.seeds if s in b.seeds]
-    if not common:
-        raise ValueError(f"runs {a.run} and {b.run} share no seed")
     return a.correct[[a.seeds.index(s) for s in common]], b.correct[[b.seeds.index(s) for s in common]]
 
 
