@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: repro test install clean-venv profile bench
+.PHONY: repro test install clean-venv profile bench pipelines
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +25,15 @@ clean-venv:
 	rm -rf $(VENV)
 
 # Switch params.yaml to another profile, e.g. `make profile PROFILE=paper` (see profiles/), and drop
-# the dvc.lock entries of stages the profile does not have (`git checkout params.yaml dvc.lock` undoes both).
+# the lock entries of stages the profile does not have (`git checkout params.yaml dvc.lock pipelines` undoes both).
 profile: $(STAMP)
 	$(BIN)/python -m mmbalance.profiles --base params.yaml --overrides profiles/$(PROFILE).yaml --out params.yaml
-	PATH="$(BIN):$$PATH" python -m mmbalance.lockfile --lock dvc.lock
+	PATH="$(BIN):$$PATH" python -m mmbalance.lockfile --lock dvc.lock pipelines/*/dvc.lock
+
+# Write pipelines/<dataset>/dvc.yaml (each dataset's training stages) from the template, for every
+# dataset of params benchmark: after editing pipelines/train.template.yaml or adding a dataset
+pipelines: $(STAMP)
+	$(BIN)/python -m mmbalance.pipelines --template pipelines/train.template.yaml --params params.yaml --out pipelines
 
 # Throughput benchmarks P1-P3 on synthetic full-size CREMA-D (≤ 10 min on 2 cores) → reports/performance.md
 bench: $(STAMP)

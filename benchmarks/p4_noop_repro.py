@@ -127,27 +127,61 @@ def run(repo: Path, repeats: int) -> list[Measurement]:
                        "ruamel.yaml without ruamel.yaml.clib (DVC reads params.yaml once per stage)")]
     out += [Measurement("P4", f"  {PART_LABELS[k]}", v, "s CPU", v / cpu, "of total", None, "one instrumented run")
             for k, v in parts.items()]
-    lock_s, lines = lock_rewrite_seconds(repo, repeats)
-    out.append(Measurement("P4", "dvc.lock read for update and written back, once", lock_s, "s CPU", None, "", None,
-                           f"{lines} lines; DVC does this after every stage a `dvc repro` or `dvc commit` runs; median of {repeats}"))
+    return out + lock_measurements(repo, repeats)
+
+
+def lock_texts(repo: Path) -> dict[str, str]:
+    """The lock files a stage's run rewrites: the largest per-dataset training lock
+    (pipelines/<dataset>/dvc.lock), the top-level dvc.lock, and every entry of all of them in one
+    lock (the layout before the training stages had files of their own), for comparison."""
+    import yaml
+
+    locks = [repo / "dvc.lock", *sorted(repo.glob("pipelines/*/dvc.lock"))]
+    texts = {str(p.relative_to(repo)): p.read_text() for p in locks if p.is_file()}
+    merged = {"schema": "2.0", "stages": {}}
+    for text in texts.values():
+        merged["stages"].update((yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}).get("stages") or {})
+    training = {k: v for k, v in texts.items() if k != "dvc.lock"}
+    out = {}
+    if training:
+        largest = max(training, key=lambda k: len(training[k]))
+        out[f"largest training lock ({largest})"] = training[largest]
+    if "dvc.lock" in texts:
+        out["top-level dvc.lock"] = texts["dvc.lock"]
+    out["all entries in one lock"] = yaml.safe_dump(merged, sort_keys=False)
     return out
 
 
-def lock_rewrite_seconds(repo: Path, repeats: int) -> tuple[float, int]:
-    """CPU seconds of what DVC does to dvc.lock after each stage it runs: a round-trip parse
+def lock_rewrite_seconds(text: str, repeats: int) -> float:
+    """CPU seconds of what DVC does to a lock file after each stage it runs: a round-trip parse
     (ruamel.yaml's pure-Python 'rt' mode, which keeps comments and order) and a dump."""
     import io
 
     from dvc.utils.serialize._yaml import parse_yaml_for_update
     from ruamel.yaml import YAML
 
-    text = (repo / "dvc.lock").read_text()
     times = []
     for _ in range(repeats):
         start = time.process_time()
         YAML().dump(parse_yaml_for_update(text, "dvc.lock"), io.StringIO())
         times.append(time.process_time() - start)
-    return median(times), len(text.splitlines())
+    return median(times)
+
+
+def lock_measurements(repo: Path, repeats: int) -> list[Measurement]:
+    """One row per lock of ``lock_texts``, measured in interleaved rounds; ratios against the
+    single lock holding every entry."""
+    texts = lock_texts(repo)
+    runs = {k: [] for k in texts}
+    for _ in range(repeats):
+        for label, text in texts.items():
+            runs[label].append(lock_rewrite_seconds(text, 1))
+    one = median(runs["all entries in one lock"])
+    return [Measurement("P4", f"lock read for update and written back, once: {label}", median(times), "s CPU",
+                        median(times) / one, "× one lock", None,
+                        f"{len(texts[label].splitlines())} lines; DVC does this after every stage a `dvc repro` or "
+                        f"`dvc commit` runs, to the lock beside the stage's dvc.yaml; median of {repeats}")
+            for label, times in runs.items()]
 
 
 def render(results: list[Measurement]) -> str:
@@ -193,7 +227,12 @@ def main() -> None:
     ap.add_argument("--repo", type=Path, default=Path("."), help="the DVC repository (its pipeline up to date)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--update", type=Path, default=None, help="report whose no-op section to replace")
+    ap.add_argument("--locks-only", action="store_true", help="only the lock rewrite rows (any pipeline state); no report")
     args = ap.parse_args()
+    if args.locks_only:
+        for m in lock_measurements(args.repo.resolve(), args.repeats):
+            print(m.as_dict())
+        return
     results = run(args.repo.resolve(), args.repeats)
     for m in results:
         print(m.as_dict())

@@ -43,15 +43,18 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session")
 def resolved_stages() -> dict:
-    """dvc.yaml's stages as DVC resolves them (foreach / matrix expanded): name → cmd, dependency
-    paths (params dependencies apart) and declared params keys."""
+    """The stages of dvc.yaml and pipelines/<dataset>/dvc.yaml as DVC resolves them (foreach /
+    matrix expanded): name → cmd, dependency paths (params dependencies apart), declared params
+    keys and the dvc.yaml defining it (names are unique across the files)."""
     from dvc.repo import Repo
 
     with Repo(str(Path(__file__).resolve().parents[1])) as repo:
         out = {}
         for s in repo.index.stages:
             keys = [k for p in s.deps if hasattr(p, "params") for k in (p.params or [])]
-            out[s.addressing] = {"cmd": s.cmd, "deps": [d.def_path for d in s.deps if not hasattr(d, "params")], "params": keys}
+            assert s.name not in out, f"stage {s.name} is defined twice"
+            out[s.name] = {"cmd": s.cmd, "deps": [d.def_path for d in s.deps if not hasattr(d, "params")], "params": keys,
+                           "dvcfile": s.dvcfile.relpath}
         return out
 
 

@@ -149,9 +149,21 @@ def params() -> dict:
     return yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
-def stage_names() -> set[str]:
-    """Top-level stage names of dvc.yaml (a target ``name@item`` names an item of ``name``)."""
-    return set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
+def stage_names(dvcfile: str = "dvc.yaml") -> set[str]:
+    """Top-level stage names of a dvc.yaml (a target ``name@item`` names an item of ``name``)."""
+    return set(yaml.safe_load((ROOT / dvcfile).read_text())["stages"])
+
+
+def check_target(token: str, command: str) -> None:
+    """A ``dvc repro`` / ``dvc exp run`` target: a stage of dvc.yaml, another dvc.yaml, or
+    ``<path>/dvc.yaml:<stage>``."""
+    path, sep, name = token.rpartition(":") if ":" in token else ("", "", token)
+    if token.endswith("dvc.yaml"):
+        path, name = token, ""
+    dvcfile = path or "dvc.yaml"
+    assert (ROOT / dvcfile).is_file(), f"{command}: no file {dvcfile}"
+    if name:
+        assert name.split("@")[0] in stage_names(dvcfile), f"{command}: no stage {name} in {dvcfile}"
 
 
 def check_make(tokens: list[str]) -> None:
@@ -168,7 +180,7 @@ def check_dvc(tokens: list[str]) -> None:
     dvc = shutil.which("dvc", path=ENV["PATH"])
     assert dvc, "dvc is not installed in this environment"
     assert_options_known([dvc, *tokens[1:]], words)
-    p, stages, rest = params(), stage_names(), tokens[words:]
+    p, rest = params(), tokens[words:]
     i = 0
     while i < len(rest):
         token = rest[i]
@@ -188,7 +200,7 @@ def check_dvc(tokens: list[str]) -> None:
             i += 2
             continue
         if not token.startswith("-") and tokens[1:words] in (["repro"], ["exp", "run"]):
-            assert token.split("@")[0] in stages, f"{shlex.join(tokens)}: no stage {token} in dvc.yaml"
+            check_target(token, shlex.join(tokens))
         i += 1
 
 

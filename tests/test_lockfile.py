@@ -3,7 +3,7 @@ line by line; every kept entry stays byte for byte."""
 
 import pytest
 
-from mmbalance.lockfile import prune, prune_file
+from mmbalance.lockfile import group_by_file, prune, prune_file
 
 LOCK = """schema: '2.0'
 stages:
@@ -48,3 +48,15 @@ def test_prune_file_refuses_an_unexpected_layout(tmp_path):
     with pytest.raises(ValueError, match="unexpected layout"):
         prune_file(lock, {"report"})
     assert lock.read_text() == before
+
+
+def test_stage_addresses_grouped_by_their_dvc_yaml():
+    """`dvc stage list --all` names a stage outside ./dvc.yaml by its file: each lock is pruned
+    against the stages of the dvc.yaml beside it."""
+    from pathlib import Path
+
+    grouped = group_by_file(["report", "generate@cremad", "pipelines/ave/dvc.yaml:train-ave@ave-concat",
+                             "pipelines/ave/dvc.yaml:train-ave@ave-arl", "pipelines/mosi/dvc.yaml:train-mosi@mosi-concat"])
+    assert grouped == {Path("dvc.yaml"): {"report", "generate@cremad"},
+                       Path("pipelines/ave/dvc.yaml"): {"train-ave@ave-concat", "train-ave@ave-arl"},
+                       Path("pipelines/mosi/dvc.yaml"): {"train-mosi@mosi-concat"}}

@@ -31,7 +31,9 @@ from mmbalance.report.stats import StatsConfig, dataset_stats, load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
-LOCK = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
+# dvc.lock (prepare) and pipelines/<dataset>/dvc.lock (training) entries
+LOCK = {name: entry for lock in [ROOT / "dvc.lock", *sorted(ROOT.glob("pipelines/*/dvc.lock"))]
+        for name, entry in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).items()}
 # strong / weak unimodal runs per dataset (MOSI: text is strong, the better of audio and vision is weak)
 UNIMODAL = {
     "cremad": ("audio_only", ["visual_only"]),
