@@ -26,6 +26,11 @@ from pathlib import Path
 from common import Measurement, median
 
 GOAL_S = 5.0
+CARRIED_NOTE = ("> Not re-measured in the latest `make bench`: its pipeline had changes (`dvc status`). "
+                "The table below is the previous measurement.")
+CARRIED_NOTE_LOCKS = CARRIED_NOTE[:-1] + ", except its lock rewrite rows, which need no up-to-date pipeline."
+# rows of the lock rewrite measurements (this layout's and the single lock's earlier wording)
+LOCK_ROW_PREFIXES = ("| lock read for update", "| dvc.lock read for update")
 SECTION = "## No-op dvc repro"
 # this benchmark's section of the report: its heading up to the next heading or the end
 SECTION_RE = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
@@ -106,9 +111,8 @@ def breakdown(repo: Path) -> dict[str, float]:
 
 def run(repo: Path, repeats: int) -> list[Measurement]:
     """Interleaved rounds of the no-op repro with the C and the pure-Python YAML parser."""
-    if not up_to_date(repo):
-        return [Measurement("P4", "no-op dvc repro", 0.0, "s", None, "", None,
-                            SKIPPED)]
+    if not up_to_date(repo):  # the lock rewrites are measured on any pipeline state
+        return [Measurement("P4", "no-op dvc repro", 0.0, "s", None, "", None, SKIPPED), *lock_measurements(repo, repeats)]
     runs = {"c": [], "pure": []}
     for _ in range(repeats):
         for kind, prefix in (("c", ""), ("pure", PURE_YAML)):
@@ -189,12 +193,18 @@ def render(results: list[Measurement]) -> str:
     lines = [SECTION, "", "`benchmarks/p4_noop_repro.py`: `dvc repro` with every stage up to date, on this",
              "repository's pipeline. The CPU time is what a 2-core machine with nothing else running waits.", "",
              "| measurement | value | ratio | goal | verdict | notes |", "|---|---|---|---|---|---|"]
+    return "\n".join(lines + table_rows(results)) + "\n"
+
+
+def table_rows(results: list[Measurement]) -> list[str]:
+    """One markdown table row per measurement."""
+    rows = []
     for m in results:
         goal = "—" if m.goal is None else f"{m.goal[0]} {m.goal[1]:g} s"
         verdict = {True: "**PASS**", False: "**FAIL**", None: "info"}[m.passed]
         ratio = "—" if m.ratio is None else f"{m.ratio:.2f} ({m.ratio_label})"
-        lines.append(f"| {m.name} | {m.value:.1f} {m.unit} | {ratio} | {goal} | {verdict} | {m.note} |")
-    return "\n".join(lines) + "\n"
+        rows.append(f"| {m.name} | {m.value:.1f} {m.unit} | {ratio} | {goal} | {verdict} | {m.note} |")
+    return rows
 
 
 def previous_section(path: Path) -> str | None:
@@ -204,15 +214,23 @@ def previous_section(path: Path) -> str | None:
     if found is None:
         return None
     body = found.group(0).rstrip("\n").split("\n", 1)[1]
-    note = "\n> Not re-measured in the latest `make bench`: its pipeline had changes (`dvc status`). The table below is the previous measurement.\n"
+    note = f"\n{CARRIED_NOTE}\n"
     return SECTION + "\n" + (body if "Not re-measured" in body else note + body) + "\n"
 
 
 def report_section(results: list[Measurement], path: Path) -> str:
-    """The section for ``results``; when they are only the skip notice, the section ``path``
-    already holds (marked as carried over), if it has one."""
-    skipped = bool(results) and all(m.note == SKIPPED for m in results)
-    return (previous_section(path) if skipped else None) or render(results)
+    """The section for ``results``. When the no-op repro was skipped: the section ``path``
+    already holds (marked as carried over), if it has one, with its lock rewrite rows replaced
+    by the ones just measured."""
+    skipped = any(m.note == SKIPPED for m in results)
+    previous = previous_section(path) if skipped else None
+    if previous is None:
+        return render(results)
+    fresh = [m for m in results if m.note != SKIPPED]
+    kept = [line for line in previous.rstrip("\n").split("\n") if not line.startswith(LOCK_ROW_PREFIXES)]
+    if fresh:
+        kept[-1:] = [kept[-1], *table_rows(fresh)] if kept[-1].startswith("|") else [kept[-1], "", *table_rows(fresh)]
+    return "\n".join(kept).replace(CARRIED_NOTE, CARRIED_NOTE_LOCKS) + "\n"
 
 
 def update_report(path: Path, section: str) -> None:

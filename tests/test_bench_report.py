@@ -31,6 +31,25 @@ def test_skipped_run_keeps_the_previous_section_and_a_measured_one_replaces_it(t
     assert "11.1 s" not in section and "Not re-measured" not in section
 
 
+def test_skipped_run_replaces_only_the_lock_rows(tmp_path):
+    """Lock rewrites need no up-to-date pipeline: a skipped no-op keeps its previous rows and
+    takes the lock rows just measured, once, with the note saying so."""
+    from common import Measurement
+
+    report = tmp_path / "performance.md"
+    report.write_text(f"{p4_noop_repro.SECTION}\n\n| measurement | value |\n|---|---|\n| no-op dvc repro (CPU) | 11.1 s |\n"
+                      "| dvc.lock read for update and written back, once | 4.4 s CPU |\n\n## Next\n")
+    lock = Measurement("P4", "lock read for update and written back, once: top-level dvc.lock", 1.6, "s CPU", 0.3, "× one lock",
+                       None, "8582 lines")
+    results = [Measurement("P4", "no-op dvc repro", 0.0, "s", None, "", None, p4_noop_repro.SKIPPED), lock]
+    for _ in range(2):  # a second skipped run replaces the rows the first one wrote
+        p4_noop_repro.update_report(report, p4_noop_repro.report_section(results, report))
+        text = report.read_text()
+        assert "11.1 s" in text and "4.4 s CPU" not in text and text.count("top-level dvc.lock | 1.6 s CPU") == 1
+        assert text.count(p4_noop_repro.CARRIED_NOTE_LOCKS) == 1 and p4_noop_repro.CARRIED_NOTE not in text
+        assert text.endswith("## Next\n")
+
+
 def test_p2_shares_one_load_between_the_epochs_of_a_run():
     # a run loads its split once: per epoch, a 20th of the load plus that epoch's batches
     import p2_loading
