@@ -42,20 +42,19 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
-import io
 import json
 import math
 import multiprocessing
-import shutil
 import subprocess
 import sys
-import tarfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from mmbalance.queue import copy_outputs, experiment_revs, queue_targets, run_cmd, wait
 
 SPEC_KINDS = ("log_uniform", "uniform", "int_uniform", "choice")
 BLOCKS = ("train", "model", "method")
@@ -347,53 +346,10 @@ def experiment_name(dataset: str, run: str) -> str:
     return f"tune-{dataset}-{run}"
 
 
-def _cmd(args: list[str], cwd: Path | None = None, binary: bool = False):
-    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=not binary)
-    if proc.returncode != 0:
-        err = proc.stderr if not binary else proc.stderr.decode(errors="replace")
-        raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}):\n{err[-3000:]}")
-    return proc.stdout
-
-
 def queue(dataset: str, runs: Sequence[str], jobs: int, cwd: Path | None = None, start: bool = True) -> list[str]:
     """Queue each run's tune stage as its own experiment (named :func:`experiment_name`; an
     earlier experiment of that name on this commit is replaced) and start ``jobs`` workers."""
-    names = [experiment_name(dataset, run) for run in runs]
-    # `dvc exp run --force` would also re-run the upstream stages (generate, prepare): remove an
-    # earlier experiment of the same name instead (a name that does not exist is fine)
-    for name in names:
-        subprocess.run(["dvc", "exp", "remove", name], cwd=cwd, capture_output=True)
-    for run, name in zip(runs, names):
-        _cmd(["dvc", "exp", "run", "--queue", "--name", name, stage_name(dataset, run)], cwd)
-    if start:
-        _cmd(["dvc", "queue", "start", "--jobs", str(int(jobs))], cwd)
-    return names
-
-
-def wait(cwd: Path | None = None, timeout_s: float = 24 * 3600, poll_s: float = 2.0) -> str:
-    """Block until no experiment is queued or running; ``dvc queue status``'s last output."""
-    deadline = time.time() + timeout_s
-    while True:
-        status = _cmd(["dvc", "queue", "status"], cwd)
-        if "Queued" not in status and "Running" not in status:
-            return status
-        if time.time() > deadline:
-            raise TimeoutError(f"queued experiments still running after {timeout_s:.0f} s:\n{status}")
-        time.sleep(poll_s)
-
-
-def experiment_revs(cwd: Path | None = None) -> dict[str, str]:
-    """Experiment name → commit of every experiment on the current commit (``dvc exp show --json``).
-    Queued, running and failed ones have no commit yet and are left out."""
-    rows = json.loads(_cmd(["dvc", "exp", "show", "--json", "--no-fetch"], cwd) or "[]")
-    out = {}
-    for row in rows:
-        for exp in row.get("experiments") or []:
-            for rev in exp.get("revs") or []:
-                name, sha = rev.get("name"), rev.get("rev")
-                if name and sha and len(sha) == 40 and rev.get("error") is None:
-                    out.setdefault(name, sha)
-    return out
+    return queue_targets({experiment_name(dataset, run): stage_name(dataset, run) for run in runs}, jobs, cwd, start)
 
 
 def _stage_outs(lock: Mapping, stage: str) -> list[str]:
@@ -417,18 +373,9 @@ def collect(dataset: str, runs: Sequence[str], cwd: Path | None = None, lock: bo
         sha = revs.get(experiment_name(dataset, run))
         if sha is None:
             continue
-        exp_lock = loads_yaml(_cmd(["git", "show", f"{sha}:dvc.lock"], cwd))
+        exp_lock = loads_yaml(run_cmd(["git", "show", f"{sha}:dvc.lock"], cwd))
         stage = stage_name(dataset, run)
-        outs = _stage_outs(exp_lock, stage)
-        for out in outs:  # replace each output as a whole, like a stage run does
-            target = root / out
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-        archive = _cmd(["git", "archive", "--format=tar", sha, "--", *outs], cwd, binary=True)
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(root, filter="data")
+        copy_outputs(sha, _stage_outs(exp_lock, stage), cwd)
         if lock:
             with modify_yaml(str(root / "dvc.lock")) as data:
                 data.setdefault("schema", exp_lock.get("schema", "2.0"))
