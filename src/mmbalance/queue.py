@@ -135,8 +135,28 @@ def collect(datasets: Sequence[str], cwd: Path | None = None) -> dict[str, int]:
     return {ds: collect_dataset(ds, revs[experiment_name(ds)], cwd) for ds in datasets if experiment_name(ds) in revs}
 
 
-def _dirty(paths: Sequence[str]) -> str:
-    return subprocess.run(["git", "status", "--porcelain", "--", *paths], capture_output=True, text=True).stdout.strip()
+def start(named_targets: dict[str, str], jobs: int, watched: Sequence[str], wait_for: bool) -> bool:
+    """The queue commands' first step: warn when ``watched`` paths have uncommitted changes
+    (queued runs start from the last commit), queue ``named_targets``, start ``jobs`` workers and,
+    with ``wait_for``, wait for them. Returns whether to collect now."""
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", *watched], capture_output=True, text=True).stdout.strip()
+    if dirty:
+        print(f"warning: queued experiments start from the last commit, without these changes:\n{dirty}", file=sys.stderr)
+    names = queue_targets(named_targets, jobs)
+    print(f"queued {len(names)} experiments: {', '.join(names)}; `dvc queue status` to follow")
+    if wait_for:
+        print(wait())
+    return wait_for
+
+
+def finish(summary: str, missing: Sequence[str]) -> None:
+    """The collect step's last words: ``summary``, then the names without a finished experiment
+    (exit status 1 if any)."""
+    print(summary)
+    if missing:
+        print(f"no finished experiment for: {', '.join(missing)} (`dvc queue status`, `dvc queue logs <name>`)",
+              file=sys.stderr)
+        sys.exit(1)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -156,23 +176,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     from mmbalance.params import load_params, lookup
 
     datasets = args.datasets or list(lookup(load_params(args.params), "benchmark"))
-    if args.command == "run":
-        dirty = _dirty(["params.yaml", "dvc.yaml", "dvc.lock", "pipelines"])
-        if dirty:
-            print(f"warning: queued experiments start from the last commit, without these changes:\n{dirty}",
-                  file=sys.stderr)
-        names = queue_targets({experiment_name(ds): pipeline_file(ds) for ds in datasets}, args.jobs)
-        print(f"queued {len(names)} experiments: {', '.join(names)}; `dvc queue status` to follow")
-        if not args.wait:
-            return
-        print(wait())
+    if args.command == "run" and not start({experiment_name(ds): pipeline_file(ds) for ds in datasets}, args.jobs,
+                                           ["params.yaml", "dvc.yaml", "dvc.lock", "pipelines"], args.wait):
+        return
     done = collect(datasets)
-    missing = [ds for ds in datasets if ds not in done]
-    print(f"collected {sum(done.values())} training stages of {len(done)} datasets: {', '.join(done) or 'none'}")
-    if missing:
-        print(f"no finished experiment for: {', '.join(missing)} (`dvc queue status`, `dvc queue logs <name>`)",
-              file=sys.stderr)
-        sys.exit(1)
+    finish(f"collected {sum(done.values())} training stages of {len(done)} datasets: {', '.join(done) or 'none'}",
+           [experiment_name(ds) for ds in datasets if ds not in done])
 
 
 if __name__ == "__main__":

@@ -45,8 +45,6 @@ import hashlib
 import json
 import math
 import multiprocessing
-import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -54,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmbalance.queue import copy_outputs, experiment_revs, queue_targets, run_cmd, wait
+from mmbalance.queue import copy_outputs, experiment_revs, finish, queue_targets, run_cmd, start
 
 SPEC_KINDS = ("log_uniform", "uniform", "int_uniform", "choice")
 BLOCKS = ("train", "model", "method")
@@ -349,7 +347,12 @@ def experiment_name(dataset: str, run: str) -> str:
 def queue(dataset: str, runs: Sequence[str], jobs: int, cwd: Path | None = None, start: bool = True) -> list[str]:
     """Queue each run's tune stage as its own experiment (named :func:`experiment_name`; an
     earlier experiment of that name on this commit is replaced) and start ``jobs`` workers."""
-    return queue_targets({experiment_name(dataset, run): stage_name(dataset, run) for run in runs}, jobs, cwd, start)
+    return queue_targets(_named_targets(dataset, runs), jobs, cwd, start)
+
+
+def _named_targets(dataset: str, runs: Sequence[str]) -> dict[str, str]:
+    """Experiment name → tune stage of each run."""
+    return {experiment_name(dataset, run): stage_name(dataset, run) for run in runs}
 
 
 def _stage_outs(lock: Mapping, stage: str) -> list[str]:
@@ -402,24 +405,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     from mmbalance.params import load_params, lookup
 
     runs = args.runs or list(lookup(load_params(args.params), f"tune.runs.{args.dataset}"))
-    if args.command == "queue":
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "params.yaml", "dvc.yaml", "dvc.lock"],
-                               capture_output=True, text=True).stdout.strip()
-        if dirty:
-            print(f"warning: queued experiments start from the last commit, without these changes:\n{dirty}",
-                  file=sys.stderr)
-        names = queue(args.dataset, runs, args.jobs)
-        print(f"queued {len(names)} experiments: {', '.join(names)}; `dvc queue status` to follow")
-        if not args.wait:
-            return
-        print(wait())
+    if args.command == "queue" and not start(_named_targets(args.dataset, runs), args.jobs,
+                                             ["params.yaml", "dvc.yaml", "dvc.lock"], args.wait):
+        return
     done = collect(args.dataset, runs, lock=not getattr(args, "no_lock", False))
-    missing = [r for r in runs if r not in done]
-    print(f"collected {len(done)} tuned runs of {args.dataset}: {', '.join(done) or 'none'}")
-    if missing:
-        print(f"no finished experiment for: {', '.join(missing)} (`dvc queue status`, `dvc queue logs <name>`)",
-              file=sys.stderr)
-        sys.exit(1)
+    finish(f"collected {len(done)} tuned runs of {args.dataset}: {', '.join(done) or 'none'}",
+           [experiment_name(args.dataset, r) for r in runs if r not in done])
 
 
 if __name__ == "__main__":
