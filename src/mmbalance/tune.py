@@ -52,8 +52,6 @@ from pathlib import Path
 
 import numpy as np
 
-from mmbalance.queue import copy_outputs, experiment_revs, finish, queue_targets, run_cmd, start
-
 SPEC_KINDS = ("log_uniform", "uniform", "int_uniform", "choice")
 BLOCKS = ("train", "model", "method")
 SELECTION = ("mean validation accuracy over tune.trial_seeds at the validation-selected epoch; "
@@ -347,6 +345,8 @@ def experiment_name(dataset: str, run: str) -> str:
 def queue(dataset: str, runs: Sequence[str], jobs: int, cwd: Path | None = None, start: bool = True) -> list[str]:
     """Queue each run's tune stage as its own experiment (named :func:`experiment_name`; an
     earlier experiment of that name on this commit is replaced) and start ``jobs`` workers."""
+    from mmbalance.queue import queue_targets  # the queue commands' helpers stay out of the tune stage's imports
+
     return queue_targets(_named_targets(dataset, runs), jobs, cwd, start)
 
 
@@ -368,6 +368,8 @@ def collect(dataset: str, runs: Sequence[str], cwd: Path | None = None, lock: bo
     that stage's ``dvc.lock`` entry into the workspace's. Returns run → experiment commit for the
     runs collected; runs without a finished experiment are skipped (and reported by the CLI)."""
     from dvc.utils.serialize import loads_yaml, modify_yaml
+
+    from mmbalance.queue import copy_outputs, experiment_revs, run_cmd
 
     root = Path(cwd or ".")
     revs = experiment_revs(cwd)
@@ -403,6 +405,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     from mmbalance.params import load_params, lookup
+    from mmbalance.queue import finish, start
 
     runs = args.runs or list(lookup(load_params(args.params), f"tune.runs.{args.dataset}"))
     if args.command == "queue" and not start(_named_targets(args.dataset, runs), args.jobs,
