@@ -1,5 +1,11 @@
-"""Shared fixtures: tiny in-memory splits shaped like the prepared shards, for CPU step tests."""
+"""Shared fixtures: tiny in-memory splits shaped like the prepared shards, for CPU step tests, and
+a tiny git + DVC copy of the pipeline for the DVC queue tests."""
 
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -73,3 +79,42 @@ def save_concat_run(parent: Path, seed: int = 0):
     torch.save({"state": model.state_dict(), "method": "concat", "method_cfg": {}, "model_cfg": MODEL_CFG,
                 "epochs": 2, "seed": seed}, folder / f"seed{seed}.pt")
     return info, model, folder
+
+
+def tiny_queue_repo(dst: Path, keep: tuple[str, ...], files: tuple[str, ...] = (),
+                    edit: Callable[[dict], None] | None = None) -> dict:
+    """A git + DVC repository in ``dst``: the pipeline's ``keep`` stages of dvc.yaml (plus
+    ``files``, e.g. a dataset's pipeline file) on tiny CREMA-D data, one seed, one epoch,
+    ``edit`` applied to the params; its data prepared and committed (queued experiments start
+    from the last commit). Returns the environment to run dvc and the project's modules in."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    for name in ("dvc.yaml", "params.yaml", "stages", "src", *files):
+        src, target = root / name, dst / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, target)
+    p = yaml.safe_load((dst / "params.yaml").read_text())
+    p["generate"] = {"cremad": {**p["generate"]["cremad"], "clips_per_class": 6, "show_progress": False, "workers": 1}}
+    p["datasets"] = {"cremad": {**p["datasets"]["cremad"], "frame_size": 16}}
+    p["datasets"]["cremad"]["split"].update(val_fraction=0.25, test_fraction=0.25)
+    p["seeds"] = [0]
+    p["train"].update(epochs=1, batch_size=8, seed_workers=1)
+    p["model"]["encoders"]["spectrogram"].update(channels=[4, 8], input_size=[16, 20])
+    p["model"]["encoders"]["frames"].update(channels=[4, 8])
+    p["prepare"]["workers"] = 1
+    if edit is not None:
+        edit(p)
+    (dst / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    pipeline = yaml.safe_load((dst / "dvc.yaml").read_text())
+    (dst / "dvc.yaml").write_text(yaml.safe_dump({"stages": {k: v for k, v in pipeline["stages"].items() if k in keep}},
+                                                 sort_keys=False))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", OMP_NUM_THREADS="1",
+               PYTHONPATH=str(dst / "src"), DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"],
+                ["dvc", "repro", "-q", "prepare", "method-sources", "run-params"], ["git", "add", "-A"],
+                ["git", "commit", "-qm", "base"]):
+        proc = subprocess.run(cmd, cwd=dst, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return env

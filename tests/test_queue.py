@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import tiny_queue_repo
+
 ROOT = Path(__file__).parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("dvc", path=str(Path(sys.executable).parent)) is None,
                                                    reason="dvc is not installed in this environment")]
@@ -88,30 +90,9 @@ def test_datasets_on_the_queue_then_collected(tmp_path):
     """`python -m mmbalance.queue run --wait`: a dataset's training pipeline as a queued
     experiment, then collected (lock, results, models from the shared cache): `dvc status` finds
     its stages up to date and nothing of its re-runs. (Experiments side by side: the test above.)"""
-    for name in ("dvc.yaml", "params.yaml", "stages", "src", "pipelines/cremad/dvc.yaml"):
-        src, target = ROOT / name, tmp_path / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, target)
-    p = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    p["generate"] = {"cremad": {**p["generate"]["cremad"], "clips_per_class": 6, "show_progress": False, "workers": 1}}
-    p["datasets"] = {"cremad": {**p["datasets"]["cremad"], "frame_size": 16}}
-    p["datasets"]["cremad"]["split"].update(val_fraction=0.25, test_fraction=0.25)
-    p["benchmark"] = {"cremad": ["concat", "audio_only"]}
-    p["seeds"] = [0]
-    p["train"].update(epochs=1, batch_size=8, seed_workers=1)
-    p["model"]["encoders"]["spectrogram"].update(channels=[4, 8], input_size=[16, 20])
-    p["model"]["encoders"]["frames"].update(channels=[4, 8])
-    p["prepare"]["workers"] = 1
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-    pipeline = yaml.safe_load((tmp_path / "dvc.yaml").read_text())
     keep = ("dataset-sources", "stage-params", "generate", "prepare", "run-params", "method-sources")
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {k: v for k, v in pipeline["stages"].items() if k in keep}}, sort_keys=False))
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", OMP_NUM_THREADS="1",
-               PYTHONPATH=str(tmp_path / "src"), DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
-               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"],
-                ["dvc", "repro", "-q", "prepare", "method-sources", "run-params"], ["git", "add", "-A"], ["git", "commit", "-qm", "base"]):
-        _run(cmd, tmp_path, env)
+    env = tiny_queue_repo(tmp_path, keep, ("pipelines/cremad/dvc.yaml",),
+                          edit=lambda p: p.update(benchmark={"cremad": ["concat", "audio_only"]}))
     try:
         out = _run([sys.executable, "-m", "mmbalance.queue", "run", "-j", "1", "--wait"], tmp_path, env)
     finally:

@@ -19,6 +19,8 @@ from mmbalance import tune
 from mmbalance.datasets.mini import get_generator
 from mmbalance.params import load_params, resolve_run
 
+from conftest import tiny_queue_repo
+
 ROOT = Path(__file__).parents[1]
 PARAMS = load_params(ROOT / "params.yaml")
 SPACE = {"common": {"train.lr": {"log_uniform": [0.003, 0.03]}},
@@ -246,29 +248,8 @@ def _run(cmd: list[str], cwd: Path, env: dict, timeout: int = 300) -> str:
 def test_queue_and_collect(tmp_path):
     """Two tune stages as queued experiments (2 workers), collected into the workspace with their
     dvc.lock entries: `dvc status` then finds them up to date."""
-    for name in ("dvc.yaml", "params.yaml", "stages", "src"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
-    p = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    p["generate"] = {"cremad": {**p["generate"]["cremad"], "clips_per_class": 6, "show_progress": False, "workers": 1}}
-    p["datasets"] = {"cremad": {**p["datasets"]["cremad"], "frame_size": 16}}
-    p["datasets"]["cremad"]["split"].update(val_fraction=0.25, test_fraction=0.25)
-    p["seeds"] = [0]
-    p["train"].update(epochs=1, batch_size=8, seed_workers=1)
-    p["model"]["encoders"]["spectrogram"].update(channels=[4, 8], input_size=[16, 20])
-    p["model"]["encoders"]["frames"].update(channels=[4, 8])
-    p["prepare"]["workers"] = 1
-    p["tune"].update(budget=2, runs={"cremad": ["concat", "moddrop"]})
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-    pipeline = yaml.safe_load((tmp_path / "dvc.yaml").read_text())
-    stages = {k: v for k, v in pipeline["stages"].items() if k in ("dataset-sources", "stage-params", "generate", "prepare", "run-params", "method-sources", "tune-cremad")}
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", OMP_NUM_THREADS="1",
-               PYTHONPATH=str(tmp_path / "src"), DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
-               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"],
-                ["dvc", "repro", "-q", "prepare", "method-sources"], ["git", "add", "-A"], ["git", "commit", "-qm", "base"]):
-        _run(cmd, tmp_path, env)
+    keep = ("dataset-sources", "stage-params", "generate", "prepare", "run-params", "method-sources", "tune-cremad")
+    env = tiny_queue_repo(tmp_path, keep, edit=lambda p: p["tune"].update(budget=2, runs={"cremad": ["concat", "moddrop"]}))
     try:
         out = _run([sys.executable, "-m", "mmbalance.tune", "queue", "--dataset", "cremad", "-j", "2", "--wait"],
                    tmp_path, env, timeout=400)

@@ -97,8 +97,9 @@ def copy_outputs(sha: str, outs: Sequence[str], cwd: Path | None = None) -> list
     commit holds (``cache: false`` outputs; cached ones are in the DVC cache instead). Returns
     the outputs copied."""
     root = Path(cwd or ".")
-    held = set(run_cmd(["git", "ls-tree", "-r", "--name-only", sha, "--", *outs], cwd).split()) if outs else set()
-    present = [o for o in outs if o in held or any(h.startswith(o.rstrip("/") + "/") for h in held)]
+    # without -r, ls-tree lists each named path the commit holds (a folder as one entry)
+    held = set(run_cmd(["git", "ls-tree", "--name-only", sha, "--", *outs], cwd).split()) if outs else set()
+    present = [o for o in outs if o in held]
     for out in present:  # replace each output as a whole, like a stage run does
         target = root / out
         if target.is_dir():
