@@ -34,6 +34,7 @@ ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
 RUN_AS_WRITTEN = {
     "source .venv/bin/activate": "checks that the environment `make` creates is there",
     "python benchmarks/run.py --help": "prints the benchmark options",
+    "python benchmarks/default_budget.py --table": "reads the committed results; trains nothing",
 }
 
 # Commands not run as written (keyed by their leading words): why, and what runs instead.
@@ -56,6 +57,8 @@ NOT_RUN_AS_WRITTEN = {
     "python stages/evaluate.py": "long-running: scores every trained model → `--help` and options",
     "python stages/report.py": "long-running: recomputes every statistic and rewrites reports/ → `--help` and options",
     "python benchmarks/gpu_step.py": "GPU: needs CUDA → `--help` and options",
+    "python benchmarks/default_budget.py --compare": "long-running: trains each run twice on the prepared shards → "
+                                                     "`--help` and options",
     "python -m mmbalance.tune queue": "long-running: trains the tune stages on the DVC queue → `--help` and options",
     "python -m mmbalance.tune collect": "needs finished queued experiments → `--help` and options",
     "python -m mmbalance.queue run": "long-running: trains every dataset on the DVC queue → `--help` and options",
