@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from mmbalance.evaluate.robustness import evaluate_runs
+from mmbalance.evaluate.robustness import EvalInputs, evaluate_runs
 from mmbalance.evaluate.selection import add_model_args, listed_models
 from mmbalance.evaluate.shapley import shapley_runs
 from mmbalance.params import load_params, lookup
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     info = read_index(args.shards)
     dataset = args.dataset or info.get("dataset") or args.shards.name
-    data = load_split(args.shards, "test", list(info["modalities"]))
+    # pooled once per encoder input size, shared by the robustness sweeps and the Shapley values
+    data = EvalInputs(load_split(args.shards, "test", list(info["modalities"])), info)
     models = listed_models(args.models, args.runs, log=lambda msg: print(msg, file=sys.stderr))
     joint = cfg.get("joint") or None
     if joint is not None:

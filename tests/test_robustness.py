@@ -7,6 +7,7 @@ from dataclasses import replace
 import torch
 
 from mmbalance.evaluate.robustness import (
+    EvalInputs,
     accuracy_with_drops,
     evaluate_runs,
     keep_masks,
@@ -14,9 +15,9 @@ from mmbalance.evaluate.robustness import (
     sweep,
     uniform_draws,
 )
-from mmbalance.train.data import batches
+from mmbalance.train.data import batches, split_from_samples
 
-from conftest import save_concat_run, tiny_split
+from conftest import INFO, MODEL_CFG, save_concat_run, tiny_split
 from test_methods import make
 
 PROBS = [0.0, 0.25, 0.5, 0.75, 1.0]
@@ -123,3 +124,23 @@ def test_joint_grid_needs_two_modalities():
 
     method, model, _ = make("audio_only")
     assert joint_sweep(model, method, tiny_split(12), [0.1], [0.1]) is None
+
+
+def test_models_read_spectrograms_as_the_trainer_did():
+    """Evaluation pools each spectrogram once to the model's encoder input size exactly as the
+    train stage's split holds it (``split_from_samples`` with the pool sizes; 300 clips: two
+    chunks), not per batch in the encoder: for event localisation, whose clips are cut into
+    segments before the encoder pools, those differ. Kept per size; a model without an input
+    size reads the stored array."""
+    data = tiny_split(300, seed=1)
+    samples = [{"key": k, "label": int(y), "audio": a[0].numpy(), "visual": v.numpy()}
+               for k, y, a, v in zip(data.keys, data.labels, data.arrays["audio"], data.arrays["visual"])]
+    trained_on = split_from_samples(samples, ["audio", "visual"], INFO, {"audio": [16, 20]})
+    inputs = EvalInputs(data, INFO)
+    pooled = inputs.for_model(MODEL_CFG)
+    assert pooled.arrays["audio"].shape == (300, 1, 16, 20)
+    assert torch.equal(pooled.arrays["audio"], trained_on.arrays["audio"])
+    assert torch.equal(pooled.arrays["visual"], data.arrays["visual"])
+    assert inputs.for_model(MODEL_CFG) is pooled
+    unpooled = {**MODEL_CFG, "encoders": {**MODEL_CFG["encoders"], "audio": {"name": "tiny_cnn", "channels": [4, 8]}}}
+    assert inputs.for_model(unpooled).arrays["audio"] is data.arrays["audio"]

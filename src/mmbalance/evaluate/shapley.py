@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from mmbalance.evaluate.robustness import accuracy_with_drops, seed_checkpoints, trained_seeds
+from mmbalance.evaluate.robustness import EvalInputs, accuracy_with_drops, seed_checkpoints, eval_inputs, trained_seeds
 from mmbalance.train.data import SplitData
 
 EMPTY_SET = "all modalities masked (features set to 0 before the fusion)"
@@ -66,23 +66,24 @@ def shapley_seed(model, method, data: SplitData, batch_size: int = 256) -> dict:
             "shapley": shapley_values(mods, value)}
 
 
-def shapley_run(model_dir: Path, info: dict, data: SplitData, batch_size: int = 256) -> dict:
+def shapley_run(model_dir: Path, info: dict, data: SplitData | EvalInputs, batch_size: int = 256) -> dict:
     """Every seed's model of one run → ``{"method", "modalities", "seeds": {k: shapley_seed}, "wall_s"}``."""
-    start = time.perf_counter()
+    start, inputs = time.perf_counter(), eval_inputs(data, info)
     out: dict = {"seeds": {}}
     for k, method, model, ckpt in trained_seeds(model_dir, info):
         out.update(method=ckpt["method"], modalities=list(model.modalities))
-        out["seeds"][str(k)] = shapley_seed(model, method, data, batch_size)
+        out["seeds"][str(k)] = shapley_seed(model, method, inputs.for_model(ckpt["model_cfg"]), batch_size)
     out["wall_s"] = round(time.perf_counter() - start, 3)
     return out
 
 
-def shapley_runs(model_dirs: Iterable[Path], info: dict, data: SplitData, batch_size: int = 256, log=print) -> dict:
+def shapley_runs(model_dirs: Iterable[Path], info: dict, data: SplitData | EvalInputs, batch_size: int = 256,
+                 log=print) -> dict:
     """Shapley values of every run folder in ``model_dirs``. A folder without ``seed<k>.pt`` files
     is listed in ``missing``; a run whose saved method cannot predict from its reloaded model
     (it raises RuntimeError/ValueError, e.g. it needs training-time state) in ``skipped`` with
     the reason; both are logged. Returns ``{"empty_set", "runs", "missing", "skipped"}``."""
-    runs, missing, skipped = {}, [], {}
+    runs, missing, skipped, data = {}, [], {}, eval_inputs(data, info)
     for d in sorted(Path(d) for d in model_dirs):
         if not seed_checkpoints(d):
             log(f"shapley: no seed<k>.pt model files in {d}; skipped")
