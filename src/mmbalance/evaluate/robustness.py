@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from mmbalance.models.model import mask_features
 from mmbalance.train.data import SplitData, _pooled, batches
 
 SEED_FILE = re.compile(r"^seed(-?\d+)\.pt$")
@@ -50,47 +51,65 @@ def keep_masks(draws: Mapping[str, torch.Tensor], drop: Mapping[str, float]) -> 
 
 
 @torch.no_grad()
+def encoded_split(model, data: SplitData, batch_size: int = 256) -> list[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+    """(features {modality: [rows, D_m]}, labels [rows]) of each evaluation batch of ``data``:
+    the encoders' share of the forward pass. A dropped modality's features are zeroed after the
+    encoders (``model(inputs, keep=...)``), so every drop setting and coalition of one model
+    reuses them and runs only the fusion head. Rows are samples, or segments for event
+    localisation."""
+    data = replace(data, arrays={m: data.arrays[m] for m in model.modalities},
+                   lengths={m: v for m, v in data.lengths.items() if m in model.modalities})
+    model.eval()
+    return [(model.encode(inputs), labels)
+            for inputs, labels in batches(data, batch_size, train=False, gen=torch.Generator().manual_seed(0))]
+
+
+@torch.no_grad()
 def accuracy_with_drops(model, method, data: SplitData, drop: Mapping[str, float], seed: int = 0,
-                        batch_size: int = 256) -> float:
+                        batch_size: int = 256, encoded: list | None = None) -> float:
     """Test accuracy of ``method.predict`` when modality m's features are zeroed per sample with
     probability ``drop[m]`` (modalities not in ``drop`` are kept); for event localisation a row,
     and so a drop, is one segment.
 
-    ``data``: the split, holding at least the model's modalities (evaluation frames are fixed).
+    ``data``: the split, holding at least the model's modalities (evaluation frames are fixed);
+    ``encoded``: its ``encoded_split`` for this model, when already computed (then ``data`` is
+    not read). Equal to running ``model(inputs, keep=masks)`` on every batch.
     Raises ValueError for a modality the model does not take as input.
     """
     unknown = sorted(set(drop) - set(model.modalities))
     if unknown:
         raise ValueError(f"cannot drop {unknown}: the model's modalities are {model.modalities}")
-    data = replace(data, arrays={m: data.arrays[m] for m in model.modalities},
-                   lengths={m: v for m, v in data.lengths.items() if m in model.modalities})
-    rows = data.labels.numel()  # samples, or segments of an event-localisation split ([N, S] labels)
+    if encoded is None:
+        encoded = encoded_split(model, data, batch_size)
+    rows = sum(len(labels) for _, labels in encoded)
     keep = keep_masks(uniform_draws(rows, model.modalities, seed), drop)
     model.eval()
     correct, start = 0, 0
-    for inputs, labels in batches(data, batch_size, train=False, gen=torch.Generator().manual_seed(0)):
+    for feats, labels in encoded:
         b = len(labels)
-        out = model(inputs, keep={m: k[start:start + b] for m, k in keep.items()} or None)
+        out = model.fuse(mask_features(feats, {m: k[start:start + b] for m, k in keep.items()}))
         correct += int((method.predict(out).argmax(dim=1) == labels).sum())
         start += b
     return correct / rows
 
 
 def sweep(model, method, data: SplitData, drop_probs: Sequence[float], seed: int = 0,
-          batch_size: int = 256) -> dict:
-    """Plain accuracy and, for each of the model's modalities in turn, accuracy at each p.
+          batch_size: int = 256, encoded: list | None = None) -> dict:
+    """Plain accuracy and, for each of the model's modalities in turn, accuracy at each p
+    (the split encoded once: ``encoded_split``).
 
     Returns ``{"plain_acc": float, "drop": {modality: [acc at p for p in drop_probs]}}``.
     """
+    enc = encoded if encoded is not None else encoded_split(model, data, batch_size)
     return {
-        "plain_acc": accuracy_with_drops(model, method, data, {}, seed, batch_size),
-        "drop": {m: [accuracy_with_drops(model, method, data, {m: p}, seed, batch_size) for p in drop_probs]
+        "plain_acc": accuracy_with_drops(model, method, data, {}, seed, batch_size, enc),
+        "drop": {m: [accuracy_with_drops(model, method, data, {m: p}, seed, batch_size, enc) for p in drop_probs]
                  for m in model.modalities},
     }
 
 
 def joint_sweep(model, method, data: SplitData, fixed_probs: Sequence[float], varied_probs: Sequence[float],
-                seed: int = 0, batch_size: int = 256) -> dict | None:
+                seed: int = 0, batch_size: int = 256, encoded: list | None = None) -> dict | None:
     """Fig. 6 of the OPM/OGM paper: accuracy with the model's first modality dropped with each
     probability of ``fixed_probs`` and its second, at the same time and independently per sample,
     with each of ``varied_probs``. None for a model with fewer than two modalities.
@@ -99,7 +118,8 @@ def joint_sweep(model, method, data: SplitData, fixed_probs: Sequence[float], va
     if len(model.modalities) < 2:
         return None
     fixed, varied = model.modalities[0], model.modalities[1]
-    acc = [[accuracy_with_drops(model, method, data, {fixed: pf, varied: pv}, seed, batch_size) for pv in varied_probs]
+    enc = encoded if encoded is not None else encoded_split(model, data, batch_size)
+    acc = [[accuracy_with_drops(model, method, data, {fixed: pf, varied: pv}, seed, batch_size, enc) for pv in varied_probs]
            for pf in fixed_probs]
     return {"fixed": fixed, "varied": varied, "acc": acc}
 
@@ -186,11 +206,12 @@ def evaluate_run(model_dir: Path, info: dict, data: SplitData | EvalInputs, drop
     out: dict = {"seeds": {}}
     for k, method, model, ckpt in trained_seeds(model_dir, info):
         data = inputs.for_model(ckpt["model_cfg"])
+        enc = encoded_split(model, data, batch_size)  # shared by the sweep and the joint grid
         out.update(method=ckpt["method"], modalities=list(model.modalities),
                    method_state="saved" if ckpt.get("method_state") is not None else "absent")
-        out["seeds"][str(k)] = sweep(model, method, data, drop_probs, seed + k, batch_size)
+        out["seeds"][str(k)] = sweep(model, method, data, drop_probs, seed + k, batch_size, enc)
         if joint:
-            grid = joint_sweep(model, method, data, joint["fixed_probs"], joint["varied_probs"], seed + k, batch_size)
+            grid = joint_sweep(model, method, data, joint["fixed_probs"], joint["varied_probs"], seed + k, batch_size, enc)
             if grid is not None:
                 out["seeds"][str(k)]["joint"] = grid
     out["wall_s"] = round(time.perf_counter() - start, 3)

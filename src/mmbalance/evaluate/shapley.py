@@ -20,7 +20,14 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from mmbalance.evaluate.robustness import EvalInputs, accuracy_with_drops, seed_checkpoints, eval_inputs, trained_seeds
+from mmbalance.evaluate.robustness import (
+    EvalInputs,
+    accuracy_with_drops,
+    encoded_split,
+    eval_inputs,
+    seed_checkpoints,
+    trained_seeds,
+)
 from mmbalance.train.data import SplitData
 
 EMPTY_SET = "all modalities masked (features set to 0 before the fusion)"
@@ -52,9 +59,10 @@ def shapley_values(players: Sequence[str], value: Mapping[frozenset, float]) -> 
 
 
 def coalition_accuracies(model, method, data: SplitData, batch_size: int = 256) -> dict[frozenset, float]:
-    """Test accuracy for every coalition of the model's modalities, the others masked."""
-    mods = list(model.modalities)
-    return {frozenset(c): accuracy_with_drops(model, method, data, {m: 1.0 for m in mods if m not in c}, 0, batch_size)
+    """Test accuracy for every coalition of the model's modalities, the others masked (the split
+    encoded once for all of them: ``encoded_split``)."""
+    mods, enc = list(model.modalities), encoded_split(model, data, batch_size)
+    return {frozenset(c): accuracy_with_drops(model, method, data, {m: 1.0 for m in mods if m not in c}, 0, batch_size, enc)
             for c in coalitions(mods)}
 
 

@@ -41,10 +41,7 @@ class MultimodalModel(nn.Module):
 
     def forward(self, inputs: dict[str, torch.Tensor], keep: dict[str, torch.Tensor] | None = None) -> Output:
         """Forward pass; ``keep`` maps a modality to a [B] 0/1 (or scaling) mask on its features."""
-        feats = self.encode(inputs)
-        if keep:
-            feats = {m: f * keep[m].to(f.dtype).unsqueeze(1) if m in keep else f for m, f in feats.items()}
-        return self.fuse(feats)
+        return self.fuse(mask_features(self.encode(inputs), keep))
 
     @property
     def feature_dims(self) -> dict[str, int]:
@@ -54,6 +51,14 @@ class MultimodalModel(nn.Module):
     def modality_parameters(self, modality: str) -> list[nn.Parameter]:
         """The trainable parameters of one modality's encoder (what gradient modulation scales)."""
         return [p for p in self.encoders[modality].parameters() if p.requires_grad]
+
+
+def mask_features(feats: dict[str, torch.Tensor], keep: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """Features [B, D_m] with modality m's rows scaled by ``keep[m]`` ([B], 0/1 or a scale);
+    modalities not in ``keep`` (or no ``keep``) pass unchanged."""
+    if not keep:
+        return feats
+    return {m: f * keep[m].to(f.dtype).unsqueeze(1) if m in keep else f for m, f in feats.items()}
 
 
 def encoder_config(model_cfg: dict, modality: str, kind: str) -> dict:
