@@ -78,6 +78,22 @@ def test_batch_size_does_not_change_the_masks():
     assert a == b
 
 
+@torch.no_grad()
+def test_drops_score_the_whole_model_with_masks():
+    """Scoring runs only the fusion head on features encoded once (``encoded_split``): the same
+    accuracy as the whole model run with the masks, ``model(inputs, keep=...)``, batch by batch."""
+    method, model, _ = make("concat")
+    model.eval()
+    data = tiny_split(40, seed=5)
+    keep = keep_masks(uniform_draws(len(data), model.modalities, 2), {"audio": 0.5, "visual": 0.3})
+    correct, start = 0, 0
+    for inputs, labels in batches(data, 7, train=False, gen=torch.Generator().manual_seed(0)):
+        out = model(inputs, keep={m: k[start:start + len(labels)] for m, k in keep.items()})
+        correct += int((method.predict(out).argmax(1) == labels).sum())
+        start += len(labels)
+    assert accuracy_with_drops(model, method, data, {"audio": 0.5, "visual": 0.3}, seed=2, batch_size=7) == correct / len(data)
+
+
 def test_unimodal_model_sweeps_its_own_modality_only():
     method, model, mods = make("audio_only")
     assert mods == ["audio"]
