@@ -66,3 +66,14 @@ def test_checkpoint_key_changes_with_rewritten_shards(tmp_path):
     assert [s[0] for s in shard_stamp(tmp_path, info)] == ["test-000000.tar", "train-000000.tar"]
     (tmp_path / "train-000000.tar").write_bytes(b"y" * 10)  # rewritten, same size
     assert fingerprint(info, shard_stamp(tmp_path, info), "concat", {}, {}, {}) != before
+
+
+def test_checkpoint_key_ignores_how_seeds_are_scheduled():
+    """Seeds trained side by side or one by one give the same numbers (tests/test_determinism.py),
+    so ``train.seed_workers`` does not change the key; a setting that changes the numbers does."""
+    from mmbalance.train.run import checkpoint_key
+
+    info, train = {"splits": {}}, {"epochs": 2, "lr": 0.01, "seed_workers": 3}
+    key = checkpoint_key(info, [], "concat", {}, {}, train)
+    assert checkpoint_key(info, [], "concat", {}, {}, {**train, "seed_workers": 1}) == key
+    assert checkpoint_key(info, [], "concat", {}, {}, {**train, "lr": 0.1}) != key

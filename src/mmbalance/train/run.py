@@ -73,6 +73,18 @@ def fingerprint(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# train settings that change how a run is executed, not its numbers: left out of the checkpoint
+# key, so that e.g. training the seeds one by one instead of side by side resumes the same checkpoints
+EXECUTION_ONLY = ("seed_workers",)
+
+
+def checkpoint_key(info: dict, stamp: list, method_name: str, method_cfg: dict, model_cfg: dict, train_cfg: dict) -> str:
+    """The fingerprint a run's checkpoints are saved under: dataset index, shard stamps, method,
+    model and train settings (without ``EXECUTION_ONLY``)."""
+    train = {k: v for k, v in train_cfg.items() if k not in EXECUTION_ONLY}
+    return fingerprint(info, stamp, method_name, method_cfg, model_cfg, train)
+
+
 def shard_stamp(shard_dir: Path, info: dict) -> list[tuple[str, int, int]]:
     """(name, size, mtime_ns) of every shard the index lists: part of a checkpoint's key, because
     regenerated data can keep the index unchanged (same clips, classes and counts, other pixels).
@@ -177,7 +189,7 @@ def _run(shard_dir, out_dir, dataset, method_name, method_cfg, model_cfg, train_
                "runtime": {"device": rt.device.type, "bf16": rt.bf16, "processes": dist.world_size(), "loader": train_cfg.get("loader", "memory")},
                "selection": "best validation accuracy" if "val" in splits else "last-best test accuracy", "seeds": {}}
     # stale checkpoints (other config or other shard files) are not resumed
-    key = fingerprint(info, shard_stamp(shard_dir, info), method_name, method_cfg, model_cfg, train_cfg)
+    key = checkpoint_key(info, shard_stamp(shard_dir, info), method_name, method_cfg, model_cfg, train_cfg)
     job = _SeedJob(info, splits, method_name, method_cfg, model_cfg, train_cfg, out_dir, checkpoints, models, key, main)
     workers = seed_workers(train_cfg, rt, len(seeds))
     if workers > 1:
