@@ -35,6 +35,6 @@ profile: $(STAMP)
 pipelines: $(STAMP)
 	$(BIN)/python -m mmbalance.pipelines --template pipelines/train.template.yaml --params params.yaml --out pipelines
 
-# Throughput benchmarks P1-P3 on synthetic full-size CREMA-D (≤ 10 min on 2 cores) → reports/performance.md
+# Throughput benchmarks P1-P5 on synthetic full-size CREMA-D (≤ 10 min on 2 cores) → reports/performance.md
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/run.py --work build/bench --out reports/performance.md

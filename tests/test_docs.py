@@ -41,7 +41,7 @@ RUN_AS_WRITTEN = {
 NOT_RUN_AS_WRITTEN = {
     "make repro": "long-running: the whole mini benchmark (~2 h) → `make -n repro`",
     "make test": "long-running: the whole test suite, this file included → `make -n test`",
-    "make bench": "long-running: ~3 min of throughput benchmarks → `make -n bench`",
+    "make bench": "long-running: ~5 min of throughput benchmarks → `make -n bench`",
     "make profile": "rewrites params.yaml → `make -n profile …` and the profile file exists",
     "dvc repro": "long-running: trains every stage that is not cached → `--help`, options, stage targets",
     "dvc exp run": "trains a model → `--help`, options, `-S` keys in params.yaml, stage targets",
