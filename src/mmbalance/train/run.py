@@ -256,15 +256,15 @@ _JOB: _SeedJob | None = None  # the job forked seed workers run (set only around
 
 # what the seed workers would import after the fork: torch._dynamo (``Optimizer.__init__``, ~1.1 s),
 # scikit-learn's metrics (the per-epoch scores, ~1 s), DVCLive, and the DVC repository and Git
-# modules DVCLive's ``Live()`` opens the repository with (~1 s)
+# modules DVCLive's ``Live()`` opens the repository with (importing these once instead of in
+# each of 3 workers saved ~0.7 s of CPU per stage, docs/performance.md)
 _FORK_IMPORTS = ("torch._dynamo", "sklearn.metrics", "sklearn.preprocessing", "dvclive", "dvc.repo", "dvc.scm",
                  "dvc.repo.experiments.refs", "dvc.repo.datasets", "dulwich.porcelain")
 
 
 def _import_before_fork() -> None:
     """Import ``_FORK_IMPORTS`` once in the parent, so that the forked seed workers inherit them
-    instead of each importing them on its own (~3 s of CPU per stage with 3 seeds); the numbers do
-    not change."""
+    instead of each importing them on its own; the numbers do not change."""
     import importlib
 
     for name in _FORK_IMPORTS:
