@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from mmbalance.models.model import mask_features
-from mmbalance.train.data import SplitData, _pooled, batches
+from mmbalance.train.data import SplitData, batches, pool_spectrograms
 
 SEED_FILE = re.compile(r"^seed(-?\d+)\.pt$")
 
@@ -57,8 +57,7 @@ def encoded_split(model, data: SplitData, batch_size: int = 256) -> list[tuple[d
     encoders (``model(inputs, keep=...)``), so every drop setting and coalition of one model
     reuses them and runs only the fusion head. Rows are samples, or segments for event
     localisation."""
-    data = replace(data, arrays={m: data.arrays[m] for m in model.modalities},
-                   lengths={m: v for m, v in data.lengths.items() if m in model.modalities})
+    data = data.select(model.modalities)
     model.eval()
     return [(model.encode(inputs), labels)
             for inputs, labels in batches(data, batch_size, train=False, gen=torch.Generator().manual_seed(0))]
@@ -146,7 +145,7 @@ class EvalInputs:
             arrays = dict(self.data.arrays)
             for m, size in sizes.items():
                 stored = self.data.arrays[m]  # [N, 1, F, T] as stored (unpooled)
-                arrays[m] = stored if tuple(stored.shape[-2:]) == tuple(size) else _pooled(list(stored[:, 0].numpy()), size)
+                arrays[m] = stored if tuple(stored.shape[-2:]) == tuple(size) else pool_spectrograms(list(stored[:, 0].numpy()), size)
             self._by_size[key] = replace(self.data, arrays=arrays)
         return self._by_size[key]
 

@@ -16,7 +16,7 @@ reads one row per label.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,11 @@ class SplitData:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def select(self, modalities: list[str]) -> "SplitData":
+        """A view of the split holding only ``modalities`` (a model's); the tensors are shared."""
+        return replace(self, arrays={m: self.arrays[m] for m in modalities},
+                       lengths={m: v for m, v in self.lengths.items() if m in modalities})
 
 
 def _pad(items: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,7 +90,7 @@ def split_from_samples(samples, modalities: list[str], info: dict, pool_sizes: d
         return SplitData(keys, torch.tensor(labels, dtype=torch.long), arrays, lengths, info)
     for m, items in per_mod.items():
         if info["modalities"][m]["kind"] == "spectrogram":
-            arrays[m] = _pooled(items, (pool_sizes or {}).get(m))
+            arrays[m] = pool_spectrograms(items, (pool_sizes or {}).get(m))
         else:
             arrays[m], lengths[m] = _pad(items)
     return SplitData(keys, torch.tensor(np.array(labels)), arrays, lengths, info)
@@ -104,8 +109,11 @@ def sample_label(sample: dict):
     return sample["label"] if targets is None else targets
 
 
-def _pooled(items: list[np.ndarray], size) -> torch.Tensor:
-    """[N, 1, F, T] stored-dtype spectrograms, or float32 [N, 1, *size] average-pooled in chunks."""
+def pool_spectrograms(items: list[np.ndarray], size) -> torch.Tensor:
+    """[F, T] spectrograms → [N, 1, F, T] in their stored dtype (``size`` empty), or float32
+    [N, 1, *size] average-pooled in chunks of 256 (the train stage's splits and the evaluate
+    stage's test inputs are pooled by this one function, so both stages feed the encoders
+    the same values)."""
     if not size:
         return torch.from_numpy(np.stack(items))[:, None]
     chunks = [F.adaptive_avg_pool2d(torch.from_numpy(np.stack(items[i : i + 256]))[:, None].float(), tuple(size))
@@ -225,7 +233,7 @@ def batch_from_samples(samples: list[dict], modalities: list[str], info: dict, p
         if kind == "frames":
             inputs[m] = _picked_frames(items, int(info.get("frames_per_clip", 1)), train, gen)
         elif kind == "spectrogram":
-            inputs[m] = _pooled(items, (pool_sizes or {}).get(m))
+            inputs[m] = pool_spectrograms(items, (pool_sizes or {}).get(m))
         else:  # padded to the batch's longest sequence, as make_batch cuts it
             inputs[m] = _sequence_input(*_pad(items))
     labels = torch.tensor(np.array([sample_label(s) for s in samples])).reshape(-1)  # [B] or [B·S]

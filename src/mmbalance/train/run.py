@@ -8,7 +8,7 @@ import hashlib
 import json
 import multiprocessing
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ from mmbalance.train import distributed as dist
 from mmbalance.train import runtime
 from mmbalance.train.data import load_split, segments_of
 from mmbalance.train.loop import fit
-from mmbalance.train.stream import StreamSplit, stream_split
+from mmbalance.train.stream import stream_split
 
 LOADERS = ("memory", "stream")
 
@@ -99,7 +99,7 @@ def train_seed(info: dict, splits, method_name: str, method_cfg: dict, model_cfg
     """Build model and method for one seed and fit them (resuming from ``checkpoint`` if valid)."""
     seed_everything(seed)
     method, model = build_run(info, method_name, method_cfg, model_cfg, int(train_cfg["epochs"]))
-    data = {name: _select(split, method.ctx.modalities) for name, split in splits.items()}
+    data = {name: split.select(method.ctx.modalities) for name, split in splits.items()}
     return fit(model, method, data, train_cfg, seed, method_name, live, checkpoint)
 
 
@@ -134,13 +134,6 @@ def load_splits(shard_dir: Path, info: dict, model_cfg: dict, train_cfg: dict) -
     read = load_split if loader == "memory" else stream_split
     mods, sizes = list(info["modalities"]), pool_sizes(info, model_cfg)
     return {s: read(shard_dir, s, mods, sizes) for s in ("train", "val", "test") if s in info["splits"]}
-
-
-def _select(split, mods):
-    """A view of a split holding only the model's modalities."""
-    if isinstance(split, StreamSplit):
-        return split.select(mods)
-    return replace(split, arrays={m: split.arrays[m] for m in mods}, lengths={m: c for m, c in split.lengths.items() if m in mods})
 
 
 def _checkpoint_path(folder: Path | None, seed: int, key: str, prune: bool = True) -> Path | None:
