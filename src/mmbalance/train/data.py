@@ -110,10 +110,10 @@ def sample_label(sample: dict):
 
 
 def pool_spectrograms(items: list[np.ndarray], size) -> torch.Tensor:
-    """[F, T] spectrograms → [N, 1, F, T] in their stored dtype (``size`` empty), or float32
-    [N, 1, *size] average-pooled in chunks of 256 (the train stage's splits and the evaluate
-    stage's test inputs are pooled by this one function, so both stages feed the encoders
-    the same values)."""
+    """N [F, T] spectrograms → [N, 1, F, T] in their stored dtype (``size`` empty), or float32
+    [N, 1, *size] average-pooled in chunks of 256. The in-memory splits, the streamed batches and
+    the evaluate stage's test inputs are all pooled by this one function, so that every path
+    feeds the encoders the same values."""
     if not size:
         return torch.from_numpy(np.stack(items))[:, None]
     chunks = [F.adaptive_avg_pool2d(torch.from_numpy(np.stack(items[i : i + 256]))[:, None].float(), tuple(size))
