@@ -4,7 +4,6 @@ A copy of the real pipeline cut to generate → prepare → experiment on tiny C
 """
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -12,11 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import tiny_queue_repo
 
-ROOT = Path(__file__).parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("dvc", path=str(Path(sys.executable).parent)) is None,
                                                    reason="dvc is not installed in this environment")]
 METHODS = ("concat", "audio_only")
@@ -26,20 +23,6 @@ def _run(cmd: list[str], cwd: Path, env: dict) -> str:
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout + proc.stderr
-
-
-def _shrink(dst: Path) -> None:
-    """Only CREMA-D, tiny data, one seed, two epochs; only the stages an experiment needs."""
-    p = yaml.safe_load((dst / "params.yaml").read_text())
-    p["generate"] = {"cremad": {**p["generate"]["cremad"], "clips_per_class": 8, "show_progress": False, "workers": 1}}
-    p["datasets"] = {"cremad": p["datasets"]["cremad"]}
-    p.update(seeds=[0], dataset="cremad", method="concat")
-    p["train"].update(epochs=2)
-    p["prepare"]["workers"] = 1
-    (dst / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-    pipeline = yaml.safe_load((dst / "dvc.yaml").read_text())
-    stages = {k: v for k, v in pipeline["stages"].items() if k in ("dataset-sources", "stage-params", "generate", "prepare", "run-params", "method-sources", "experiment")}
-    (dst / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
 
 
 def _wait_for_queue(path: Path, env: dict, deadline: float) -> str:
@@ -53,16 +36,8 @@ def _wait_for_queue(path: Path, env: dict, deadline: float) -> str:
 
 
 def test_queue_runs_two_experiments_in_parallel(tmp_path):
-    for name in ("dvc.yaml", "params.yaml", "stages", "src"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
-    _shrink(tmp_path)
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", OMP_NUM_THREADS="1",
-               PYTHONPATH=str(tmp_path / "src"), DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
-               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"],
-                ["dvc", "repro", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "base"]):
-        _run(cmd, tmp_path, env)
+    keep = ("dataset-sources", "stage-params", "generate", "prepare", "run-params", "method-sources", "experiment")
+    env = tiny_queue_repo(tmp_path, keep, edit=lambda p: p.update(dataset="cremad", method="concat"))
     for method in METHODS:
         _run(["dvc", "exp", "run", "--queue", "-S", f"method={method}"], tmp_path, env)
     try:
