@@ -27,10 +27,12 @@ from p3_step_time import shrink_frames, tiled
 
 def settings(cfg: dict, modalities: list[str]) -> list[dict]:
     """Every drop setting the evaluate stage scores for one seed of a two-modality model."""
+    from mmbalance.evaluate.shapley import coalitions
+
     probs, joint = [float(p) for p in cfg["drop_probs"]], cfg.get("joint") or {}
     out = [{}] + [{m: p} for m in modalities for p in probs]
     out += [{modalities[0]: float(f), modalities[1]: float(v)} for f in joint.get("fixed_probs", []) for v in joint.get("varied_probs", [])]
-    out += [{m: 1.0 for m in modalities if m not in keep} for keep in ([], modalities[:1], modalities[1:], modalities)]
+    out += [{m: 1.0 for m in modalities if m not in kept} for kept in coalitions(modalities)]
     return out
 
 
