@@ -47,14 +47,16 @@ def batch():
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="session")
-def resolved_stages() -> dict:
-    """The stages of dvc.yaml and pipelines/<dataset>/dvc.yaml as DVC resolves them (foreach /
-    matrix expanded): name → cmd, dependency paths (params dependencies apart), declared params
-    keys and the dvc.yaml defining it (names are unique across the files)."""
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def resolve_stages(root: Path) -> dict:
+    """The stages of ``root``'s dvc.yaml and pipelines/<dataset>/dvc.yaml as DVC resolves them
+    (foreach / matrix expanded): name → cmd, dependency paths (params dependencies apart),
+    declared params keys and the dvc.yaml defining it (names are unique across the files)."""
     from dvc.repo import Repo
 
-    with Repo(str(Path(__file__).resolve().parents[1])) as repo:
+    with Repo(str(root)) as repo:
         out = {}
         for s in repo.index.stages:
             keys = [k for p in s.deps if hasattr(p, "params") for k in (p.params or [])]
@@ -62,6 +64,34 @@ def resolved_stages() -> dict:
             out[s.name] = {"cmd": s.cmd, "deps": [d.def_path for d in s.deps if not hasattr(d, "params")], "params": keys,
                            "dvcfile": s.dvcfile.relpath}
         return out
+
+
+@pytest.fixture(scope="session")
+def resolved_stages() -> dict:
+    """The repository's stages (default params.yaml), resolved by DVC: see :func:`resolve_stages`."""
+    return resolve_stages(ROOT)
+
+
+@pytest.fixture(scope="session")
+def full_profile(tmp_path_factory) -> tuple[dict, dict]:
+    """(params, resolved stages) of the full profile (params.yaml merged with profiles/full.yaml),
+    resolved in a copy of the dvc.yaml files: the stages the default trains none of (tuning,
+    sweeps, most methods) are there, so pipeline-structure tests cover every kind of stage."""
+    import yaml
+    from dvc.repo import Repo
+
+    from mmbalance.profiles import deep_merge
+
+    root = tmp_path_factory.mktemp("full_profile")
+    Repo.init(str(root), no_scm=True)
+    shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
+    for f in (ROOT / "pipelines").glob("*/dvc.yaml"):
+        (root / "pipelines" / f.parent.name).mkdir(parents=True)
+        shutil.copy(f, root / "pipelines" / f.parent.name / "dvc.yaml")
+    params = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()),
+                        yaml.safe_load((ROOT / "profiles" / "full.yaml").read_text()))
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return params, resolve_stages(root)
 
 
 def save_concat_run(parent: Path, seed: int = 0):

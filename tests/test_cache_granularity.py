@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from mmbalance.method_sources import (code_hashes, dataset_manifest, manifest, method_files, method_imports,
                                       write_dataset_manifests, write_manifests)
@@ -29,14 +28,15 @@ DATASET_STAGES = ("evaluate@", "costs@")
 
 
 @pytest.fixture(scope="module")
-def stages(resolved_stages) -> dict[str, dict]:
-    """dvc.yaml's stages as DVC resolves them (matrix/foreach expanded): name → definition."""
-    return resolved_stages
+def stages(full_profile) -> dict[str, dict]:
+    """dvc.yaml's stages as DVC resolves them (matrix/foreach expanded) under the full profile,
+    which has every kind of stage (the default tunes and sweeps nothing): name → definition."""
+    return full_profile[1]
 
 
 @pytest.fixture(scope="module")
-def params() -> dict:
-    return yaml.safe_load((ROOT / "params.yaml").read_text())
+def params(full_profile) -> dict:
+    return full_profile[0]
 
 
 def run_stages(stages: dict) -> dict[str, str]:

@@ -40,11 +40,14 @@ def test_points_expand_in_declaration_order():
 
 
 def test_committed_sweeps_mini_and_full():
-    """Mini: CREMA-D, IPRM α, OPM q_base and λ, OGM α, 5 values each; the full profile's grids."""
-    mini = expand_points(PARAMS["sweeps"])
-    assert len(mini) == 12 and {p.dataset for p in mini} == {"cremad"}
-    assert {(p.run, p.param) for p in mini} == {("iprm", "alpha"), ("opm", "q_base"), ("opm", "lam"), ("ogm", "alpha")}
-    assert [p.value for p in mini if p.run == "iprm"] == [0.1, 0.5, 0.9]
+    """Mini: the four sweeps declared, none run (no dataset); their committed points are three
+    values each on CREMA-D (IPRM α, OPM q_base and λ, OGM α); the full profile's grids."""
+    assert expand_points(PARAMS["sweeps"]) == []
+    assert [b["values"] for b in PARAMS["sweeps"].values()] == [[0.1, 0.5, 0.9], [0.1, 0.5, 0.9], [0.1, 0.5, 2.0], [0.1, 0.8, 2.0]]
+    committed = sorted(p.relative_to(ROOT / "results" / "sweeps").parent.as_posix()
+                       for p in (ROOT / "results" / "sweeps").glob("*/*/*/results.json"))
+    assert len(committed) == 12 and {c.split("/")[0] for c in committed} == {"cremad"}
+    assert [c for c in committed if "/iprm/" in c] == ["cremad/iprm/alpha=0.1", "cremad/iprm/alpha=0.5", "cremad/iprm/alpha=0.9"]
     full = deep_merge(PARAMS, yaml.safe_load((ROOT / "profiles" / "full.yaml").read_text()))
     points = expand_points(full["sweeps"])
     assert len(points) == 9 * 5 + (9 + 7 + 8) * 3
@@ -56,6 +59,7 @@ def test_committed_sweeps_mini_and_full():
 @pytest.mark.parametrize("block, match", [
     ({"run": "opm", "param": "lam", "values": [0.5]}, "missing datasets"),
     ({"run": "opm", "param": "lam", "values": [], "datasets": ["cremad"]}, "values: expected a non-empty list"),
+    ({"run": "opm", "param": "lam", "values": [0.5], "datasets": "cremad"}, "datasets: expected a list"),
     ({"run": "opm", "param": "lam", "values": [0.5, 0.5], "datasets": ["cremad"]}, "repeated"),
     ({"run": "", "param": "lam", "values": [0.5], "datasets": ["cremad"]}, "run: expected a name"),
     ({"run": "opm", "param": "lam", "values": [[0.5]], "datasets": ["cremad"]}, "scalars only"),

@@ -160,13 +160,15 @@ def test_trials_never_see_the_test_split():
         tune.trial_splits({"train": object(), "test": object()})
 
 
-def test_equal_budget_across_runs():
-    block = PARAMS["tune"]
+def test_equal_budget_across_runs(full_profile):
+    """Every run of the full profile's tuning (the default tunes none) gets the same budget."""
+    params = full_profile[0]
+    block = params["tune"]
     counts = {}
     for dataset, runs in block["runs"].items():
         assert "concat" in runs, "Concat is tuned too"
         for run in runs:
-            method = resolve_run(PARAMS, run)[0]
+            method = resolve_run(params, run)[0]
             counts[run] = len(tune.sample_trials(tune.run_space(block["space"], run, method), block["budget"],
                                                  block["seed"], dataset, run))
     assert set(counts.values()) == {int(block["budget"])}

@@ -79,8 +79,10 @@ def check_sweep(name: str, block) -> dict:
             raise ValueError(f"params sweeps.{name}.{key}: expected a name, got {block[key]!r}")
     for key in ("values", "datasets"):
         items = block[key]
-        if not isinstance(items, list) or not items:
-            raise ValueError(f"params sweeps.{name}.{key}: expected a non-empty list, got {items!r}")
+        # an empty `datasets` declares the sweep (its default, its figure) without running it here
+        if not isinstance(items, list) or (key == "values" and not items):
+            kind = "a non-empty list" if key == "values" else "a list"
+            raise ValueError(f"params sweeps.{name}.{key}: expected {kind}, got {items!r}")
         texts = [value_text(v) for v in items]
         if len(set(texts)) != len(texts):
             raise ValueError(f"params sweeps.{name}.{key}: repeated entries in {items!r}")
