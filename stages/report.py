@@ -4,7 +4,7 @@ files of the evaluate stages and the costs.json files of the costs stages.
 
 Also lists each dataset's clip counts and skipped clips from its shard index.json (--indexes).
 
-Reads params: profile, benchmark, stats, sweeps, embedding.runs (and hashes the whole params file for provenance).
+Reads params: profile, benchmark, stats, sweeps, embedding.runs, tune.runs (and hashes the whole params file for provenance).
 The statistics (intervals, paired tests, ranks) come from each run's predictions/ folder beside
 its results.json.
 Writes next to --out: <paper>.md for each seed paper and plots/<dataset>/*.png.
@@ -86,15 +86,16 @@ def load_stats(params_path: Path, runs) -> tuple[dict, StatsConfig]:
 TUNED_PAGE = "tuned.md"
 
 
-def write_tuned(paths: list[Path], untuned, cfg: StatsConfig, out: Path) -> None:
-    """``tuned.md`` beside the summary: the equal-budget leaderboard of the tuned runs."""
+def write_tuned(paths: list[Path], untuned, cfg: StatsConfig, out: Path, tuned_here=None) -> None:
+    """``tuned.md`` beside the summary: the equal-budget leaderboard of the tuned runs
+    (``tuned_here``: params ``tune.runs``, the runs this profile tunes)."""
     from mmbalance.report.tuned import load_trials, render_tuned_page
 
     tuned = load_results(paths)
     entries = [(r.dataset, r.run, Path(r.source).parent) for r in tuned if r.source]
     stats = stats_by_dataset(entries, cfg)
     trials = {(r.dataset, r.run): load_trials(Path(r.source)) for r in tuned if r.source}
-    write_report(render_tuned_page(tuned, stats, cfg, untuned, trials, out.name), out.parent / TUNED_PAGE)
+    write_report(render_tuned_page(tuned, stats, cfg, untuned, trials, out.name, tuned_here), out.parent / TUNED_PAGE)
 
 
 def draw_plots(out_dir: Path, runs, robustness, methods, stats=None, shapley=None, level: float = 0.95) -> dict[str, list[tuple[str, str]]]:
@@ -121,6 +122,14 @@ def embedding_order(params_path: Path) -> dict[str, list[str]]:
         return dict(lookup(load_params(params_path), "embedding")["runs"])
     except KeyError:
         return {}
+
+
+def tune_runs(params_path: Path) -> dict[str, list[str]] | None:
+    """params ``tune.runs``: the runs this profile tunes, per dataset (None without the block)."""
+    try:
+        return {ds: list(runs or []) for ds, runs in lookup(load_params(params_path), "tune")["runs"].items()}
+    except KeyError:
+        return None
 
 
 def load_sweep_points(paths: list[Path], params_path: Path) -> list:
@@ -197,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     coverage = coverage_summary(cells, runs, config, methods)
     write_report(render_summary(runs, index, methods, prov, robustness, plots, pages, data, stats, stats_cfg, coverage,
                                 costs, shapley), out)
-    write_tuned(existing(args.tuned, "tuned results"), runs, stats_cfg, out)
+    write_tuned(existing(args.tuned, "tuned results"), runs, stats_cfg, out, tune_runs(Path(args.params)))
     mini = any(r.profile == "mini" for r in runs)
     for paper in config.papers:
         sections = [diagnostics_section(paper, diagnostics)]

@@ -73,9 +73,9 @@ def resolved_stages() -> dict:
 
 
 @pytest.fixture(scope="session")
-def full_profile(tmp_path_factory) -> tuple[dict, dict]:
-    """(params, resolved stages) of the full profile (params.yaml merged with profiles/full.yaml),
-    resolved in a copy of the dvc.yaml files: the stages the default trains none of (tuning,
+def full_profile_root(tmp_path_factory) -> Path:
+    """A DVC repository holding the pipeline's dvc.yaml files and the full profile's params.yaml
+    (params.yaml merged with profiles/full.yaml): the stages the default trains none of (tuning,
     sweeps, most methods) are there, so pipeline-structure tests cover every kind of stage."""
     import yaml
     from dvc.repo import Repo
@@ -91,7 +91,15 @@ def full_profile(tmp_path_factory) -> tuple[dict, dict]:
     params = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()),
                         yaml.safe_load((ROOT / "profiles" / "full.yaml").read_text()))
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    return params, resolve_stages(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def full_profile(full_profile_root) -> tuple[dict, dict]:
+    """(params, resolved stages: :func:`resolve_stages`) of the full profile."""
+    import yaml
+
+    return yaml.safe_load((full_profile_root / "params.yaml").read_text()), resolve_stages(full_profile_root)
 
 
 def save_concat_run(parent: Path, seed: int = 0):

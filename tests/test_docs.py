@@ -39,7 +39,7 @@ RUN_AS_WRITTEN = {
 
 # Commands not run as written (keyed by their leading words): why, and what runs instead.
 NOT_RUN_AS_WRITTEN = {
-    "make repro": "long-running: the whole mini benchmark (~4 h) → `make -n repro`",
+    "make repro": "long-running: the whole mini benchmark (~41 min) → `make -n repro`",
     "make test": "long-running: the whole test suite, this file included → `make -n test`",
     "make bench": "long-running: ~5 min of throughput benchmarks → `make -n bench`",
     "make profile": "rewrites params.yaml → `make -n profile …` and the profile file exists",

@@ -35,6 +35,7 @@ from mmbalance.report import (
     summarize_run,
 )
 from mmbalance.report.render import backbone_note
+from mmbalance.report.stats import StatsConfig
 from mmbalance.report.tables import (
     format_bytes,
     format_count,
@@ -255,6 +256,19 @@ def test_tuned_page(out_dir):
     visual = table_row(text, "CREMA-D", "Audio-only")
     assert visual[4].startswith("-7.00 [") and visual[8] == "—"
     assert "Holm" in text and "validation" in text
+
+
+def test_tuned_page_names_the_runs_another_profile_tuned():
+    """Tuned runs that params ``tune.runs`` does not list are named as another profile's results."""
+    from mmbalance.report.tuned import other_profile_runs, render_tuned_page
+
+    runs = load_results(sorted(FIXTURES.glob("tuned/*/*/results.json")))
+    names = [r.run for r in runs if r.dataset == "cremad"]
+    assert names and other_profile_runs("cremad", runs, None) == []
+    assert other_profile_runs("cremad", runs, {"cremad": names}) == []
+    assert other_profile_runs("cremad", runs, {"cremad": names[1:]}) == names[:1]
+    text = render_tuned_page(runs, {}, StatsConfig(bootstrap=10), [], {}, tuned_here={"cremad": []})
+    assert "Not tuned by this profile (params `tune.runs.cremad`): " + ", ".join(f"`{r}`" for r in names) in text
 
 
 def test_device_falls_back_to_the_report_machine():

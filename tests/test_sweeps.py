@@ -124,15 +124,16 @@ def test_unknown_param_fails_naming_the_run():
 
 
 @pytest.fixture(scope="module")
-def sweep_stages() -> dict[str, dict]:
-    """dvc.yaml's resolved sweep stages: name → cmd, deps, params, outs."""
+def sweep_stages(full_profile_root) -> dict[str, dict]:
+    """dvc.yaml's resolved sweep stages under the full profile (the default runs none): name →
+    cmd, deps, params, outs."""
     from dvc.repo import Repo
 
-    with Repo(str(ROOT)) as repo:
-        return {s.addressing: {"cmd": s.cmd, "deps": [d.def_path for d in s.deps],
-                               "params": sorted(k for d in s.deps if hasattr(d, "params") for k in d.params),
-                               "outs": [o.def_path for o in s.outs]}
-                for s in repo.index.stages if s.addressing.startswith("sweep-")}
+    with Repo(str(full_profile_root)) as repo:
+        return {s.name: {"cmd": s.cmd, "deps": [d.def_path for d in s.deps],
+                         "params": sorted(k for d in s.deps if hasattr(d, "params") for k in d.params),
+                         "outs": [o.def_path for o in s.outs]}
+                for s in repo.index.stages if s.name.startswith("sweep-")}
 
 
 def _option(cmd: str, name: str) -> str:
@@ -140,9 +141,9 @@ def _option(cmd: str, name: str) -> str:
     return words[words.index(name) + 1]
 
 
-def test_dvc_generates_one_stage_per_point(sweep_stages):
-    points = expand_points(PARAMS["sweeps"])
-    assert set(sweep_stages) == {p.stage for p in points}
+def test_dvc_generates_one_stage_per_point(sweep_stages, full_profile):
+    points = expand_points(full_profile[0]["sweeps"])
+    assert len(points) == 117 and set(sweep_stages) == {p.stage for p in points}
     for p in points:
         st = sweep_stages[p.stage]
         folder = f"results/sweeps/{p.dataset}/{p.run}/{p.folder}"

@@ -72,10 +72,20 @@ def tuned_table(dataset: str, runs: Sequence[RunSummary], stats: DatasetStats | 
     return Table(headers=headers, rows=rows, numeric=[False] + [True] * 8 + [False, False])
 
 
+def other_profile_runs(dataset: str, runs: Sequence[RunSummary], tuned_here: Mapping[str, Sequence[str]] | None) -> list[str]:
+    """The tuned runs of ``dataset`` that params ``tune.runs`` does not list (none when unknown)."""
+    if tuned_here is None:
+        return []
+    here = set(tuned_here.get(dataset) or ())
+    return [r.run for r in runs if r.dataset == dataset and r.run not in here]
+
+
 def render_tuned_page(runs: Sequence[RunSummary], stats: Mapping[str, DatasetStats], cfg: StatsConfig,
                       untuned: Sequence[RunSummary], trials: Mapping[tuple[str, str], Mapping | None],
-                      summary_link: str = "README.md") -> str:
-    """``reports/tuned.md``: one tuned leaderboard per dataset with its statistics paragraph."""
+                      summary_link: str = "README.md", tuned_here: Mapping[str, Sequence[str]] | None = None) -> str:
+    """``reports/tuned.md``: one tuned leaderboard per dataset with its statistics paragraph;
+    ``tuned_here`` (params ``tune.runs``, None: not known) names the runs this profile tunes, the
+    others are committed results of another profile's tune stages and are said to be."""
     parts = [
         "# Tuned, equal budget",
         f"Back to the [summary]({summary_link}). Every run below had the same number of trials "
@@ -93,6 +103,11 @@ def render_tuned_page(runs: Sequence[RunSummary], stats: Mapping[str, DatasetSta
         ds_trials = {run: t for (d, run), t in trials.items() if d == ds}
         st = stats.get(ds)
         parts += [f"## {dataset_label(ds)}", markdown_table(tuned_table(ds, runs, st, cfg, base, ds_trials))]
+        elsewhere = other_profile_runs(ds, runs, tuned_here)
+        if elsewhere:
+            parts.append(f"Not tuned by this profile (params `tune.runs.{ds}`): {', '.join(f'`{r}`' for r in elsewhere)}, "
+                         "the committed results of the `full` profile's tune stages (same budget and space); this "
+                         "profile's `dvc repro` does not re-run them.")
         if st is not None and st.rows:
             parts.append(protocol_text(st, cfg))
     return "\n\n".join(parts) + "\n"
