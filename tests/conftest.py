@@ -73,14 +73,23 @@ def resolved_stages() -> dict:
 
 
 @pytest.fixture(scope="session")
-def full_profile_root(tmp_path_factory) -> Path:
+def full_params() -> dict:
+    """The full profile's params: params.yaml merged with profiles/full.yaml (every paper row's run)."""
+    import yaml
+
+    from mmbalance.profiles import deep_merge
+
+    return deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()),
+                      yaml.safe_load((ROOT / "profiles" / "full.yaml").read_text()))
+
+
+@pytest.fixture(scope="session")
+def full_profile_root(tmp_path_factory, full_params) -> Path:
     """A DVC repository holding the pipeline's dvc.yaml files and the full profile's params.yaml
     (params.yaml merged with profiles/full.yaml): the stages the default trains none of (tuning,
     sweeps, most methods) are there, so pipeline-structure tests cover every kind of stage."""
     import yaml
     from dvc.repo import Repo
-
-    from mmbalance.profiles import deep_merge
 
     root = tmp_path_factory.mktemp("full_profile")
     Repo.init(str(root), no_scm=True)
@@ -88,9 +97,7 @@ def full_profile_root(tmp_path_factory) -> Path:
     for f in (ROOT / "pipelines").glob("*/dvc.yaml"):
         (root / "pipelines" / f.parent.name).mkdir(parents=True)
         shutil.copy(f, root / "pipelines" / f.parent.name / "dvc.yaml")
-    params = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()),
-                        yaml.safe_load((ROOT / "profiles" / "full.yaml").read_text()))
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / "params.yaml").write_text(yaml.safe_dump(full_params, sort_keys=False))
     return root
 
 

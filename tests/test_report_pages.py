@@ -24,7 +24,7 @@ from mmbalance.report import (
     render_paper_page,
     robustness_table,
 )
-from mmbalance.report.pages import coverage_line, paper_coverage
+from mmbalance.report.pages import OTHER_PROFILE, coverage_line, own_runs, paper_coverage
 from mmbalance.report.papers import parse_row_mappings
 from mmbalance.report.tables import dataset_table, our_values
 
@@ -133,6 +133,24 @@ def test_every_table_complete_with_coverage(runs, config):
     assert paper_coverage("gmm_adaptive_loss", tables, runs, config) == (3, 32)
     summary = coverage_summary(tables, runs, config)
     assert "[GMM-AL](gmm_adaptive_loss.md) 3 / 32" in summary
+
+
+def test_coverage_counts_this_profiles_own_runs_apart(runs, config):
+    """With benchmark lists, the coverage says how many reproduced cells come from runs this
+    profile trains; the others carry the other-profile mark on the page."""
+    tables = load_paper_tables(TABLES_CSV)
+    expected = {"cremad": ["concat"]}  # GMM-AL: of Concat, OGM-GE (AVE), GMM-AL α=0 only Concat is this profile's
+    mine = own_runs(runs, expected)
+    assert {(r.dataset, r.run) for r in mine} == {("cremad", "concat")}
+    got, printed = paper_coverage("gmm_adaptive_loss", tables, runs, config, expected)
+    here = paper_coverage("gmm_adaptive_loss", tables, mine, config, expected)[0]
+    assert (got, printed, here) == (3, 32, 1)
+    line = coverage_line(got, printed, here)
+    assert "1 of them come from runs this profile trains, the other 2 (marked °)" in line
+    page = render_paper_page("gmm_adaptive_loss", tables, runs, config, expected=expected)
+    assert page.splitlines()[2] == line and page.count(OTHER_PROFILE) >= 2
+    assert "[GMM-AL](gmm_adaptive_loss.md) 3 / 32 (1 by this profile's runs)" in coverage_summary(tables, runs, config, expected)
+    assert coverage_line(3, 32, 3) == coverage_line(3, 32)
 
 
 def test_transposed_table_keeps_every_column(runs, config):

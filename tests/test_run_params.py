@@ -65,18 +65,19 @@ def test_dump_round_trips_and_refuses_what_does_not():
         dump({"x": float("nan")})
 
 
-def test_training_stages_read_their_run_file_and_declare_no_params(resolved_stages):
-    """Train and sweep stages: ``--params data/run_params/<run>.yaml``, a dependency on that file,
-    no params dependency (DVC would parse params.yaml once per stage)."""
+def test_training_stages_read_their_run_file_and_declare_no_params(resolved_stages, full_profile):
+    """Train and sweep stages (the full profile's: the default sweeps nothing): ``--params
+    data/run_params/<run>.yaml``, a dependency on that file, no params dependency (DVC would
+    parse params.yaml once per stage)."""
     found = 0
-    for name, st in resolved_stages.items():
+    for name, st in full_profile[1].items():
         if not name.startswith(("train-", "sweep-")):
             continue
         run = _option(st["cmd"], "--method" if name.startswith("train-") else "--run")
         assert _option(st["cmd"], "--params") == f"{RUN_PARAMS}/{run}.yaml", name
         assert f"{RUN_PARAMS}/{run}.yaml" in st["deps"] and st["params"] == [], name
         found += 1
-    assert found > 100
+    assert found > 400
     rp = resolved_stages["run-params"]
     assert sorted(rp["params"]) == sorted([*SHARED_KEYS, "methods", "encoder_sets", "benchmark"])
     assert f"--out {RUN_PARAMS}" in rp["cmd"]

@@ -118,13 +118,13 @@ def test_errors_name_the_problem():
         build_model({**config_for("vatt"), "encoders": wide}, ["audio", "visual"], IN_CHANNELS, 6, "concat")
 
 
-def test_runs_resolve_to_vatt_towers_and_backbone():
+def test_runs_resolve_to_vatt_towers_and_backbone(full_params):
     for run, method in [("concat__vatt", "concat"), ("opm__vatt", "opm"), ("ogm__vatt", "ogm")]:
         got, cfg, model_cfg = resolve_run(PARAMS, run)
         assert (got, model_cfg["backbone"]) == (method, "vatt")
         assert {b["name"] for k, b in model_cfg["encoders"].items() if k in ("spectrogram", "frames")} == {"vatt"}
     for ds in ("kinetics_sounds", "ucf101"):
-        assert {"concat__vatt", "opm__vatt", "ogm__vatt"} <= set(PARAMS["benchmark"][ds])
+        assert {"concat__vatt", "opm__vatt", "ogm__vatt"} <= set(full_params["benchmark"][ds])
 
 
 @pytest.mark.parametrize("run", ["concat__vatt", "opm__vatt", "ogm__vatt"])

@@ -274,8 +274,9 @@ def intro(transposed: bool = False) -> str:
         "mean − paper value); the best of our means in each column is in bold. Where ours is "
         "absent the cell says why before the paper's value: the dataset has no adapter, the "
         "model or task is not implemented, no run is configured, or *not run: full profile* "
-        "(variant rows — fusion and backbone variants, ablations — are trained by the `full` "
-        "profile, `make profile PROFILE=full`). A figure marked " + OTHER_PROFILE + " comes from a run this "
+        "(the default trains each modality alone, Concat and the seed papers' methods; the other "
+        "baselines, the variants and the ablations are trained by the `full` profile, "
+        "`make profile PROFILE=full`). A figure marked " + OTHER_PROFILE + " comes from a run this "
         "profile does not train: its committed results, trained by the same stage command under the "
         "`full` profile, which re-runs it. — alone = the paper prints no figure there (\"-\" "
         "or \"N/A\") and we have none. Figures are percentages unless the column says otherwise. "
@@ -285,10 +286,21 @@ def intro(transposed: bool = False) -> str:
     )
 
 
-def coverage_line(reproduced: int, printed: int) -> str:
-    """"Coverage: x / y cells" with the share in percent."""
+def coverage_line(reproduced: int, printed: int, here: int | None = None) -> str:
+    """"Coverage: x / y cells" with the share in percent; ``here``: how many of the ``reproduced``
+    come from this profile's own runs (None: not known), the rest from another profile's."""
     share = f" ({100.0 * reproduced / printed:.0f} %)" if printed else ""
-    return f"**Coverage: {reproduced} / {printed} cells reproduced**{share} (cells with our figure / numeric cells printed in the paper's tables)."
+    split = ""
+    if here is not None and here < reproduced:
+        split = (f" {here} of them come from runs this profile trains, the other {reproduced - here} "
+                 f"(marked {OTHER_PROFILE}) from the committed results of the `full` profile's runs.")
+    return (f"**Coverage: {reproduced} / {printed} cells reproduced**{share} (cells with our figure / numeric "
+            f"cells printed in the paper's tables).{split}")
+
+
+def own_runs(runs: Sequence[RunSummary], expected: Expected) -> list[RunSummary]:
+    """The runs this profile's benchmark lists train (all of them without lists)."""
+    return [r for r in runs if in_profile(r.run, r.dataset, expected)]
 
 
 def _paper_cells(paper: str, cells: Sequence[TableCell] | Sequence[PaperNumber] | PaperIndex,
@@ -315,11 +327,15 @@ def paper_coverage(paper: str, cells: Sequence[TableCell] | Sequence[PaperNumber
 def coverage_summary(cells: Sequence[TableCell] | Sequence[PaperNumber] | PaperIndex, runs: Sequence[RunSummary],
                      config: ReportConfig, expected: Expected = None) -> str:
     """The summary's coverage line: cells reproduced / cells printed, per paper page."""
-    parts = []
+    parts, split = [], False
     for paper, meta in config.papers.items():
         got, printed = paper_coverage(paper, cells, runs, config, expected)
-        parts.append(f"[{meta['short']}]({page_name(paper)}) {got} / {printed}")
-    return "Paper tables, cells reproduced / numeric cells printed: " + " · ".join(parts) + "."
+        here = paper_coverage(paper, cells, own_runs(runs, expected), config, expected)[0] if expected is not None else got
+        split |= here < got
+        parts.append(f"[{meta['short']}]({page_name(paper)}) {got} / {printed}" + (f" ({here} by this profile's runs)" if here < got else ""))
+    tail = (f" The rest of each reproduced count (marked {OTHER_PROFILE} on the pages) comes from the committed results "
+            "of the `full` profile's runs.") if split else ""
+    return "Paper tables, cells reproduced / numeric cells printed: " + " · ".join(parts) + "." + tail
 
 
 def render_paper_page(
@@ -342,7 +358,8 @@ def render_paper_page(
     rendered = {n: paper_table(paper, n, figs, by_key, config, expected) for n, figs in tables.items()}
     parts = [
         f"# {meta['short']}: the paper's tables beside our runs",
-        coverage_line(sum(t[1] for t in rendered.values()), sum(t[2] for t in rendered.values())),
+        coverage_line(sum(t[1] for t in rendered.values()), sum(t[2] for t in rendered.values()),
+                      None if expected is None else paper_coverage(paper, cells, own_runs(runs, expected), config, expected)[0]),
         f"*{meta['title']}*",
         f"[Summary]({summary_link}) · other papers: {others}",
         intro(any(config.transposed(paper, n) for n in tables)),
