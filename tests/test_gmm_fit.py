@@ -60,5 +60,5 @@ def test_mirrored_recipe_matches_the_paper(full_params):
         pytest.skip(f"{path} not trained yet (dvc repro train-cremad@cremad-{MIRROR})")
     seeds = json.loads(path.read_text())["seeds"]
     fits = [first_fit(s["diagnostics"]) for s in seeds.values()]
-    assert all(f is not None and f.epoch == params["methods"][MIRROR]["warmup_epochs"] for f in fits)
+    assert all(f is not None and f.epoch == full_params["methods"][MIRROR]["warmup_epochs"] for f in fits)
     assert within_tolerance(fits), fits
