@@ -132,6 +132,15 @@ def tune_runs(params_path: Path) -> dict[str, list[str]] | None:
         return None
 
 
+def swept_pairs(params_path: Path) -> set[tuple[str, str]] | None:
+    """The (dataset, run) pairs params ``sweeps`` runs in this profile (None without the block)."""
+    try:
+        declared = lookup(load_params(params_path), "sweeps")
+    except KeyError:
+        return None
+    return {(str(ds), str(b["run"])) for b in (declared or {}).values() if hasattr(b, "get") for ds in b.get("datasets") or []}
+
+
 def load_sweep_points(paths: list[Path], params_path: Path) -> list:
     """The sweep stages' points, each with the paper's default from params ``sweeps``."""
     from mmbalance.report.sweeps import load_sweeps
@@ -143,10 +152,11 @@ def load_sweep_points(paths: list[Path], params_path: Path) -> list:
     return load_sweeps(paths, declared)
 
 
-def draw_diagnostics(out_dir: Path, runs, sweeps=()) -> list:
+def draw_diagnostics(out_dir: Path, runs, sweeps=(), swept_here=None) -> list:
     """The seed methods' diagnostics figures of every dataset under ``out_dir/plots`` (after
-    ``draw_plots`` cleared it), the sensitivity figures from ``sweeps``; each figure with its
-    link or the reason it is missing."""
+    ``draw_plots`` cleared it), the sensitivity figures from ``sweeps`` (``swept_here``: the
+    (dataset, run) pairs this profile sweeps); each figure with its link or the reason it is
+    missing."""
     from mmbalance.report.diagnostics import render_diagnostics
     from mmbalance.report.plots import load_curves
 
@@ -154,7 +164,7 @@ def draw_diagnostics(out_dir: Path, runs, sweeps=()) -> list:
     for ds in ordered_datasets(runs, []):
         by_run = {r.run: r for r in runs if r.dataset == ds}
         curves = {r.run: load_curves(Path(r.source).parent) for r in by_run.values() if r.source}
-        drawn += render_diagnostics(ds, by_run, curves, out_dir / "plots", out_dir, sweeps)
+        drawn += render_diagnostics(ds, by_run, curves, out_dir / "plots", out_dir, sweeps, swept_here)
     return drawn
 
 
@@ -201,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     stats, stats_cfg = load_stats(Path(args.params), runs)
     plots = {} if args.no_plots else draw_plots(out.parent, runs, robustness, methods, stats, shapley, stats_cfg.level)
     sweeps = [] if args.no_plots else load_sweep_points(existing(args.sweeps, "sweep results"), Path(args.params))
-    diagnostics = [] if args.no_plots else draw_diagnostics(out.parent, runs, sweeps)
+    diagnostics = [] if args.no_plots else draw_diagnostics(out.parent, runs, sweeps, swept_pairs(Path(args.params)))
     pages = [(config.papers[p]["short"], page_name(p)) for p in config.papers] + [("Tuned, equal budget", TUNED_PAGE)]
     coverage = coverage_summary(cells, runs, config, methods)
     write_report(render_summary(runs, index, methods, prov, robustness, plots, pages, data, stats, stats_cfg, coverage,

@@ -231,6 +231,13 @@ def test_two_point_sweep_trains_and_is_drawn(tiny):
     assert (plots / "cremad" / "sensitivity_ogm.png").read_bytes()[:4] == b"\x89PNG"
     assert drawn["sensitivity_iprm"].path is None and "sweep-iprm_" in drawn["sensitivity_iprm"].reason
     assert "sensitivity_ogm.png" in diagnostics_section("opm_ogm", list(drawn.values()))
+    assert "`full` profile" not in drawn["sensitivity_ogm"].label
+    # points this profile does not sweep (params `sweeps` lists no such dataset) are said to be another profile's
+    elsewhere = {d.name: d for d in render_diagnostics("cremad", {"concat": concat}, {}, plots, tiny / "reports", points,
+                                                       swept_here=set())}
+    assert "committed points of the `full` profile's sweep stages" in elsewhere["sensitivity_ogm"].label
+    here = render_diagnostics("cremad", {"concat": concat}, {}, plots, tiny / "reports", points, swept_here={("cremad", "ogm")})
+    assert "`full` profile" not in next(d for d in here if d.name == "sensitivity_ogm").label
     assert "sensitivity_ogm" not in (diagnostics_section("iprm", list(drawn.values())) or "")
     # a dataset without sweep points lists no sensitivity figure (no "not run" lines on its pages)
     other = render_diagnostics("ave", {"concat": replace(concat, dataset="ave")}, {}, plots, tiny / "reports", points)

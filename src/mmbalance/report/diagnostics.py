@@ -32,7 +32,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -514,11 +514,14 @@ def backbone_runs(data: Mapping[str, RunData]) -> tuple[dict[str, RunData], str]
 
 
 def render_diagnostics(dataset: str, runs: Mapping[str, RunSummary], curves: Mapping[str, Curves], out_dir: Path,
-                       link_root: Path, sweeps: Sequence[SweepPoint] = ()) -> list[Drawn]:
+                       link_root: Path, sweeps: Sequence[SweepPoint] = (),
+                       swept_here: Collection[tuple[str, str]] | None = None) -> list[Drawn]:
     """Draw every diagnostics figure of one dataset under ``out_dir/<dataset>/`` (runs by name,
     their curves from :func:`.plots.load_curves`, the dataset's sweep points); returns each
     figure with its link relative to ``link_root`` or the reason it is missing, in
-    :data:`FIGURES` order."""
+    :data:`FIGURES` order. ``swept_here``: the (dataset, run) pairs this profile's params
+    ``sweeps`` run (None: not known); a sensitivity figure of another pair says its points are
+    another profile's."""
     import matplotlib
 
     data = {r: RunData(s, curves.get(r, {}), load_diagnostics(s.source)) for r, s in runs.items()}
@@ -538,6 +541,8 @@ def render_diagnostics(dataset: str, runs: Mapping[str, RunSummary], curves: Map
             drawn = fig.draw(dataset, data, path)
             if not drawn and backbone:
                 drawn, label = fig.draw(dataset, aliased, path), f"{fig.label}; the `<run>__{backbone}` runs"
+            if drawn and fig.sweep and swept_here is not None and not any((dataset, r) in swept_here for r in fig.runs):
+                label += "; the committed points of the `full` profile's sweep stages, which this profile does not run"
             if drawn:
                 out.append(Drawn(fig.paper, fig.name, label, dataset, path.relative_to(link_root).as_posix()))
             elif not fig.sweep and dataset not in fig.paper_on and not any(r in aliased for r in fig.runs):
