@@ -59,12 +59,20 @@ def existing(paths: list[str], what: str) -> list[Path]:
     return out
 
 
-def expected_runs(params_path: Path, explicit: list[str] | None) -> list[str] | dict[str, list[str]]:
+def declared(params: dict, dotted: str):
+    """``lookup(params, dotted)``, or None where the params file has no such key."""
+    try:
+        return lookup(params, dotted)
+    except KeyError:
+        return None
+
+
+def expected_runs(params: dict, params_path: Path, explicit: list[str] | None) -> list[str] | dict[str, list[str]]:
     """Row lists: --methods for every dataset, else each dataset's ``benchmark.<dataset>``."""
     if explicit:
         return explicit
     try:
-        bench = lookup(load_params(params_path), "benchmark") or {}
+        bench = lookup(params, "benchmark") or {}
     except KeyError as e:
         raise SystemExit(f"report: {e.args[0]} in {params_path} (or pass --methods)") from None
     if not isinstance(bench, dict):
@@ -72,13 +80,9 @@ def expected_runs(params_path: Path, explicit: list[str] | None) -> list[str] | 
     return {ds: list(names or []) for ds, names in bench.items()}
 
 
-def load_stats(params_path: Path, runs) -> tuple[dict, StatsConfig]:
+def load_stats(params: dict, runs) -> tuple[dict, StatsConfig]:
     """Per-dataset statistics from the runs' saved predictions, and the ``stats`` params."""
-    try:
-        block = lookup(load_params(params_path), "stats")
-    except KeyError:
-        block = None
-    cfg = StatsConfig.from_params(block)
+    cfg = StatsConfig.from_params(declared(params, "stats"))
     entries = [(r.dataset, r.run, Path(r.source).parent) for r in runs if r.source]
     return stats_by_dataset(entries, cfg), cfg
 
@@ -116,40 +120,31 @@ def draw_plots(out_dir: Path, runs, robustness, methods, stats=None, shapley=Non
     return links
 
 
-def embedding_order(params_path: Path) -> dict[str, list[str]]:
+def embedding_order(params: dict) -> dict[str, list[str]]:
     """params ``embedding.runs``: each dataset's t-SNE runs in the order its figure draws them."""
-    try:
-        return dict(lookup(load_params(params_path), "embedding")["runs"])
-    except KeyError:
-        return {}
+    return dict(declared(params, "embedding.runs") or {})
 
 
-def tune_runs(params_path: Path) -> dict[str, list[str]] | None:
+def tune_runs(params: dict) -> dict[str, list[str]] | None:
     """params ``tune.runs``: the runs this profile tunes, per dataset (None without the block)."""
-    try:
-        return {ds: list(runs or []) for ds, runs in lookup(load_params(params_path), "tune")["runs"].items()}
-    except KeyError:
-        return None
+    runs = declared(params, "tune.runs")
+    return None if runs is None else {ds: list(names or []) for ds, names in runs.items()}
 
 
-def swept_pairs(params_path: Path) -> set[tuple[str, str]] | None:
-    """The (dataset, run) pairs params ``sweeps`` runs in this profile (None without the block)."""
-    try:
-        declared = lookup(load_params(params_path), "sweeps")
-    except KeyError:
-        return None
-    return {(str(ds), str(b["run"])) for b in (declared or {}).values() if hasattr(b, "get") for ds in b.get("datasets") or []}
+def swept_pairs(params: dict) -> set[tuple[str, str]] | None:
+    """The (dataset, run) pairs of the points params ``sweeps`` runs in this profile (None
+    without the block)."""
+    from mmbalance.sweeps import expand_points
+
+    sweeps = declared(params, "sweeps")
+    return None if sweeps is None else {(p.dataset, p.run) for p in expand_points(sweeps)}
 
 
-def load_sweep_points(paths: list[Path], params_path: Path) -> list:
+def load_sweep_points(paths: list[Path], params: dict) -> list:
     """The sweep stages' points, each with the paper's default from params ``sweeps``."""
     from mmbalance.report.sweeps import load_sweeps
 
-    try:
-        declared = lookup(load_params(params_path), "sweeps")
-    except KeyError:
-        declared = None
-    return load_sweeps(paths, declared)
+    return load_sweeps(paths, declared(params, "sweeps"))
 
 
 def draw_diagnostics(out_dir: Path, runs, sweeps=(), swept_here=None) -> list:
@@ -196,27 +191,28 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     prov = Provenance(git_rev=args.git_rev or git_revision(), params_hash=params_hash(args.params),
                       device=args.device or device_name())
-    methods = expected_runs(Path(args.params), args.methods)
+    params = load_params(Path(args.params))  # read once: every helper below takes its block from it
+    methods = expected_runs(params, Path(args.params), args.methods)
     runs = load_results(existing(args.results, "results"))
     robustness = load_robustness(existing(args.robustness, "robustness"))
     costs = load_costs(existing(args.costs, "costs"))
     runs = with_step_ratios(runs, costs)
     shapley = load_shapley(existing(args.shapley, "shapley"))
-    embeddings = load_embeddings(existing(args.embeddings, "embedding results"), embedding_order(Path(args.params)))
+    embeddings = load_embeddings(existing(args.embeddings, "embedding results"), embedding_order(params))
     data = load_data_summaries(existing(args.indexes, "shard index"))
     config = load_config()
     index = PaperIndex(load_paper_numbers(args.paper_numbers), config)
     cells = load_paper_tables(args.paper_tables) if args.paper_tables else index
 
-    stats, stats_cfg = load_stats(Path(args.params), runs)
+    stats, stats_cfg = load_stats(params, runs)
     plots = {} if args.no_plots else draw_plots(out.parent, runs, robustness, methods, stats, shapley, stats_cfg.level)
-    sweeps = [] if args.no_plots else load_sweep_points(existing(args.sweeps, "sweep results"), Path(args.params))
-    diagnostics = [] if args.no_plots else draw_diagnostics(out.parent, runs, sweeps, swept_pairs(Path(args.params)))
+    sweeps = [] if args.no_plots else load_sweep_points(existing(args.sweeps, "sweep results"), params)
+    diagnostics = [] if args.no_plots else draw_diagnostics(out.parent, runs, sweeps, swept_pairs(params))
     pages = [(config.papers[p]["short"], page_name(p)) for p in config.papers] + [("Tuned, equal budget", TUNED_PAGE)]
     coverage = coverage_summary(cells, runs, config, methods)
     write_report(render_summary(runs, index, methods, prov, robustness, plots, pages, data, stats, stats_cfg, coverage,
                                 costs, shapley), out)
-    write_tuned(existing(args.tuned, "tuned results"), runs, stats_cfg, out, tune_runs(Path(args.params)))
+    write_tuned(existing(args.tuned, "tuned results"), runs, stats_cfg, out, tune_runs(params))
     mini = any(r.profile == "mini" for r in runs)
     for paper in config.papers:
         sections = [diagnostics_section(paper, diagnostics)]

@@ -102,11 +102,9 @@ def full_profile_root(tmp_path_factory, full_params) -> Path:
 
 
 @pytest.fixture(scope="session")
-def full_profile(full_profile_root) -> tuple[dict, dict]:
+def full_profile(full_params, full_profile_root) -> tuple[dict, dict]:
     """(params, resolved stages: :func:`resolve_stages`) of the full profile."""
-    import yaml
-
-    return yaml.safe_load((full_profile_root / "params.yaml").read_text()), resolve_stages(full_profile_root)
+    return full_params, resolve_stages(full_profile_root)
 
 
 def save_concat_run(parent: Path, seed: int = 0):

@@ -34,8 +34,8 @@ def _shrink(dst: Path) -> None:
     p["tune"].update(budget=2, runs={"cremad": ["concat", "ogm_ge"]})  # 2 runs × (2 trials + 1 seed)
     p["prepare"]["workers"] = 1
     p["embedding"]["runs"] = {"cremad": ["concat"]}  # the t-SNE stage on a run the cut pipeline trains
-    for sweep in p["sweeps"].values():  # one point per swept param (tests/test_sweeps.py draws two)
-        sweep["values"] = sweep["values"][:1]
+    for sweep in p["sweeps"].values():  # one point per swept param on CREMA-D (tests/test_sweeps.py draws two)
+        sweep.update(values=sweep["values"][:1], datasets=["cremad"])
     (dst / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     pipeline = yaml.safe_load((dst / "dvc.yaml").read_text())
     stages = pipeline["stages"]

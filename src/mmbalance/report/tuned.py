@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from .pages import in_profile
 from .papers import DATASET_NAMES, dataset_label, run_label
 from .stats import REFERENCE, DatasetStats, StatsConfig, protocol_text
 from .tables import MISSING, RunSummary, Table, format_mean_std, leaderboard_order, markdown_table, ordered_datasets
@@ -74,10 +75,7 @@ def tuned_table(dataset: str, runs: Sequence[RunSummary], stats: DatasetStats | 
 
 def other_profile_runs(dataset: str, runs: Sequence[RunSummary], tuned_here: Mapping[str, Sequence[str]] | None) -> list[str]:
     """The tuned runs of ``dataset`` that params ``tune.runs`` does not list (none when unknown)."""
-    if tuned_here is None:
-        return []
-    here = set(tuned_here.get(dataset) or ())
-    return [r.run for r in runs if r.dataset == dataset and r.run not in here]
+    return [r.run for r in runs if r.dataset == dataset and not in_profile(r.run, r.dataset, tuned_here)]
 
 
 def render_tuned_page(runs: Sequence[RunSummary], stats: Mapping[str, DatasetStats], cfg: StatsConfig,
