@@ -1,6 +1,6 @@
 """Stage `sweep`: one hyper-parameter sensitivity point, one run trained with every seed at one
-value of one of its params → results.json (with ``sweep: {param, value}``), metrics.json, live/,
-predictions/ (as the train stage).
+value of one of its params → results.json (with ``sweep: {param, value}``), metrics.json,
+curves.json, predictions/, DVCLive logs in --live (as the train stage).
 
 Reads params (from ``--params``: in the pipeline the run's file data/run_params/<run>.yaml,
 split from params.yaml by the run-params stage): profile, seeds, train, model, methods.<run>. ``--param`` is set like a
@@ -28,12 +28,13 @@ def main() -> None:
     ap.add_argument("--value", required=True, help="its value at this point (parsed as YAML: 0.1, 4, true)")
     ap.add_argument("--shards", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True, help="results folder of the point")
+    ap.add_argument("--live", type=Path, default=None, help="DVCLive logs of every seed (for dvc plots)")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
     value, params = parse_value(args.value), load_params(args.params)
     train_cfg = point_config(params, args.dataset, args.run, args.param, value)[3]
     relaunch_under_torchrun(__file__, int(train_cfg.get("nproc_per_node", 1)))
-    res = run_point(args.shards, args.out, args.dataset, args.run, args.param, value, params)
+    res = run_point(args.shards, args.out, args.dataset, args.run, args.param, value, params, live=args.live)
     if int(os.environ.get("RANK", 0)) == 0:
         acc = res["summary"]["acc"]
         print(f"{args.dataset}/{args.run} {args.param}={args.value}: acc {acc['mean']:.4f} ± {acc['std']:.4f}")

@@ -1,4 +1,4 @@
-"""Stage `train`: one method on one dataset's shards, every seed → metrics.json + DVCLive curves.
+"""Stage `train`: one method on one dataset's shards, every seed → metrics.json, curves.json + DVCLive logs.
 
 Reads params (from ``--params``: in the pipeline the run's own file, data/run_params/<run>.yaml,
 which the run-params stage splits from params.yaml): profile, seeds, train, model, methods.<run>. ``train.by_dataset.<dataset>`` and
@@ -27,6 +27,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="results folder (metrics, curves)")
     ap.add_argument("--checkpoints", type=Path, default=None, help="per-epoch checkpoints (resume after a kill)")
     ap.add_argument("--models", type=Path, default=None, help="selected weights per seed, for evaluation stages")
+    ap.add_argument("--live", type=Path, default=None, help="DVCLive logs of every seed (for dvc plots)")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
     p = load_params(args.params)
@@ -34,7 +35,7 @@ def main() -> None:
     relaunch_under_torchrun(__file__, int(train_cfg.get("nproc_per_node", 1)))
     res = run(args.shards, args.out, args.dataset, method, method_cfg, model_cfg, train_cfg,
               lookup(p, "seeds"), lookup(p, "profile"),
-              args.checkpoints, args.models, run_name=args.method)
+              args.checkpoints, args.models, run_name=args.method, live=args.live)
     if int(os.environ.get("RANK", 0)) == 0:
         summary = {k: round(v["mean"], 4) for k, v in res["summary"].items()}
         print(f"{args.dataset}/{args.method}: {summary}")

@@ -121,13 +121,14 @@ def test_seeds_trained_side_by_side_equal_sequential_seeds(tmp_path):
     for workers in (1, 2):
         train = {**params["train"], "epochs": 2, "batch_size": 8, "seed_workers": workers}
         res = run(tmp_path / "shards", tmp_path / f"out{workers}", "ucf101", method, cfg, model, train, [0, 1], "mini",
-                  models=tmp_path / f"models{workers}", run_name="ogm_ge")
+                  models=tmp_path / f"models{workers}", run_name="ogm_ge", live=tmp_path / f"live{workers}")
         out[workers] = {s: {k: v for k, v in r.items() if k != "wall_s"} for s, r in res["seeds"].items()}
         assert sorted(p.name for p in (tmp_path / f"models{workers}").iterdir()) == ["seed0.pt", "seed1.pt"]
     assert out[1] == out[2]
+    assert (tmp_path / "out1" / "curves.json").read_text() == (tmp_path / "out2" / "curves.json").read_text()
     for seed in ("seed0", "seed1"):
-        live = "live/{}/metrics.json".format(seed)
-        assert (tmp_path / "out1" / live).read_text() == (tmp_path / "out2" / live).read_text()
+        live = "{}/metrics.json".format(seed)
+        assert (tmp_path / "live1" / live).read_text() == (tmp_path / "live2" / live).read_text()
 
 
 def _huge_grad(at_step: int):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mmbalance.evaluate import curves as run_curves
 from mmbalance.methods import MethodContext, build_method
 from mmbalance.methods.gmm_al import fit_gmm
 from mmbalance.report import load_results
@@ -63,22 +64,16 @@ def test_gaussian_density_by_hand():
     assert gaussian_density([0.0, 0.5], 0.5, 0.0, 0.25) == pytest.approx([0.398942, 0.398942 * math.exp(-0.5)], rel=1e-5)
 
 
-def _tsv(run: Path, seed: int, series: str, values) -> None:
-    f = run / "live" / f"seed{seed}" / "plots" / "metrics" / f"{series}.tsv"
-    f.parent.mkdir(parents=True, exist_ok=True)
-    name = series.rsplit("/", 1)[1]
-    f.write_text(f"step\t{name}\n" + "".join(f"{i}\t{v}\n" for i, v in enumerate(values)))
-
-
 def _run(root: Path, name: str, series: dict[str, list[float]], diagnostics: dict | None = None) -> Path:
-    """A fake run folder: results.json (2 seeds) and the given DVCLive series per seed."""
+    """A fake run folder: results.json (2 seeds) and curves.json with the given series per seed."""
     run = root / "results" / "cremad" / name
-    seeds = {}
+    seeds, curves = {}, {}
     for s in (0, 1):
         seeds[str(s)] = {"test": {"acc": 0.6, "probe_acc": {"audio": 0.5, "visual": 0.3}}, "epochs": 4, "wall_s": 1.0,
                          **({"diagnostics": diagnostics} if diagnostics else {})}
-        for key, values in series.items():
-            _tsv(run, s, key, [v + 0.01 * s for v in values])
+        curves[str(s)] = {key: {"step": list(range(len(values))), "value": [v + 0.01 * s for v in values]}
+                          for key, values in series.items()}
+    run_curves.write(run / "curves.json", curves)
     (run / "results.json").write_text(json.dumps({"dataset": "cremad", "method": name, "profile": "mini",
                                                   "modalities": ["audio", "visual"], "seeds": seeds}))
     return run / "results.json"

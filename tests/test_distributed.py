@@ -58,7 +58,7 @@ def test_two_gloo_processes_score_every_test_sample_once(shards, tmp_path, metho
     env.pop("LOCAL_RANK", None)
     cmd = [sys.executable, str(ROOT / "stages" / "train.py"), "--dataset", "tiny", "--method", method, "--shards", str(shards),
            "--out", str(tmp_path / "out"), "--params", str(_params(tmp_path / "params.yaml", loader)),
-           "--models", str(tmp_path / "models")]
+           "--models", str(tmp_path / "models"), "--live", str(tmp_path / "live")]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -66,7 +66,8 @@ def test_two_gloo_processes_score_every_test_sample_once(shards, tmp_path, metho
     assert res["runtime"]["processes"] == 2
     assert seed["eval_samples"] == {"val": COUNTS["val"], "test": COUNTS["test"]}  # gathered, each key once
     assert 0.0 <= seed["test"]["acc"] <= 1.0 and len(seed["test"]["per_class_acc"]["fused"]) == 3
-    assert (tmp_path / "models" / "seed0.pt").exists() and (tmp_path / "out" / "live" / "seed0").is_dir()
+    assert (tmp_path / "models" / "seed0.pt").exists() and (tmp_path / "live" / "seed0").is_dir()
+    assert set(json.loads((tmp_path / "out" / "curves.json").read_text())) == {"0"}
 
 
 def test_rank_batches_partition_each_epoch():

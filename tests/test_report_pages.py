@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mmbalance.evaluate import curves as run_curves
 from mmbalance.report import (
     PaperIndex,
     PaperNumber,
@@ -280,7 +281,7 @@ def test_curves_mean_over_seeds():
 
 
 def test_bad_tsv_names_the_file(tmp_path):
-    from mmbalance.report.plots import read_tsv
+    from mmbalance.evaluate.curves import read_tsv
 
     f = tmp_path / "acc.tsv"
     f.write_text("step\tacc\n0\tx\n")
@@ -299,17 +300,16 @@ def test_report_stage_is_fast_for_100_runs(tmp_path):
     for d, ds in enumerate(["cremad", "ave", "kinetics_sounds", "ucf101", "mosi"]):
         for k in range(20):
             run = tmp_path / "results" / ds / f"m{k:02d}"
-            seeds = {}
+            seeds, curves = {}, {}
             for s in range(2):
                 acc = 0.5 + 0.01 * k + 0.001 * s
                 seeds[str(s)] = {"test": {"acc": acc, "macro_f1": acc, "map": acc, "probe_acc": {"audio": 0.5, "visual": 0.3}},
                                  "epochs": 20, "wall_s": 5.0, "best_test_acc": acc}
-                for split, name in (("train", "train_loss"), ("val", "acc"), ("test", "acc"), ("test", "probe_acc_audio"),
-                                    ("test", "probe_acc_visual"), ("val", "probe_acc_audio"), ("val", "probe_acc_visual")):
-                    f = run / "live" / f"seed{s}" / "plots" / "metrics" / split / f"{name}.tsv"
-                    f.parent.mkdir(parents=True, exist_ok=True)
-                    f.write_text(f"step\t{name}\n" + "".join(f"{i}\t{math.exp(-i / 5)}\n" for i in range(20)))
-            run.mkdir(parents=True, exist_ok=True)
+                curves[str(s)] = {f"{split}/{name}": {"step": list(range(20)), "value": [math.exp(-i / 5) for i in range(20)]}
+                                  for split, name in (("train", "train_loss"), ("val", "acc"), ("test", "acc"),
+                                                      ("test", "probe_acc_audio"), ("test", "probe_acc_visual"),
+                                                      ("val", "probe_acc_audio"), ("val", "probe_acc_visual"))}
+            run_curves.write(run / "curves.json", curves)
             (run / "results.json").write_text(json.dumps({"dataset": ds, "method": "concat", "profile": "mini",
                                                           "modalities": ["audio", "visual"], "seeds": seeds}))
             paths.append(str(run / "results.json"))

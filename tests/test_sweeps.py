@@ -149,7 +149,9 @@ def test_dvc_generates_one_stage_per_point(sweep_stages, full_profile):
         folder = f"results/sweeps/{p.dataset}/{p.run}/{p.folder}"
         assert (_option(st["cmd"], "--run"), _option(st["cmd"], "--param")) == (p.run, p.param)
         assert parse_value(_option(st["cmd"], "--value")) == p.value and _option(st["cmd"], "--out") == folder
-        assert {f"{folder}/{o}" for o in ("live", "results.json", "predictions", "metrics.json")} == set(st["outs"])
+        live = f"data/live/sweeps/{p.dataset}/{p.run}/{p.folder}"
+        assert _option(st["cmd"], "--live") == live
+        assert {f"{folder}/{o}" for o in ("results.json", "curves.json", "predictions", "metrics.json")} | {live} == set(st["outs"])
 
 
 def test_sweep_deps_follow_the_train_stage(sweep_stages):
@@ -209,14 +211,14 @@ def test_two_point_sweep_trains_and_is_drawn(tiny):
         if p.value == 0.1:  # the stage's command line, as dvc.yaml writes it
             proc = subprocess.run([sys.executable, str(ROOT / "stages" / "sweep.py"), "--dataset", p.dataset, "--run", p.run,
                                    "--param", p.param, "--value", value_text(p.value), "--shards", str(tiny / "shards"),
-                                   "--out", str(out), "--params", str(tiny / "params.yaml")],
+                                   "--out", str(out), "--params", str(tiny / "params.yaml"), "--live", str(out.parent / "live")],
                                   capture_output=True, text=True, timeout=300)
             assert proc.returncode == 0, proc.stderr[-3000:]
         else:
             run_point(tiny / "shards", out, p.dataset, p.run, p.param, p.value, params)
         results = json.loads((out / "results.json").read_text())
         assert results["sweep"] == {"param": "alpha", "value": p.value} and set(results["seeds"]) == {"0", "1"}
-        assert (out / "predictions" / "seed1.npz").exists() and (out / "live" / "seed0").is_dir()
+        assert (out / "predictions" / "seed1.npz").exists() and set(json.loads((out / "curves.json").read_text())) == {"0", "1"}
         assert "acc" in json.loads((out / "metrics.json").read_text())
         folders.append(out / "results.json")
 

@@ -202,7 +202,7 @@ def tiny(tmp_path_factory):
 def test_tune_run_end_to_end(tiny):
     params = load_params(tiny / "params.yaml")
     out = tiny / "tuned" / "ogm_ge"
-    record = tune.tune_run(tiny / "shards", out, "cremad", "ogm_ge", params)
+    record = tune.tune_run(tiny / "shards", out, "cremad", "ogm_ge", params, live=tiny / "live")
     trials = json.loads((out / "trials.json").read_text())
     assert trials == json.loads(json.dumps(record))
     assert trials["budget"] == 2 and len(trials["trials"]) == 2 and trials["selected"] in (0, 1)
@@ -214,7 +214,8 @@ def test_tune_run_end_to_end(tiny):
     assert {"test", "val", "best_epoch"} <= set(results["seeds"]["0"])
     assert results["tune"]["params"] == trials["trials"][trials["selected"]]["params"]
     assert "acc" in json.loads((out / "metrics.json").read_text())
-    assert (out / "predictions" / "seed0.npz").exists() and (out / "live" / "seed0").is_dir()
+    assert (out / "predictions" / "seed0.npz").exists() and (tiny / "live" / "seed0").is_dir()
+    assert set(json.loads((out / "curves.json").read_text())) == {"0"}
     from mmbalance.report.tables import load_results
 
     (summary,) = load_results([out / "results.json"])

@@ -15,7 +15,8 @@ params.yaml ``sweeps`` declares each swept parameter under a name::
 ``param`` follows the equal-budget tuning's keys: ``train.<key>`` / ``model.<key>`` set those
 blocks, anything else the run's method block (which must already hold the key). A sweep point is
 (dataset, run, param, value); its outputs, the train stage's (``results.json``, ``metrics.json``,
-``live/``, ``predictions/``), go to ``results/sweeps/<dataset>/<run>/<param>=<value>/`` and its
+``curves.json``, ``predictions/``), go to ``results/sweeps/<dataset>/<run>/<param>=<value>/`` (its
+DVCLive logs to ``data/live/sweeps/``, the same sub-path) and its
 ``results.json`` carries ``sweep: {param, value}``. The value is written as DVC writes a matrix
 value into the command line (``str``), so the folder name is the stage's.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,20 +137,22 @@ def point_config(params: Mapping, dataset: str, run: str, param: str, value) -> 
     return method, method_cfg, model_cfg, train_cfg
 
 
-def run_point(shard_dir: Path, out_dir: Path, dataset: str, run: str, param: str, value, params: Mapping) -> dict:
+def run_point(shard_dir: Path, out_dir: Path, dataset: str, run: str, param: str, value, params: Mapping,
+              live: Path | None = None) -> dict:
     """Train one sweep point with every seed of params ``seeds`` into ``out_dir`` (the train
     stage's outputs); ``results.json`` gains ``sweep: {param, value}``. Returns the results.
 
     Reads params ``profile``, ``seeds``, ``train``, ``model`` and ``methods.<run>``."""
     from mmbalance.params import lookup
-    from mmbalance.train import distributed as dist
     from mmbalance.train.run import run as train_run
 
     method, method_cfg, model_cfg, train_cfg = point_config(params, dataset, run, param, value)
     results = train_run(shard_dir, out_dir, dataset, method, method_cfg, model_cfg, train_cfg, lookup(params, "seeds"),
-                        lookup(params, "profile"), run_name=run)
+                        lookup(params, "profile"), run_name=run, live=live)
     results["sweep"] = {"param": param, "value": value}
-    if dist.rank() == 0:  # under torchrun every rank returns the same results; one writes them
+    # under torchrun every rank returns the same results; rank 0 writes them (RANK, as the process
+    # group is gone once train_run returns)
+    if int(os.environ.get("RANK", 0)) == 0:
         (out_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     return results
 

@@ -14,7 +14,7 @@ passed to it). The best trial wins (ties: lower mean validation loss, then lower
 trial whose training diverges (non-finite loss or gradient) scores nothing and cannot win.
 The selected configuration is then trained with the benchmark's ``seeds`` by
 :func:`mmbalance.train.run.run`, so the outputs are the train stage's (``results.json``,
-``metrics.json``, ``live/``, ``predictions/``), plus ``trials.json``.
+``metrics.json``, ``curves.json``, ``predictions/``, DVCLive logs), plus ``trials.json``.
 
 Sampling is deterministic: trial ``i`` of run ``r`` on dataset ``d`` draws from a NumPy
 generator seeded by a SHA-256 of ``(tune.seed, d, r, i)``, so adding trials or runs leaves the
@@ -281,12 +281,14 @@ def run_trials(job: _TrialJob, trial_seeds: Sequence[int], workers: int) -> list
     return records
 
 
-def tune_run(shard_dir: Path, out_dir: Path, dataset: str, run_name: str, params: Mapping) -> dict:
+def tune_run(shard_dir: Path, out_dir: Path, dataset: str, run_name: str, params: Mapping,
+             live: Path | None = None) -> dict:
     """Tune one run on one dataset and retrain the selected configuration with ``params['seeds']``.
 
     Reads params ``profile``, ``seeds``, ``train``, ``model``, ``methods.<run>`` and ``tune``'s
     ``budget``, ``seed``, ``trial_seeds`` and ``space``. Writes ``out_dir/trials.json`` and the
-    train stage's outputs; returns the trials record."""
+    train stage's outputs (DVCLive logs of the retrained seeds under ``live``); returns the trials
+    record."""
     from mmbalance.params import lookup
     from mmbalance.shards import read_index
     from mmbalance.train import runtime
@@ -321,7 +323,7 @@ def tune_run(shard_dir: Path, out_dir: Path, dataset: str, run_name: str, params
 
     best_method, best_model, best_train = apply_trial(trials[chosen], method_cfg, model_cfg, train_cfg, dataset)
     results = run(shard_dir, out_dir, dataset, method, best_method, best_model, best_train, lookup(params, "seeds"),
-                  lookup(params, "profile"), run_name=run_name)
+                  lookup(params, "profile"), run_name=run_name, live=live)
     # results.json says it is a tuned run and with which values (the report reads trials.json too)
     results["tune"] = {"budget": budget, "selected": chosen, "params": trials[chosen], "val_score": records[chosen]["score"]}
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
@@ -365,8 +367,10 @@ def _stage_outs(lock: Mapping, stage: str) -> list[str]:
 def collect(dataset: str, runs: Sequence[str], cwd: Path | None = None, lock: bool = True) -> dict[str, str]:
     """Bring each finished tune experiment's stage outputs into the workspace (read from the
     experiment's commit: ``cache: false`` outputs are committed there) and, with ``lock``, merge
-    that stage's ``dvc.lock`` entry into the workspace's. Returns run → experiment commit for the
-    runs collected; runs without a finished experiment are skipped (and reported by the CLI)."""
+    that stage's ``dvc.lock`` entry into the workspace's and check out its cached outputs (the
+    DVCLive logs) from the DVC cache the queue's workers share. Returns run → experiment commit
+    for the runs collected; runs without a finished experiment are skipped (and reported by the
+    CLI)."""
     from dvc.utils.serialize import loads_yaml, modify_yaml
 
     from mmbalance.queue import copy_outputs, experiment_revs, run_cmd
@@ -386,6 +390,8 @@ def collect(dataset: str, runs: Sequence[str], cwd: Path | None = None, lock: bo
                 data.setdefault("schema", exp_lock.get("schema", "2.0"))
                 data.setdefault("stages", {})[stage] = exp_lock["stages"][stage]
         done[run] = sha
+    if lock and done:
+        run_cmd(["dvc", "checkout", *(stage_name(dataset, run) for run in done)], cwd)
     return done
 
 

@@ -1,6 +1,6 @@
 """Imbalance diagnostics of the seed methods as PNG figures, after the papers' analysis figures.
 
-Drawn per dataset into ``<plots>/<dataset>/`` from the runs' DVCLive curves (mean over seeds)
+Drawn per dataset into ``<plots>/<dataset>/`` from the runs' curves (curves.json, mean over seeds)
 and, for GMM-AL's histogram, the end-of-run ``diagnostics`` that ``fit`` stores per seed in
 ``results.json``:
 
@@ -557,8 +557,8 @@ def diagnostics_section(paper: str, drawn: Sequence[Drawn]) -> str | None:
     mine = [d for d in drawn if d.paper == paper]
     if not mine:
         return None
-    intro = ("Quantities the methods log per step, averaged per epoch and over seeds (the DVCLive "
-             "curves under `results/<dataset>/<run>/live/`)")
+    intro = ("Quantities the methods log per step, averaged per epoch and over seeds (each run's "
+             "`results/<dataset>/<run>/curves.json`)")
     if any(d.name == "gmm_gap" for d in mine):
         intro += "; the gap histograms are the first seed's end-of-run diagnostics in `results.json`"
     parts = ["## Diagnostics", intro + "."]

@@ -1,4 +1,4 @@
-"""PNG figures of the report, drawn from the training stages' DVCLive TSVs and results files.
+"""PNG figures of the report, drawn from the training stages' curves and results files.
 
 One set of figures per dataset (a handful of files however many runs there are, which keeps
 the report stage fast):
@@ -24,6 +24,8 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from mmbalance.evaluate import curves as run_curves
+
 from .papers import dataset_label, run_label
 from .tables import MODALITY_NAMES, RobustnessSummary, RunSummary, ShapleySummary, mean_std, seed_interval
 
@@ -34,41 +36,15 @@ STYLE = {"font.size": 8, "axes.titlesize": 9, "legend.fontsize": 7, "lines.linew
 Curves = dict[str, dict[str, tuple[list[int], list[float]]]]
 
 
-def read_tsv(path: Path) -> tuple[list[int], list[float]]:
-    """(steps, values) of a DVCLive metric TSV (columns ``step`` and the metric's name)."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    if not lines:
-        raise ValueError(f"{path}: empty metric file")
-    header = lines[0].split("\t")
-    if "step" not in header:
-        raise ValueError(f"{path}: no 'step' column in header {header}")
-    name = path.stem if path.stem in header else header[-1]
-    si, vi = header.index("step"), header.index(name)
-    steps, values = [], []
-    for n, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        cells = line.split("\t")
-        try:
-            steps.append(int(float(cells[si])))
-            values.append(float(cells[vi]))
-        except (ValueError, IndexError):
-            raise ValueError(f"{path}, line {n}: expected a step and a number, got {line!r}") from None
-    return steps, values
-
-
 def load_curves(run_dir: Path) -> Curves:
-    """Every DVCLive series of a run: ``<run_dir>/live/seed<k>/plots/metrics/<split>/<name>.tsv``."""
+    """Every series of a run, from its ``curves.json`` (no file: no curves)."""
+    path = run_dir / "curves.json"
+    if not path.is_file():
+        return {}
     out: Curves = {}
-    live = run_dir / "live"
-    if not live.is_dir():
-        return out
-    for seed_dir in sorted(live.glob("seed*")):
-        metrics = seed_dir / "plots" / "metrics"
-        seed = seed_dir.name.removeprefix("seed")
-        for tsv in sorted(metrics.rglob("*.tsv")):
-            series = tsv.relative_to(metrics).with_suffix("").as_posix()
-            out.setdefault(series, {})[seed] = read_tsv(tsv)
+    for seed, per_series in run_curves.read(path).items():
+        for name, series in per_series.items():
+            out.setdefault(name, {})[seed] = (series["step"], series["value"])
     return out
 
 

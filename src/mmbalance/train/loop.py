@@ -12,7 +12,6 @@ step runs through DistributedDataParallel: see ``distributed`` and the README's 
 from __future__ import annotations
 
 import copy
-import math
 import os
 import random
 import time
@@ -24,6 +23,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from mmbalance.evaluate import classification_metrics, per_class_accuracy, probe_accuracy
+from mmbalance.evaluate.curves import epoch_points
 from mmbalance.evaluate.predictions import segment_keys
 from mmbalance.methods import Method
 from mmbalance.methods.base import epoch_means
@@ -377,15 +377,8 @@ def _selection_key(metrics: dict) -> tuple[float, float]:
 
 def _log_epoch(live, row: dict) -> None:
     """Per-epoch curves for ``dvc plots``: loss, accuracies, probe accuracies, method diagnostics."""
-    for key, value in row.items():
-        if key == "epoch":
-            continue
-        if isinstance(value, dict):
-            live.log_metric(f"{key}/acc", value["acc"])
-            for m, acc in value["probe_acc"].items():
-                live.log_metric(f"{key}/probe_acc_{m}", acc)
-        elif math.isfinite(value):
-            live.log_metric(f"train/{key}", value)
+    for name, value in epoch_points(row).items():
+        live.log_metric(name, value)
     live.next_step()
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmbalance.evaluate import curves as run_curves
 from mmbalance.evaluate.predictions import from_trainer, save_predictions
 from mmbalance.methods import MethodContext, build_method
 from mmbalance.system import device_name
@@ -153,24 +154,24 @@ def _checkpoint_path(folder: Path | None, seed: int, key: str, prune: bool = Tru
 
 def run(shard_dir: Path, out_dir: Path, dataset: str, method_name: str, method_cfg: dict, model_cfg: dict, train_cfg: dict,
         seeds: list[int], profile: str, checkpoints: Path | None = None, models: Path | None = None,
-        run_name: str | None = None) -> dict:
-    """Train every seed; DVCLive curves under ``out_dir/live/seed<k>``; results.json and metrics.json
-    in ``out_dir``; the selected epoch's per-sample test predictions in
-    ``out_dir/predictions/seed<k>.npz``; per-epoch checkpoints in ``checkpoints``; selected
-    weights in ``models/seed<k>.pt``.
+        run_name: str | None = None, live: Path | None = None) -> dict:
+    """Train every seed; results.json, metrics.json and every seed's per-epoch curves
+    (curves.json) in ``out_dir``; the selected epoch's per-sample test predictions in
+    ``out_dir/predictions/seed<k>.npz``; DVCLive logs under ``live/seed<k>`` (for ``dvc plots``);
+    per-epoch checkpoints in ``checkpoints``; selected weights in ``models/seed<k>.pt``.
 
     Under ``torchrun`` every process runs this; rank 0 alone writes files."""
     torch.set_num_threads(int(train_cfg.get("num_threads", 2)))
     dist.init(runtime.resolve(train_cfg).device)
     try:
         return _run(shard_dir, out_dir, dataset, method_name, method_cfg, model_cfg, train_cfg, seeds, profile,
-                    checkpoints, models, run_name)
+                    checkpoints, models, run_name, live)
     finally:
         dist.shutdown()
 
 
 def _run(shard_dir, out_dir, dataset, method_name, method_cfg, model_cfg, train_cfg, seeds, profile, checkpoints, models,
-         run_name) -> dict:
+         run_name, live) -> dict:
     info = dataset_info(shard_dir)
     mods = list(info["modalities"])
     splits = load_splits(shard_dir, info, model_cfg, train_cfg)
@@ -183,7 +184,7 @@ def _run(shard_dir, out_dir, dataset, method_name, method_cfg, model_cfg, train_
                "selection": "best validation accuracy" if "val" in splits else "last-best test accuracy", "seeds": {}}
     # stale checkpoints (other config or other shard files) are not resumed
     key = checkpoint_key(info, shard_stamp(shard_dir, info), method_name, method_cfg, model_cfg, train_cfg)
-    job = _SeedJob(info, splits, method_name, method_cfg, model_cfg, train_cfg, out_dir, checkpoints, models, key, main)
+    job = _SeedJob(info, splits, method_name, method_cfg, model_cfg, train_cfg, out_dir, checkpoints, models, key, main, live)
     workers = seed_workers(train_cfg, rt, len(seeds))
     if workers > 1:
         # Seeds are independent runs: train them in forked processes that share the loaded splits
@@ -196,9 +197,11 @@ def _run(shard_dir, out_dir, dataset, method_name, method_cfg, model_cfg, train_
         _JOB = None
     else:
         per_seed = [job.run_seed(seed) for seed in seeds]
+    curves = {str(seed): res.pop("curves") for seed, res in zip(seeds, per_seed)}
     results["seeds"] = {str(seed): res for seed, res in zip(seeds, per_seed)}
     if main:
         write_results(out_dir, results)
+        run_curves.write(out_dir / "curves.json", curves)
     return results
 
 
@@ -226,10 +229,12 @@ class _SeedJob:
     models: Path | None
     key: str
     main: bool
+    live: Path | None = None
 
     def run_seed(self, seed: int) -> dict:
-        """Train one seed (DVCLive curves, checkpoint, selected weights); its results entry."""
-        with _live(self.out_dir / "live" / f"seed{seed}", self.main) as live:
+        """Train one seed (DVCLive curves, checkpoint, selected weights); its results entry, with
+        its per-epoch ``curves``."""
+        with _live(self.live / f"seed{seed}" if self.live is not None else None, self.main) as live:
             res = train_seed(self.info, self.splits, self.method_name, self.method_cfg, self.model_cfg, self.train_cfg,
                              seed, live, _checkpoint_path(self.checkpoints, seed, self.key, prune=self.main))
             if live is not None:
@@ -241,7 +246,8 @@ class _SeedJob:
             torch.save({"state": res["best_state"]["model"], "method_state": res["best_state"]["method"], "method": self.method_name,
                         "method_cfg": self.method_cfg, "model_cfg": self.model_cfg, "epochs": int(self.train_cfg["epochs"]), "seed": seed},
                        self.models / f"seed{seed}.pt")
-        return {k: v for k, v in res.items() if k not in ("history", "best_state", "predictions")}
+        out = {k: v for k, v in res.items() if k not in ("history", "best_state", "predictions")}
+        return {**out, "curves": run_curves.from_history(res["history"])}
 
 
 _JOB: _SeedJob | None = None  # the job forked seed workers run (set only around the pool)
@@ -269,9 +275,9 @@ def _run_job_seed(seed: int) -> dict:
     return _JOB.run_seed(seed)
 
 
-def _live(folder: Path, main: bool):
-    """DVCLive on rank 0; the other ranks log nothing."""
-    if not main:
+def _live(folder: Path | None, main: bool):
+    """DVCLive on rank 0 (when given a folder); the other ranks log nothing."""
+    if not main or folder is None:
         return contextlib.nullcontext()
     return _live_class()(dir=str(folder), save_dvc_exp=False, dvcyaml=None, report=None, resume=False)
 
@@ -303,6 +309,7 @@ def write_results(out_dir: Path, results: dict) -> None:
     """results.json: everything, per seed (the report's input); metrics.json: the flat numeric
     summary (mean and ``_std`` over seeds) that ``dvc metrics show`` / ``dvc exp show`` display."""
     results["summary"] = summarise(results["seeds"])
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     flat = {k: round(v["mean"], 6) for k, v in results["summary"].items()}
     flat.update({f"{k}_std": round(v["std"], 6) for k, v in results["summary"].items()})
