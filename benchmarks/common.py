@@ -60,10 +60,10 @@ def bench_params(params_path: Path, profile_path: Path | None) -> dict:
 
 
 def prepare_recipe(params: dict) -> dict:
-    """The adapter's decoding recipe, composed exactly as stages/prepare.py composes it."""
-    common, ds = lookup(params, "prepare"), lookup(params, f"datasets.{DATASET}")
-    return {**common["audio"], "spec_dtype": common["spec_dtype"],
-            **{k: v for k, v in ds.items() if k not in ("root", "split_csv", "split")}}
+    """The adapter's decoding recipe, as stages/prepare.py composes it."""
+    from mmbalance.prepare import recipe_from_params
+
+    return recipe_from_params(params, DATASET)
 
 
 def scan_options(params: dict) -> dict:

@@ -6,6 +6,7 @@ Reads params: prepare, datasets.<dataset>.
 import argparse
 from pathlib import Path
 
+from mmbalance.datasets.listing import check_root_dep
 from mmbalance.params import load_params, lookup, split_options
 from mmbalance.prepare import prepare, recipe_from_params
 
@@ -14,10 +15,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--root", type=Path, required=True, help="the dataset folder in its native layout")
+    ap.add_argument("--root-dep", type=Path, default=None,
+                    help="the stage's DVC dependency for the raw data: --root itself, or the generate stage's listing of it")
     ap.add_argument("--out", type=Path, required=True, help="shard folder to write")
     ap.add_argument("--split-csv", default="", help="optional CSV clip_id,split ('' = stratified split from params)")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
+    if args.root_dep is not None:
+        try:
+            check_root_dep(args.root, args.root_dep)
+        except ValueError as e:  # a params mistake, said in one line
+            raise SystemExit(f"prepare {args.dataset}: {e}") from None
     params = load_params(args.params)
     common = lookup(params, "prepare")
     recipe = recipe_from_params(params, args.dataset)  # the same recipe `stages/validate.py` checks with

@@ -21,10 +21,10 @@ from mmbalance.validate import by_split, checked_clips, format_problem, skip_pro
 
 def recipe_from_params(params: dict, dataset: str) -> dict:
     """The adapter's decoding recipe: the shared ``prepare.audio`` settings and ``spec_dtype``
-    plus the dataset's own block (without its root and split options)."""
+    plus the dataset's own block (without its root, the root's dependency and the split options)."""
     common, ds = lookup(params, "prepare"), lookup(params, f"datasets.{dataset}")
     return {**common["audio"], "spec_dtype": common["spec_dtype"],
-            **{k: v for k, v in ds.items() if k not in ("root", "split_csv", "split")}}
+            **{k: v for k, v in ds.items() if k not in ("root", "root_dep", "split_csv", "split")}}
 
 
 def prepare(dataset: str, root: Path, out_dir: Path, recipe: dict, split_options: dict, workers: int, shard_max_count: int) -> dict:
