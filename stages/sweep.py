@@ -1,6 +1,6 @@
 """Stage `sweep`: one hyper-parameter sensitivity point, one run trained with every seed at one
 value of one of its params → results.json (with ``sweep: {param, value}``), metrics.json,
-curves.json, predictions/, DVCLive logs in --live (as the train stage).
+curves.json, predictions/, DVCLive logs with --live (as the train stage).
 
 Reads params (from ``--params``: in the pipeline the run's file data/run_params/<run>.yaml,
 split from params.yaml by the run-params stage): profile, seeds, train, model, methods.<run>. ``--param`` is set like a

@@ -1,4 +1,4 @@
-"""Stage `train`: one method on one dataset's shards, every seed → metrics.json, curves.json + DVCLive logs.
+"""Stage `train`: one method on one dataset's shards, every seed → metrics.json, curves.json (+ DVCLive logs with --live).
 
 Reads params (from ``--params``: in the pipeline the run's own file, data/run_params/<run>.yaml,
 which the run-params stage splits from params.yaml): profile, seeds, train, model, methods.<run>. ``train.by_dataset.<dataset>`` and

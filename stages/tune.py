@@ -1,6 +1,6 @@
 """Stage `tune`: equal-budget, validation-only search for one run, then the selected
 configuration trained with every seed → results.json, metrics.json, curves.json, predictions/,
-DVCLive logs in --live (as the train stage) + trials.json.
+DVCLive logs with --live (as the train stage) + trials.json.
 
 Reads params: profile, seeds, train, model, methods.<run>, tune.budget, tune.seed,
 tune.trial_seeds, tune.space (see ``mmbalance.tune``).

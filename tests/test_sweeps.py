@@ -149,9 +149,7 @@ def test_dvc_generates_one_stage_per_point(sweep_stages, full_profile):
         folder = f"results/sweeps/{p.dataset}/{p.run}/{p.folder}"
         assert (_option(st["cmd"], "--run"), _option(st["cmd"], "--param")) == (p.run, p.param)
         assert parse_value(_option(st["cmd"], "--value")) == p.value and _option(st["cmd"], "--out") == folder
-        live = f"data/live/sweeps/{p.dataset}/{p.run}/{p.folder}"
-        assert _option(st["cmd"], "--live") == live
-        assert {f"{folder}/{o}" for o in ("results.json", "curves.json", "predictions", "metrics.json")} | {live} == set(st["outs"])
+        assert {f"{folder}/{o}" for o in ("results.json", "curves.json", "predictions", "metrics.json")} == set(st["outs"])
 
 
 def test_sweep_deps_follow_the_train_stage(sweep_stages):

@@ -15,8 +15,7 @@ params.yaml ``sweeps`` declares each swept parameter under a name::
 ``param`` follows the equal-budget tuning's keys: ``train.<key>`` / ``model.<key>`` set those
 blocks, anything else the run's method block (which must already hold the key). A sweep point is
 (dataset, run, param, value); its outputs, the train stage's (``results.json``, ``metrics.json``,
-``curves.json``, ``predictions/``), go to ``results/sweeps/<dataset>/<run>/<param>=<value>/`` (its
-DVCLive logs to ``data/live/sweeps/``, the same sub-path) and its
+``curves.json``, ``predictions/``), go to ``results/sweeps/<dataset>/<run>/<param>=<value>/`` and its
 ``results.json`` carries ``sweep: {param, value}``. The value is written as DVC writes a matrix
 value into the command line (``str``), so the folder name is the stage's.
 """

@@ -14,7 +14,7 @@ passed to it). The best trial wins (ties: lower mean validation loss, then lower
 trial whose training diverges (non-finite loss or gradient) scores nothing and cannot win.
 The selected configuration is then trained with the benchmark's ``seeds`` by
 :func:`mmbalance.train.run.run`, so the outputs are the train stage's (``results.json``,
-``metrics.json``, ``curves.json``, ``predictions/``, DVCLive logs), plus ``trials.json``.
+``metrics.json``, ``curves.json``, ``predictions/``), plus ``trials.json``.
 
 Sampling is deterministic: trial ``i`` of run ``r`` on dataset ``d`` draws from a NumPy
 generator seeded by a SHA-256 of ``(tune.seed, d, r, i)``, so adding trials or runs leaves the
@@ -367,10 +367,9 @@ def _stage_outs(lock: Mapping, stage: str) -> list[str]:
 def collect(dataset: str, runs: Sequence[str], cwd: Path | None = None, lock: bool = True) -> dict[str, str]:
     """Bring each finished tune experiment's stage outputs into the workspace (read from the
     experiment's commit: ``cache: false`` outputs are committed there) and, with ``lock``, merge
-    that stage's ``dvc.lock`` entry into the workspace's and check out its cached outputs (the
-    DVCLive logs) from the DVC cache the queue's workers share. Returns run → experiment commit
-    for the runs collected; runs without a finished experiment are skipped (and reported by the
-    CLI)."""
+    that stage's ``dvc.lock`` entry into the workspace's and check out its cached outputs, if
+    any, from the DVC cache the queue's workers share. Returns run → experiment commit for the
+    runs collected; runs without a finished experiment are skipped (and reported by the CLI)."""
     from dvc.utils.serialize import loads_yaml, modify_yaml
 
     from mmbalance.queue import copy_outputs, experiment_revs, run_cmd

@@ -4,8 +4,9 @@ The training stages write the curves of every seed into one file,
 ``{seed: {series: {"step": [...], "value": [...]}}}``, where a series is ``<split>/<name>``: the
 train loss and the methods' diagnostics under ``train/``, accuracies and probe accuracies under
 ``val/`` and ``test/``; the step is the epoch. The report's figures read this file. DVCLive's logs
-(one folder per seed, one TSV per series, for ``dvc plots``) hold the same points; they are a
-cached output under ``data/live/``, outside git, so ``results/`` keeps a handful of files per run.
+(one folder per seed, one TSV per series; the ``experiment`` stage's, or any run's with
+``--live``) hold the same points; a run's folder in ``results/`` keeps a handful of files, which
+DVC hashes on every ``dvc status``.
 
 ``python -m mmbalance.evaluate.curves RUN_DIR...`` converts runs trained before this file existed
 (their DVCLive logs in ``RUN_DIR/live/seed<k>/``) into ``RUN_DIR/curves.json``.
