@@ -25,6 +25,8 @@ from pathlib import Path
 
 from common import Measurement, median
 
+from mmbalance.system import cpu_model
+
 GOAL_S = 5.0
 CARRIED_NOTE = ("> Not re-measured in the latest `make bench`: its pipeline had changes (`dvc status`). "
                 "The table below is the previous measurement.")
@@ -125,7 +127,7 @@ def run(repo: Path, repeats: int) -> list[Measurement]:
     pure_cpu = median([c for _, c in runs["pure"]])
     parts = breakdown(repo)
     out = [Measurement("P4", "no-op dvc repro (CPU)", cpu, "s", cpu, "s CPU", ("<=", GOAL_S),
-                       f"{size['stages']} stages, {size['deps']} file/dir deps, {size['outs']} outputs; wall "
+                       f"{cpu_model()}; {size['stages']} stages, {size['deps']} file/dir deps, {size['outs']} outputs; wall "
                        f"{median([w for w, _ in runs['c']]):.1f} s; median of {repeats}"),
            Measurement("P4", "same, pure-Python YAML parser", pure_cpu, "s", pure_cpu / cpu, "× with C parser", None,
                        "ruamel.yaml without ruamel.yaml.clib (DVC reads params.yaml once per stage)")]
