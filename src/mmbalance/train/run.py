@@ -191,7 +191,7 @@ def _run(shard_dir, out_dir, dataset, method_name, method_cfg, model_cfg, train_
         # (copy-on-write). Each seeds its own RNGs, so the numbers equal a sequential run's.
         global _JOB
         _JOB = job
-        _import_before_fork()
+        _import_before_fork(live is not None)
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             per_seed = pool.map(_run_job_seed, seeds)
         _JOB = None
@@ -254,19 +254,20 @@ _JOB: _SeedJob | None = None  # the job forked seed workers run (set only around
 
 
 # what the seed workers would import after the fork: torch._dynamo (``Optimizer.__init__``, ~1.1 s),
-# scikit-learn's metrics (the per-epoch scores, ~1 s), DVCLive, and the DVC repository and Git
-# modules DVCLive's ``Live()`` opens the repository with (importing these once instead of in
-# each of 3 workers saved ~0.7 s of CPU per stage, docs/performance.md)
-_FORK_IMPORTS = ("torch._dynamo", "sklearn.metrics", "sklearn.preprocessing", "dvclive", "dvc.repo", "dvc.scm",
-                 "dvc.repo.experiments.refs", "dvc.repo.datasets", "dulwich.porcelain")
+# scikit-learn's metrics (the per-epoch scores, ~1 s) and, when they log to DVCLive, DVCLive and
+# the DVC repository and Git modules its ``Live()`` opens the repository with (importing these
+# once instead of in each of 3 workers saved ~0.7 s of CPU per stage, docs/performance.md)
+_FORK_IMPORTS = ("torch._dynamo", "sklearn.metrics", "sklearn.preprocessing")
+_LIVE_IMPORTS = ("dvclive", "dvc.repo", "dvc.scm", "dvc.repo.experiments.refs", "dvc.repo.datasets", "dulwich.porcelain")
 
 
-def _import_before_fork() -> None:
-    """Import ``_FORK_IMPORTS`` once in the parent, so that the forked seed workers inherit them
-    instead of each importing them on its own; the numbers do not change."""
+def _import_before_fork(live: bool) -> None:
+    """Import ``_FORK_IMPORTS`` (and, for DVCLive logging, ``_LIVE_IMPORTS``) once in the parent,
+    so that the forked seed workers inherit them instead of each importing them on its own; the
+    numbers do not change."""
     import importlib
 
-    for name in _FORK_IMPORTS:
+    for name in _FORK_IMPORTS + (_LIVE_IMPORTS if live else ()):
         importlib.import_module(name)
 
 
