@@ -43,7 +43,8 @@ def test_root_dep_must_stand_for_the_root(tmp_path):
     mini, real = tmp_path / "data" / "raw" / "cremad", tmp_path / "real"
     (mini / "AudioWAV").mkdir(parents=True)
     (mini / "AudioWAV" / "1001_DFA_ANG_XX.wav").write_bytes(b"RIFF")
-    dep = listing.write(mini, tmp_path / "cremad.files.json") and tmp_path / "cremad.files.json"
+    dep = tmp_path / "cremad.files.json"
+    listing.write(mini, dep)
     listing.check_root_dep(mini, dep)  # the generate stage's listing of that root
     listing.check_root_dep(real, real)  # real data: the folder itself
     # a listing left from the mini data while root points at real data: DVC would miss their changes
