@@ -11,11 +11,10 @@ With ``train.nproc_per_node`` > 1 this script re-executes itself under
 """
 
 import argparse
-import os
 from pathlib import Path
 
 from mmbalance.params import load_params, lookup
-from mmbalance.train.distributed import relaunch_under_torchrun
+from mmbalance.train.distributed import is_main, relaunch_under_torchrun
 from mmbalance.train.run import run, run_settings
 
 
@@ -36,7 +35,7 @@ def main() -> None:
     res = run(args.shards, args.out, args.dataset, method, method_cfg, model_cfg, train_cfg,
               lookup(p, "seeds"), lookup(p, "profile"),
               args.checkpoints, args.models, run_name=args.method, live=args.live)
-    if int(os.environ.get("RANK", 0)) == 0:
+    if is_main():
         summary = {k: round(v["mean"], 4) for k, v in res["summary"].items()}
         print(f"{args.dataset}/{args.method}: {summary}")
 

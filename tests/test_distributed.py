@@ -96,3 +96,14 @@ def test_a_sweep_point_relaunches_under_torchrun_too(shards, tmp_path):
     assert res["runtime"]["processes"] == 2 and res["sweep"] == {"param": "alpha", "value": 0.5}
     assert res["seeds"]["0"]["eval_samples"] == {"val": COUNTS["val"], "test": COUNTS["test"]}
     assert proc.stdout.count("tiny/ogm_ge alpha=0.5: acc") == 1  # rank 0 alone reports
+
+
+def test_rank_outside_a_process_group_is_torchruns_rank(monkeypatch):
+    """After the group is shut down (end of a stage) a rank still knows it is not rank 0, so only
+    rank 0 writes the stage's results; outside torchrun every process is rank 0."""
+    from mmbalance.train import distributed
+
+    monkeypatch.delenv("RANK", raising=False)
+    assert distributed.rank() == 0 and distributed.is_main()
+    monkeypatch.setenv("RANK", "1")
+    assert distributed.rank() == 1 and not distributed.is_main()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,15 +142,15 @@ def run_point(shard_dir: Path, out_dir: Path, dataset: str, run: str, param: str
 
     Reads params ``profile``, ``seeds``, ``train``, ``model`` and ``methods.<run>``."""
     from mmbalance.params import lookup
+    from mmbalance.train.distributed import is_main
     from mmbalance.train.run import run as train_run
 
     method, method_cfg, model_cfg, train_cfg = point_config(params, dataset, run, param, value)
     results = train_run(shard_dir, out_dir, dataset, method, method_cfg, model_cfg, train_cfg, lookup(params, "seeds"),
                         lookup(params, "profile"), run_name=run, live=live)
     results["sweep"] = {"param": param, "value": value}
-    # under torchrun every rank returns the same results; rank 0 writes them (RANK, as the process
-    # group is gone once train_run returns)
-    if int(os.environ.get("RANK", 0)) == 0:
+    # under torchrun every rank returns the same results; rank 0 writes them
+    if is_main():
         (out_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     return results
 

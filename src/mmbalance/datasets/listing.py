@@ -15,6 +15,8 @@ import json
 import os
 from pathlib import Path
 
+from mmbalance.outputs import json_lines
+
 
 def file_md5(path: Path, chunk: int = 1 << 20) -> str:
     """MD5 of a file's bytes (read in 1-MiB chunks)."""
@@ -41,9 +43,8 @@ def write(root: Path, out: Path) -> dict:
     data = listing(root)
     if not data["files"]:
         raise ValueError(f"{root}: no files to list (did the generator write anything?)")
-    lines = [f"    {json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in data["files"].items()]
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text('{\n  "root": ' + json.dumps(data["root"]) + ',\n  "files": {\n' + ",\n".join(lines) + "\n  }\n}\n")
+    out.write_text(json_lines({"root": data["root"], "files": data["files"]}, depth=2))
     return data
 
 

@@ -20,6 +20,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from mmbalance.outputs import json_lines
+
 # seed → series → {"step": [epoch, ...], "value": [number, ...]}
 Curves = dict[str, dict[str, dict[str, list]]]
 
@@ -54,12 +56,9 @@ def from_history(history: list[dict]) -> dict[str, dict[str, list]]:
 
 def write(path: Path, curves: Curves) -> None:
     """curves.json, one series per line (readable diffs), seeds and series sorted."""
-    blocks = []
-    for seed in sorted(curves, key=int):
-        rows = [f"    {json.dumps(name)}: {json.dumps(series)}" for name, series in sorted(curves[seed].items())]
-        blocks.append(f"  {json.dumps(seed)}: {{\n" + ",\n".join(rows) + "\n  }")
+    ordered = {seed: dict(sorted(curves[seed].items())) for seed in sorted(curves, key=int)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("{\n" + ",\n".join(blocks) + "\n}\n", encoding="utf-8")
+    path.write_text(json_lines(ordered, depth=2), encoding="utf-8")
 
 
 def read(path: Path) -> Curves:

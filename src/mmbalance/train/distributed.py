@@ -52,8 +52,9 @@ def world_size() -> int:
 
 
 def rank() -> int:
-    """This process's global rank (0 outside DDP)."""
-    return dist.get_rank() if dist.is_initialized() else 0
+    """This process's global rank: the process group's, else torchrun's ``RANK`` (a rank whose
+    group is already shut down, at the end of a stage, is still that rank), else 0."""
+    return dist.get_rank() if dist.is_initialized() else int(os.environ.get("RANK", 0))
 
 
 def local_rank() -> int:
@@ -62,7 +63,7 @@ def local_rank() -> int:
 
 
 def is_main() -> bool:
-    """Rank 0 writes results, checkpoints, models and DVCLive curves."""
+    """Rank 0 writes results, checkpoints, models and curves (also after the group is shut down)."""
     return rank() == 0
 
 
