@@ -1,6 +1,7 @@
 """Stage `report`: render reports/README.md, one page per seed paper and the PNG plots from the
-training stages' results.json files, their DVCLive curves, the robustness.json and shapley.json
-files of the evaluate stages and the costs.json files of the costs stages.
+training stages' results.json files, their curves.json, the robustness.json and shapley.json
+files of the evaluate stages and the costs.json files of the costs stages (with, for the runs of
+another profile that those files lack, the entries kept in results/archive/).
 
 Also lists each dataset's clip counts and skipped clips from its shard index.json (--indexes).
 
@@ -41,7 +42,15 @@ from mmbalance.report.gmm_fit import first_fit_section
 from mmbalance.report.released_code import released_code_section
 from mmbalance.report.render import mini_note
 from mmbalance.report.stats import StatsConfig, stats_by_dataset
-from mmbalance.report.tables import leaderboard_order, load_costs, load_shapley, ordered_datasets, with_step_ratios
+from mmbalance.report.tables import (
+    leaderboard_order,
+    load_costs,
+    load_shapley,
+    ordered_datasets,
+    with_archived_costs,
+    with_archived_shapley,
+    with_step_ratios,
+)
 
 
 def existing(paths: list[str], what: str) -> list[Path]:
@@ -175,6 +184,10 @@ def main(argv: list[str] | None = None) -> None:
                     help="t-SNE results of the embed stages (results/embedding/<dataset>/<run>.json) → IPRM Fig. 4")
     ap.add_argument("--costs", nargs="*", default=[], help="costs.json, one per dataset (stages/costs.py)")
     ap.add_argument("--shapley", nargs="*", default=[], help="shapley.json, one per dataset (stages/evaluate.py --shapley)")
+    ap.add_argument("--archived-costs", nargs="*", default=[],
+                    help="results/archive/<dataset>/costs.json: costs of runs the costs files lack (another profile's)")
+    ap.add_argument("--archived-shapley", nargs="*", default=[],
+                    help="results/archive/<dataset>/shapley.json: Shapley values of runs the shapley files lack")
     ap.add_argument("--indexes", nargs="*", default=[], help="shard index.json files: clip counts and skipped clips per dataset")
     ap.add_argument("--paper-numbers", required=True, help="reference/paper_numbers.csv")
     ap.add_argument("--paper-tables", default=None,
@@ -195,9 +208,11 @@ def main(argv: list[str] | None = None) -> None:
     methods = expected_runs(params, Path(args.params), args.methods)
     runs = load_results(existing(args.results, "results"))
     robustness = load_robustness(existing(args.robustness, "robustness"))
-    costs = load_costs(existing(args.costs, "costs"))
+    costs = with_archived_costs(load_costs(existing(args.costs, "costs")),
+                                load_costs(existing(args.archived_costs, "archived costs")))
     runs = with_step_ratios(runs, costs)
-    shapley = load_shapley(existing(args.shapley, "shapley"))
+    shapley = with_archived_shapley(load_shapley(existing(args.shapley, "shapley")),
+                                    load_shapley(existing(args.archived_shapley, "archived shapley")))
     embeddings = load_embeddings(existing(args.embeddings, "embedding results"), embedding_order(params))
     data = load_data_summaries(existing(args.indexes, "shard index"))
     config = load_config()

@@ -144,7 +144,23 @@ def costs_note(costs: CostsSummary | None) -> str | None:
         f"**Step time (× Concat)**: median time of one training step of the training loop over median time of "
         f"`{ref}`'s, both timed side by side in alternating rounds after warm-up, the method in the state of its "
         "last epoch (epoch-level refits and probes not included)." + memory
+        + archived_note(costs.archived, "costs", f"results/archive/{costs.dataset}/costs.json")
     )
+
+
+def archived_note(sources: Mapping[str, dict], what: str, where: str) -> str:
+    """Where the archived entries of runs of another profile come from ("" when none), grouped by
+    source commit, newest first."""
+    if not sources:
+        return ""
+    groups: dict[tuple, int] = {}
+    for src in sources.values():
+        key = (src.get("date") or "", str(src.get("commit") or "?")[:8], src.get("device") or "an unrecorded device")
+        groups[key] = groups.get(key, 0) + 1
+    parts = [f"{n} at commit `{c}` ({d}, {dev})" for (d, c, dev), n in sorted(groups.items(), reverse=True)]
+    return (f" For the {len(sources)} runs outside this profile's benchmark list, the {what} are those measured "
+            f"when the profile that trained them ran, kept in `{where}` and checked against each run's committed "
+            f"test accuracies (`python -m mmbalance.evaluate.archive`): {'; '.join(parts)}.")
 
 
 def shapley_note(shapley: ShapleySummary | None, level: float) -> str | None:
@@ -159,6 +175,7 @@ def shapley_note(shapley: ShapleySummary | None, level: float) -> str | None:
         "model's values add up to its accuracy minus that all-masked accuracy. Accuracy points, mean over seeds "
         f"[{100 * level:g} % Student-t interval over seeds]; n/a = not an input of the run's model."
         + ("".join(f" Not computed for `{run}`: {why}." for run, why in sorted(shapley.skipped.items())))
+        + archived_note(shapley.archived, "Shapley values", f"results/archive/{shapley.dataset}/shapley.json")
     )
 
 

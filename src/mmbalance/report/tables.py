@@ -693,10 +693,12 @@ class CostsSummary:
     device: str | None = None
     memory: str | None = None
     wall_s: float | None = None
+    archived: dict[str, dict] = field(default_factory=dict)  # run → source {commit, date, device} (results/archive)
 
 
 def summarize_costs(data: Mapping, source: str = "costs.json") -> CostsSummary:
-    """Collect ``costs.json``: per run ``params``, ``flops_per_sample``, ``step_ratio``, ``peak_bytes``."""
+    """Collect ``costs.json``: per run ``params``, ``flops_per_sample``, ``step_ratio``, ``peak_bytes``
+    (and the ``source`` of an archived entry, ``mmbalance.evaluate.archive``)."""
     for key in ("dataset", "runs"):
         if key not in data:
             raise ValueError(f"{source}: no {key!r} key (not written by the costs stage?)")
@@ -711,7 +713,7 @@ def summarize_costs(data: Mapping, source: str = "costs.json") -> CostsSummary:
     settings = data.get("settings") or {}
     return CostsSummary(dataset=str(data["dataset"]), runs=runs, reference=data.get("reference"),
                         batch_size=settings.get("batch_size"), device=data.get("device"), memory=memory,
-                        wall_s=_num(data.get("wall_s")))
+                        wall_s=_num(data.get("wall_s")), archived=_sources(data["runs"]))
 
 
 @dataclass
@@ -724,6 +726,7 @@ class ShapleySummary:
     empty_set: str | None = None
     wall_s: float | None = None
     skipped: dict[str, str] = field(default_factory=dict)  # run → why it has no values
+    archived: dict[str, dict] = field(default_factory=dict)  # run → source {commit, date, device} (results/archive)
 
 
 def summarize_shapley(data: Mapping, source: str = "shapley.json") -> ShapleySummary:
@@ -742,7 +745,39 @@ def summarize_shapley(data: Mapping, source: str = "shapley.json") -> ShapleySum
                     per.setdefault(m, []).append(float(v))
     return ShapleySummary(dataset=str(data["dataset"]), values=values, modalities=mods,
                           empty_set=data.get("empty_set"), wall_s=_num(data.get("wall_s")),
-                          skipped={str(k): str(v) for k, v in (data.get("skipped") or {}).items()})
+                          skipped={str(k): str(v) for k, v in (data.get("skipped") or {}).items()},
+                          archived=_sources(data["runs"]))
+
+
+def _sources(entries: Mapping) -> dict[str, dict]:
+    """{run: source} of the archived entries (``mmbalance.evaluate.archive``); {} for a stage's own file."""
+    return {run: dict(e["source"]) for run, e in entries.items() if isinstance(e, Mapping) and isinstance(e.get("source"), Mapping)}
+
+
+def with_archived_costs(costs: Mapping[str, CostsSummary], archived: Mapping[str, CostsSummary]) -> dict[str, CostsSummary]:
+    """``costs`` with, for each dataset, the archived entries of the runs its costs file lacks
+    (runs of another profile; results/archive/<dataset>/costs.json)."""
+    out = dict(costs)
+    for ds, arch in archived.items():
+        cur = out.get(ds) or CostsSummary(ds)
+        extra = {r: c for r, c in arch.runs.items() if r not in cur.runs}
+        out[ds] = replace(cur, runs={**cur.runs, **extra}, archived={**cur.archived, **{r: arch.archived[r] for r in extra}},
+                          memory=cur.memory or arch.memory, reference=cur.reference or arch.reference)
+    return out
+
+
+def with_archived_shapley(shapley: Mapping[str, ShapleySummary],
+                          archived: Mapping[str, ShapleySummary]) -> dict[str, ShapleySummary]:
+    """``shapley`` with, for each dataset, the archived values of the runs its Shapley file lacks."""
+    out = dict(shapley)
+    for ds, arch in archived.items():
+        cur = out.get(ds) or ShapleySummary(ds)
+        extra = [r for r in arch.values if r not in cur.values and arch.values[r]]
+        out[ds] = replace(cur, values={**cur.values, **{r: arch.values[r] for r in extra}},
+                          modalities={**cur.modalities, **{r: arch.modalities[r] for r in extra}},
+                          archived={**cur.archived, **{r: arch.archived[r] for r in extra}},
+                          empty_set=cur.empty_set or arch.empty_set)
+    return out
 
 
 def _load_by_dataset(paths: Iterable[str | Path], summarize, what: str) -> dict:
