@@ -1,11 +1,11 @@
-"""Archived costs and Shapley values of runs the profile does not evaluate (mmbalance.evaluate.archive)."""
+"""Archived costs and Shapley values of runs the profile does not evaluate (mmbalance.report.archive)."""
 
 import json
 import subprocess
 
 import pytest
 
-from mmbalance.evaluate import archive
+from mmbalance.report import archive
 from mmbalance.report.render import archived_note
 from mmbalance.report.tables import (
     summarize_costs,

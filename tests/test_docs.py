@@ -61,7 +61,7 @@ NOT_RUN_AS_WRITTEN = {
                                                      "`--help` and options",
     "python -m mmbalance.tune queue": "long-running: trains the tune stages on the DVC queue → `--help` and options",
     "python -m mmbalance.tune collect": "needs finished queued experiments → `--help` and options",
-    "python -m mmbalance.evaluate.archive": "rewrites results/archive/ from the committed costs and Shapley "
+    "python -m mmbalance.report.archive": "rewrites results/archive/ from the committed costs and Shapley "
                                             "files → `--help` and options",
     "python -m mmbalance.queue run": "long-running: trains every dataset on the DVC queue → `--help` and options",
     ".venv/bin/python -m pytest": "long-running: a whole test file → `--collect-only`",

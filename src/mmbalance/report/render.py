@@ -160,7 +160,7 @@ def archived_note(sources: Mapping[str, dict], what: str, where: str) -> str:
     parts = [f"{n} at commit `{c}` ({d}, {dev})" for (d, c, dev), n in sorted(groups.items(), reverse=True)]
     return (f" For the {len(sources)} runs outside this profile's benchmark list, the {what} are those measured "
             f"when the profile that trained them ran, kept in `{where}` and checked against each run's committed "
-            f"test accuracies (`python -m mmbalance.evaluate.archive`): {'; '.join(parts)}.")
+            f"test accuracies (`python -m mmbalance.report.archive`): {'; '.join(parts)}.")
 
 
 def shapley_note(shapley: ShapleySummary | None, level: float) -> str | None:

@@ -698,7 +698,7 @@ class CostsSummary:
 
 def summarize_costs(data: Mapping, source: str = "costs.json") -> CostsSummary:
     """Collect ``costs.json``: per run ``params``, ``flops_per_sample``, ``step_ratio``, ``peak_bytes``
-    (and the ``source`` of an archived entry, ``mmbalance.evaluate.archive``)."""
+    (and the ``source`` of an archived entry, ``mmbalance.report.archive``)."""
     for key in ("dataset", "runs"):
         if key not in data:
             raise ValueError(f"{source}: no {key!r} key (not written by the costs stage?)")
@@ -750,7 +750,7 @@ def summarize_shapley(data: Mapping, source: str = "shapley.json") -> ShapleySum
 
 
 def _sources(entries: Mapping) -> dict[str, dict]:
-    """{run: source} of the archived entries (``mmbalance.evaluate.archive``); {} for a stage's own file."""
+    """{run: source} of the archived entries (``mmbalance.report.archive``); {} for a stage's own file."""
     return {run: dict(e["source"]) for run, e in entries.items() if isinstance(e, Mapping) and isinstance(e.get("source"), Mapping)}
 
 

@@ -8,8 +8,8 @@ have; their costs and Shapley values, measured when that profile ran, are kept h
 file held it, that commit's date, the device it was measured on). The report shows them for the
 runs the current files lack.
 
-    python -m mmbalance.evaluate.archive --results results             # the files as committed at HEAD
-    python -m mmbalance.evaluate.archive --results results --history   # every committed version, newest first
+    python -m mmbalance.report.archive --results results             # the files as committed at HEAD
+    python -m mmbalance.report.archive --results results --history   # every committed version, newest first
 
 An entry is archived only while it describes the committed run: every seed's test accuracy in the
 run's ``results.json`` at the source commit equals today's, and for Shapley values the full
