@@ -87,7 +87,7 @@ class Trainer:
         # carry them
         fusion = model.fusion
         self._aux_pending = bool(getattr(fusion, "trains_unimodal_heads", False) or getattr(fusion, "adds_aux_loss", False))
-        self.model = self.rt.prepare_model(model)
+        self.model = runtime.compile_encoders(self.rt.prepare_model(model), cfg)
         self.method, self.splits, self.cfg, self.name = method, splits, cfg, name
         self.rank, self.world = dist.rank(), dist.world_size()
         # single process: one generator orders batches and samples frames (unchanged behaviour);
@@ -95,6 +95,11 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(seed + self.rank)
         self.order_gen = self.gen if self.world == 1 else torch.Generator().manual_seed(seed)
         self.loaders = {k: StreamLoader(v, cfg, seed, self.rt.cuda and bool(cfg.get("pin_memory", True))) for k, v in splits.items() if isinstance(v, StreamSplit)}
+        # in-memory batches assembled ahead by a thread (``train.prefetch``, default 2 on CUDA, 0 =
+        # in this thread on a CPU); the loss and finiteness checks stay on the device per epoch
+        # on CUDA (``train.check_finite``: step | epoch), so a step needs no host synchronisation
+        self.prefetch = int(cfg.get("prefetch", 2 if self.rt.cuda else 0))
+        self.check_each_step = _check_each_step(cfg, self.rt.cuda)
         self.step = self._wrap() if self.world > 1 else None
         self.eval_counts: dict[str, int] = {}
         # per split, the last evaluation's per-sample predictions (keys, labels, logits, probes)
@@ -165,6 +170,7 @@ class Trainer:
             order = self.order_gen if train else gen
             batches = ((*make_batch(data, idx, train, gen, raw=True), [data.keys[i] for i in idx.tolist()])
                        for idx in index_batches(len(data), size, train, order, rank, world, pad=train))
+            batches = self.rt.prefetched(batches, self.prefetch, bool(self.cfg.get("pin_memory", True)))
         segments = segments_of(data.info)
         for inputs, y, keys in batches:
             inputs, y = self.rt.to_device(inputs, y)  # raw batches: uint8 frames, stored-dtype spectrograms
@@ -223,7 +229,8 @@ class Trainer:
         """One pass over the training split; returns the mean loss."""
         model, method, ctx = self.model, self.method, self.method.ctx
         model.train()
-        total, n = 0.0, 0
+        # the loss sum stays on the device (float64: the same sums as Python floats on a CPU)
+        total, n, first_bad = torch.zeros((), dtype=torch.float64, device=self.rt.device), 0, None
         for inputs, y in self._train_batches():
             self.optimizer.zero_grad(set_to_none=True)
             with self.rt.autocast():
@@ -238,12 +245,18 @@ class Trainer:
             method.after_backward(model, out, y)
             if self.step is not None and _modifies_gradients(method):
                 dist.average_gradients(model.parameters())  # the same step on every replica
-            _check_finite(model, loss, f"method {self.name}, epoch {ctx.epoch}, step {ctx.step}")
+            if self.check_each_step:
+                _check_finite(model, loss, f"method {self.name}, epoch {ctx.epoch}, step {ctx.step}")
+            else:
+                first_bad = _first_nonfinite_step(model, loss, ctx.step, first_bad)
             self.optimizer.step()
             ctx.step += 1
-            total += float(loss.detach()) * len(y)
+            total += loss.detach().double() * len(y)
             n += len(y)
-        return total / max(n, 1)
+        if first_bad is not None and (step := int(first_bad)) >= 0:
+            raise NonFiniteError(f"non-finite loss or gradient at method {self.name}, epoch {ctx.epoch}, step {step} "
+                                 "(train.check_finite: epoch, checked at the end of the epoch)")
+        return float(total) / max(n, 1)
 
     def _train_batches(self):
         """This rank's training batches; streamed DDP epochs end for all ranks together when the
@@ -262,6 +275,30 @@ class Trainer:
 def _modifies_gradients(method: Method) -> bool:
     """True when the method overrides ``after_backward`` (its gradient changes are per rank)."""
     return type(method).after_backward is not Method.after_backward
+
+
+CHECK_FINITE = ("auto", "step", "epoch")
+
+
+def _check_each_step(cfg: dict, cuda: bool) -> bool:
+    """``train.check_finite``: ``step`` checks loss and gradients after every backward pass (one
+    host synchronisation per step; names the parameter), ``epoch`` keeps the first bad step on
+    the device and raises at the end of the epoch; ``auto`` (default): step on a CPU, epoch on CUDA."""
+    mode = str(cfg.get("check_finite", "auto"))
+    if mode not in CHECK_FINITE:
+        raise ValueError(f"train.check_finite {mode!r} unknown; choices: {', '.join(CHECK_FINITE)}")
+    return mode == "step" or (mode == "auto" and not cuda)
+
+
+def _first_nonfinite_step(model: torch.nn.Module, loss: torch.Tensor, step: int, first: torch.Tensor | None) -> torch.Tensor:
+    """The first step whose loss or a gradient norm is not finite, as a device scalar (-1: none
+    yet), updated without a host synchronisation."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    ok = torch.isfinite(loss.detach())
+    if grads:
+        ok = ok & torch.stack(torch._foreach_norm(grads)).isfinite().all()
+    mark = torch.where(ok, -1, step)
+    return mark if first is None else torch.where(first >= 0, first, mark)
 
 
 def _check_finite(model: torch.nn.Module, loss: torch.Tensor, where: str) -> None:

@@ -76,7 +76,7 @@ def fingerprint(*parts) -> str:
 
 # train settings that change how a run is executed, not its numbers: left out of the checkpoint
 # key, so that e.g. training the seeds one by one instead of side by side resumes the same checkpoints
-EXECUTION_ONLY = ("seed_workers",)
+EXECUTION_ONLY = ("seed_workers", "prefetch", "check_finite")
 
 
 def checkpoint_key(info: dict, stamp: list, method_name: str, method_cfg: dict, model_cfg: dict, train_cfg: dict) -> str:

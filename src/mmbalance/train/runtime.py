@@ -1,15 +1,20 @@
 """Where and how a run computes: device (``train.device``), precision (``train.precision``),
-channels-last memory format, and moving batches to the device.
+channels-last memory format, moving batches to the device, assembling them ahead of the step
+(``train.prefetch``) and compiling the encoders (``train.compile``).
 
-CPU fp32 is the reference path and is left untouched (no copies, no autocast), so its results
-stay bit-for-bit what they were. bf16 autocast applies on CUDA only (it needs no loss scaler,
-so ``after_backward`` hooks see the true gradients); on a CPU the run falls back to fp32.
+CPU fp32 is the reference path and is left untouched (no copies, no autocast, no prefetch
+thread unless asked for), so its results stay bit-for-bit what they were. bf16 autocast applies
+on CUDA only (it needs no loss scaler, so ``after_backward`` hooks see the true gradients); on a
+CPU the run falls back to fp32.
 """
 
 from __future__ import annotations
 
 import contextlib
+import queue
+import threading
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -62,6 +67,94 @@ class Runtime:
         if not self.cuda:
             return model
         return model.to(self.device, memory_format=torch.channels_last)
+
+    def prefetched(self, batches: Iterable, depth: int, pin: bool) -> Iterator:
+        """The items of ``batches`` (host-side (inputs, labels, keys) batches), assembled ``depth``
+        ahead by a background thread, so the host gathers and pins the next batches while the
+        device runs this step; same items, same order (the thread is the only user of the
+        batches' random generators). ``pin``: page-locked copies, so that ``to_device``'s
+        non-blocking copies really overlap. ``depth`` 0: ``batches`` itself, in this thread."""
+        if depth <= 0:
+            yield from batches
+            return
+        yield from _Prefetcher(batches, depth, pin if self.cuda else False)
+
+
+class _Failure:
+    """An exception raised in the prefetch thread, re-raised in the consumer."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class _Prefetcher:
+    """A bounded queue filled by a daemon thread; iterating it yields the items, re-raises the
+    producer's exception, and stops the thread when the consumer stops early."""
+
+    _END = object()
+
+    def __init__(self, items: Iterable, depth: int, pin: bool) -> None:
+        self.items, self.pin = items, pin
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._produce, name="mmbalance-prefetch", daemon=True)
+
+    def __iter__(self) -> Iterator:
+        self.thread.start()
+        try:
+            while (item := self.queue.get()) is not self._END:
+                if isinstance(item, _Failure):
+                    raise item.exc
+                yield item
+        finally:
+            self.stop.set()
+            self.thread.join(timeout=10.0)
+
+    def _produce(self) -> None:
+        try:
+            for item in self.items:
+                if not self._put(_pinned(item) if self.pin else item):
+                    return
+            self._put(self._END)
+        except BaseException as e:  # handed to the consumer, which raises it
+            self._put(_Failure(e))
+
+    def _put(self, item) -> bool:
+        """Queue ``item`` unless the consumer has stopped; False once it has."""
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+
+def _pinned(item):
+    """Page-locked copies of the tensors in a batch tuple/dict (other values unchanged)."""
+    if isinstance(item, torch.Tensor):
+        return item.pin_memory()
+    if isinstance(item, SequenceBatch):
+        return SequenceBatch(item.x.pin_memory(), item.mask.pin_memory())
+    if isinstance(item, dict):
+        return {k: _pinned(v) for k, v in item.items()}
+    if isinstance(item, tuple):
+        return tuple(_pinned(v) for v in item)
+    return item
+
+
+def compile_encoders(model: torch.nn.Module, cfg: dict) -> torch.nn.Module:
+    """With ``train.compile``, compile each encoder in place (``nn.Module.compile``: parameter
+    names and state_dict keys stay the same, so checkpoints and saved models do not change).
+    ``train.compile_backend`` (default inductor) and ``train.compile_mode`` (e.g.
+    max-autotune) are passed to ``torch.compile``. The encoders hold nearly all the compute; the
+    method's own code and the fusion head stay eager. Returns ``model``."""
+    if not cfg.get("compile"):
+        return model
+    options = {"backend": str(cfg.get("compile_backend", "inductor")), "mode": cfg.get("compile_mode")}
+    for encoder in model.encoders.values():
+        encoder.compile(**options)
+    return model
 
 
 def resolve(cfg: dict) -> Runtime:
