@@ -8,9 +8,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from mmbalance.shards import encode_sample, write_index, write_shards
 from mmbalance.train.data import SplitData
 
 MODEL_CFG = {
@@ -33,6 +35,25 @@ def tiny_split(n: int = 12, seed: int = 0) -> SplitData:
     arrays = {"audio": torch.randn(n, 1, 33, 40, generator=gen),
               "visual": torch.randint(0, 255, (n, 2, 16, 16, 3), generator=gen, dtype=torch.uint8)}
     return SplitData([f"c{i:03d}" for i in range(n)], torch.arange(n) % 6, arrays, {"visual": torch.full((n,), 2)}, INFO)
+
+
+def write_av_shards(out: Path, counts: dict[str, int], spec_shape: tuple[int, int], frame_size: int,
+                    stored_frames: int = 3, max_count: int = 16) -> Path:
+    """Random 3-class audio-visual shards and their index under ``out``: ``counts`` clips per
+    split, fp16 spectrograms of ``spec_shape``, ``stored_frames`` uint8 frames of ``frame_size``²
+    per clip (the model sees 2), several shards per split."""
+    rng, splits = np.random.default_rng(0), {}
+    for split, n in counts.items():
+        samples = (encode_sample(f"{split}{i:03d}", {"audio": rng.normal(size=spec_shape).astype("float16"),
+                                                     "visual": rng.integers(0, 255, (stored_frames, frame_size, frame_size, 3),
+                                                                            dtype=np.uint8)}, i % 3)
+                   for i in range(n))
+        splits[split] = {"count": n, "per_class": {}, "shards": write_shards(samples, out, split, max_count=max_count)}
+    modalities = {"audio": {"kind": "spectrogram", "shape": list(spec_shape), "dtype": "float16"},
+                  "visual": {"kind": "frames", "shape": [None, frame_size, frame_size, 3], "dtype": "uint8"}}
+    write_index(out / "index.json", {"dataset": "tiny", "classes": ["a", "b", "c"], "frames_per_clip": 2, "splits": splits,
+                                     "skipped": [], "modalities": modalities})
+    return out
 
 
 @pytest.fixture

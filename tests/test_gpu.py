@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from mmbalance.methods.base import Method
-from mmbalance.shards import encode_sample, write_index, write_shards
 from mmbalance.train.run import build_run, load_splits, train_seed
+from conftest import write_av_shards
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 COUNTS = {"train": 48, "val": 12, "test": 20}
@@ -21,17 +21,7 @@ METHODS = {"concat": {}, "ogm_ge": {"alpha": 0.8, "form": "paper", "start_epoch"
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    out, rng = tmp_path_factory.mktemp("gpu_shards"), np.random.default_rng(0)
-    splits = {}
-    for split, n in COUNTS.items():
-        samples = (encode_sample(f"{split}{i:03d}", {"audio": rng.normal(size=(257, 299)).astype("float16"),
-                                                     "visual": rng.integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)}, i % 3)
-                   for i in range(n))
-        splits[split] = {"count": n, "per_class": {}, "shards": write_shards(samples, out, split, max_count=16)}
-    write_index(out / "index.json", {"dataset": "tiny", "classes": ["a", "b", "c"], "frames_per_clip": 2, "splits": splits, "skipped": [],
-                                     "modalities": {"audio": {"kind": "spectrogram", "shape": [257, 299], "dtype": "float16"},
-                                                    "visual": {"kind": "frames", "shape": [None, 64, 64, 3], "dtype": "uint8"}}})
-    return out
+    return write_av_shards(tmp_path_factory.mktemp("gpu_shards"), COUNTS, (257, 299), 64)
 
 
 @pytest.mark.parametrize("method,loader", [("concat", "memory"), ("ogm_ge", "memory"), ("arl", "stream"), ("gmm_al", "stream")])

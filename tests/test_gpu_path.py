@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from mmbalance.shards import encode_sample, read_index, write_index, write_shards
+from mmbalance.shards import read_index
 from mmbalance.train import runtime
 from mmbalance.train.loop import NonFiniteError
 from mmbalance.train.run import build_run, load_splits, train_seed
+from conftest import write_av_shards
 
 COUNTS = {"train": 40, "val": 10, "test": 12}
 MODEL = {"fusion": "concat", "encoders": {"spectrogram": {"name": "tiny_cnn", "channels": [4, 8], "input_size": [16, 20]},
@@ -23,18 +24,8 @@ OGM = {"alpha": 0.8, "form": "paper", "start_epoch": 0, "end_epoch": 50, "noise"
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    """Tiny 3-class audio-visual shards with several stored frames per clip (frame sampling uses the generator)."""
-    out, rng = tmp_path_factory.mktemp("gpu_path_shards"), np.random.default_rng(0)
-    splits = {}
-    for split, n in COUNTS.items():
-        samples = (encode_sample(f"{split}{i:03d}", {"audio": rng.normal(size=(33, 40)).astype("float16"),
-                                                     "visual": rng.integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)}, i % 3)
-                   for i in range(n))
-        splits[split] = {"count": n, "per_class": {}, "shards": write_shards(samples, out, split, max_count=16)}
-    write_index(out / "index.json", {"dataset": "tiny", "classes": ["a", "b", "c"], "frames_per_clip": 2, "splits": splits, "skipped": [],
-                                     "modalities": {"audio": {"kind": "spectrogram", "shape": [33, 40], "dtype": "float16"},
-                                                    "visual": {"kind": "frames", "shape": [None, 16, 16, 3], "dtype": "uint8"}}})
-    return out
+    """Tiny audio-visual shards with 3 stored frames per clip (frame sampling uses the generator)."""
+    return write_av_shards(tmp_path_factory.mktemp("gpu_path_shards"), COUNTS, (33, 40), 16)
 
 
 def _train(shards, method="ogm_ge", **train):
