@@ -105,3 +105,8 @@ def test_report_merges_archived_shapley_values():
     merged = with_archived_shapley(current, arch)["ds"]
     assert set(merged.values) == {"a", "b"} and merged.modalities["b"] == ["a", "v"]
     assert merged.archived == {"b": source}
+
+
+def test_cli_refuses_a_folder_outside_git(tmp_path):
+    with pytest.raises(SystemExit, match="not inside a git work tree"):
+        archive.main(["--results", str(tmp_path)])

@@ -139,7 +139,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--history", action="store_true", help="read every committed version, not only HEAD's")
     args = ap.parse_args(argv)
     results = args.results.resolve()
-    repo = Path(_git(results, "rev-parse", "--show-toplevel").strip())
+    try:
+        repo = Path(_git(results, "rev-parse", "--show-toplevel").strip())
+    except (OSError, subprocess.CalledProcessError):
+        raise SystemExit(f"{args.results}: not inside a git work tree (the archive reads committed versions)") from None
     counts = archive(repo, results, (args.out or args.results / "archive").resolve(), args.history)
     print(", ".join(f"{k}: {n}" for k, n in counts.items()))
 
