@@ -290,30 +290,36 @@ def _check_each_step(cfg: dict, cuda: bool) -> bool:
     return mode == "step" or (mode == "auto" and not cuda)
 
 
-def _first_nonfinite_step(model: torch.nn.Module, loss: torch.Tensor, step: int, first: torch.Tensor | None) -> torch.Tensor:
-    """The first step whose loss or a gradient norm is not finite, as a device scalar (-1: none
-    yet), updated without a host synchronisation."""
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
+def _all_finite(loss: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
+    """A device bool: the loss and every gradient are finite. A NaN/inf entry makes its tensor's
+    norm NaN/inf, so one fused multi-tensor norm and one reduction cover every gradient (not ~3
+    kernels per parameter); reading the result is the only host synchronisation."""
     ok = torch.isfinite(loss.detach())
     if grads:
         ok = ok & torch.stack(torch._foreach_norm(grads)).isfinite().all()
-    mark = torch.where(ok, -1, step)
+    return ok
+
+
+def _first_nonfinite_step(model: torch.nn.Module, loss: torch.Tensor, step: int, first: torch.Tensor | None) -> torch.Tensor:
+    """The first step whose loss or a gradient norm is not finite, as a device scalar (-1: none
+    yet), updated without a host synchronisation."""
+    mark = torch.where(_all_finite(loss, [p.grad for p in model.parameters() if p.grad is not None]), -1, step)
     return mark if first is None else torch.where(first >= 0, first, mark)
 
 
 def _check_finite(model: torch.nn.Module, loss: torch.Tensor, where: str) -> None:
+    """Raise NonFiniteError naming the loss or the culprit parameter (one host synchronisation
+    when everything is finite; the culprit is looked up only when something is not)."""
+    named = [(name, p.grad) for name, p in model.named_parameters() if p.grad is not None]
+    if bool(_all_finite(loss, [g for _, g in named])):
+        return
     if not torch.isfinite(loss):
         raise NonFiniteError(f"non-finite loss {loss.item()} at {where}")
-    named = [(name, p.grad) for name, p in model.named_parameters() if p.grad is not None]
-    # a NaN/inf entry makes its tensor's norm NaN/inf: one fused multi-tensor norm and one
-    # reduction (one device sync on a GPU, not ~3 kernels per parameter), then the culprit's
-    # name only when it fails
-    if named and not bool(torch.stack(torch._foreach_norm([g for _, g in named])).isfinite().all()):
-        bad = next((name for name, g in named if not torch.isfinite(g).all()), None)
-        if bad is None:  # finite entries whose norm overflows: as unusable as an inf
-            bad = next(name for name, g in named if not torch.isfinite(torch.linalg.vector_norm(g)))
-            raise NonFiniteError(f"gradient norm of {bad} overflows at {where}")
-        raise NonFiniteError(f"non-finite gradient in {bad} at {where}")
+    bad = next((name for name, g in named if not torch.isfinite(g).all()), None)
+    if bad is None:  # finite entries whose norm overflows: as unusable as an inf
+        bad = next(name for name, g in named if not torch.isfinite(torch.linalg.vector_norm(g)))
+        raise NonFiniteError(f"gradient norm of {bad} overflows at {where}")
+    raise NonFiniteError(f"non-finite gradient in {bad} at {where}")
 
 
 def _save_checkpoint(path: Path, trainer: Trainer, epoch: int, history: list, best: dict, best_state: dict,
