@@ -76,7 +76,7 @@ def test_ogm_scales_dominant_encoder_by_eq11(batch):
     model, method, plain = plain_and_modulated("ogm", {"alpha": 0.8, "noise": False}, batch)
     inputs, labels = batch
     with torch.no_grad():
-        rho = discrepancy(true_class_scores(model(inputs), labels))
+        rho = {m: float(r) for m, r in discrepancy(true_class_scores(model(inputs), labels)).items()}
     k = {m: 1 - 0.8 * math.tanh(r - 1) if r > 1 else 1.0 for m, r in rho.items()}
     logs = method.ctx.logs
     for m in MODS:
@@ -123,7 +123,7 @@ def test_opm_ogm_drops_then_modulates_from_pre_drop_rho(batch):
     model, method, plain = plain_and_modulated("opm_ogm", cfg, batch)
     inputs, labels = batch
     with torch.no_grad():
-        rho = discrepancy(true_class_scores(model(inputs), labels))
+        rho = {m: float(r) for m, r in discrepancy(true_class_scores(model(inputs), labels)).items()}
     logs = method.ctx.logs
     assert len(logs["rho_audio"]) == 1  # logged once per step (by the forward pass)
     dominant = max(rho, key=rho.get)

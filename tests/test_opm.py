@@ -117,8 +117,8 @@ def test_epoch_range():
 
 
 def _rho(model, inputs, labels):
-    with torch.no_grad():
-        return discrepancy(true_class_scores(model(inputs), labels))
+    with torch.no_grad():  # ρ^m as Python floats (discrepancy gives 0-d device tensors)
+        return {m: float(r) for m, r in discrepancy(true_class_scores(model(inputs), labels)).items()}
 
 
 def test_q_from_previous_step_paper(batch):

@@ -141,7 +141,9 @@ def epoch_means(logs: dict[str, list]) -> dict[str, float]:
         for v in values:
             if isinstance(v, torch.Tensor):
                 by_device.setdefault(v.device, []).append(v)
-    host = {dev: iter(torch.stack([t.reshape(()).float() for t in ts]).cpu().tolist()) for dev, ts in by_device.items()}
+    # float64 keeps a float64 diagnostic (ρ, k) as the Python float it would have been, and a
+    # float32 one exactly
+    host = {dev: iter(torch.stack([t.reshape(()).double() for t in ts]).cpu().tolist()) for dev, ts in by_device.items()}
     # values are read back in the order they were queued per device: [steps] per key
     return {k: float(np.mean([next(host[v.device]) if isinstance(v, torch.Tensor) else float(v) for v in values]))
             for k, values in logs.items()}

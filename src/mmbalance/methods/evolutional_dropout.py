@@ -33,7 +33,8 @@ def evolutional_probabilities(x: torch.Tensor) -> torch.Tensor:
     over the batch, normalised to sum 1 (Algorithm 1); uniform when the whole batch is zero."""
     rms = x.detach().float().pow(2).mean(dim=0).sqrt()  # [D]
     total = rms.sum()
-    return rms / total if total > 0 else torch.full_like(rms, 1.0 / rms.numel())
+    # chosen on the device (no host read of the total); 0/0 in the unused branch is discarded
+    return torch.where(total > 0, rms / total, torch.full_like(rms, 1.0 / rms.numel()))
 
 
 def multinomial_masks(x: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:

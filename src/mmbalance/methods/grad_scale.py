@@ -60,5 +60,4 @@ class GradScale(Method):
             if m != r:
                 names += [f"arl_d_ratio_{m}", f"arl_q_ratio_{m}"]
                 values += [d[m] / d[r].clamp_min(1e-12), q[m] / q[r]]
-        flat = torch.stack(values).tolist()  # one device sync for the step's diagnostics
-        self.log(**dict(zip(names, flat)), **{f"grad_scale_{m}": self.scales.get(m, 1.0) for m in q})
+        self.log(**dict(zip(names, values)), **{f"grad_scale_{m}": self.scales.get(m, 1.0) for m in q})  # kept on the device

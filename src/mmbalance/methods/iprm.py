@@ -206,8 +206,8 @@ class IPRM(Method):
                 omega = strength_weight(kl_to_fused(uni_logits[i].detach(), fused.detach()),
                                         kl_to_fused(uni_logits[j].detach(), fused.detach()))
         self.lam[pair] = ema_update(lam_t, omega, self.alpha)
-        lam_v, omega_v = torch.stack([lam_t.float(), omega.float()]).tolist()  # one device sync
-        self.log(**{f"lambda_{i}_vs_{j}": lam_v, f"omega_{i}_vs_{j}": omega_v})
+        # float32 as before; kept on the device (the loop reads diagnostics once per epoch)
+        self.log(**{f"lambda_{i}_vs_{j}": lam_t.float(), f"omega_{i}_vs_{j}": omega.float()})
         return fused
 
     def loss(self, out: Output, labels: torch.Tensor) -> torch.Tensor:

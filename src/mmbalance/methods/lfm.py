@@ -115,7 +115,7 @@ class LFM(Method):
     def loss(self, out, labels) -> torch.Tensor:
         a_cls, a_gap = self.weights
         loss, cls, gap = lfm_loss(out.logits, out.unimodal_logits, labels, a_cls, a_gap, self.form)
-        self.log(alpha_cls=a_cls, ce_fused=float(cls.detach()), gap=float(gap.detach()))
+        self.log(alpha_cls=a_cls, ce_fused=cls, gap=gap)
         return loss
 
     def _learned_update(self, epoch: int, trainer) -> None:

@@ -162,7 +162,7 @@ class MLA(Method):
     def loss(self, out: Output, labels: torch.Tensor) -> torch.Tensor:
         """Σ_{m trained this step} CE(shared head(h_m)) + CE(fusion head on detached features)."""
         losses = {m: F.cross_entropy(l, labels) for m, l in out.head_logits.items()}
-        self.log(**{f"loss_{m}": float(v.detach()) for m, v in losses.items()})
+        self.log(**{f"loss_{m}": v for m, v in losses.items()})
         return F.cross_entropy(out.logits, labels) + sum(losses.values())
 
     def after_backward(self, model, out, labels) -> None:
@@ -181,7 +181,7 @@ class MLA(Method):
             self.updates += 1
             total += g
         self.head.weight.grad.copy_(total)
-        self.log(owm_shift=float(torch.linalg.matrix_norm(self.P - torch.eye(len(self.P), device=self.P.device))))
+        self.log(owm_shift=torch.linalg.matrix_norm(self.P - torch.eye(len(self.P), device=self.P.device)))
 
     @torch.no_grad()
     def predict(self, out: Output) -> torch.Tensor:

@@ -65,5 +65,5 @@ class ModDrop(Method):
             return model(inputs)
         keep = keep_masks(len(labels), model.modalities, self.q)
         for m, k in keep.items():
-            self.log(**{f"dropped_{m}": float(1.0 - k.mean())})
+            self.log(**{f"dropped_{m}": 1.0 - k.mean()})
         return model(inputs, keep=keep)

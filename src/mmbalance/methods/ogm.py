@@ -26,36 +26,41 @@ from __future__ import annotations
 import torch
 
 from mmbalance.methods.base import METHODS
-from mmbalance.methods.ogm_ge import OGMGE, modulation_coefficient
+from mmbalance.methods.ogm_ge import OGMGE, float64, like, modulation_coefficient
 from mmbalance.methods.opm import Z_FUNCTIONS, OPM, check_choice, discrepancy, in_epoch_range, require_modalities, unimodal_scores, z_value
 
 
-def gradient_coefficient(rho: float, alpha: float, form: str = "paper", z: str = "tanh") -> float:
+def gradient_coefficient(rho: float | torch.Tensor, alpha: float, form: str = "paper", z: str = "tanh") -> float | torch.Tensor:
     """OGM's k for a modality with discrepancy ρ (Eq. 11; ``form: code`` = the released code's form).
 
     With z = tanh(x − 1) (or ``form: code``) this is ``ogm_ge.modulation_coefficient``; the
-    ``sigmoid`` z of Tab. 15 gives 1 − α·sigmoid(ρ) for ρ > 1, floored at 0.
+    ``sigmoid`` z of Tab. 15 gives 1 − α·sigmoid(ρ) for ρ > 1, floored at 0. A tensor for a
+    tensor (float64, on its device), a number for a number.
     """
     if form == "code" or z == "tanh":
         return modulation_coefficient(rho, alpha, form)
     if form != "paper":
         raise ValueError(f"unknown OGM coefficient form {form!r}; choices: code, paper")
-    return 1.0 if rho <= 1.0 else max(0.0, 1.0 - alpha * z_value(rho, z))
+    r = float64(rho)
+    k = (1.0 - alpha * z_value(r, z)).clamp(min=0.0)
+    return like(rho, torch.where(r > 1.0, k, torch.ones_like(k)))
 
 
-def boost_coefficient(rho_inverse: float, alpha: float, form: str = "paper", z: str = "tanh", boost: float = 4.0) -> float:
+def boost_coefficient(rho_inverse: float | torch.Tensor, alpha: float, form: str = "paper", z: str = "tanh",
+                      boost: float = 4.0) -> float | torch.Tensor:
     """OGM*'s multiplier for a modality whom the others exceed by ρ̃ (1 when ρ̃ ≤ 1).
 
     ``paper``: 1 + α·z(ρ̃) (Eq. 11 mirrored; the paper states no formula); ``code``: the constant
-    ``boost`` (4 in the released code).
+    ``boost`` (4 in the released code). A tensor for a tensor, a number for a number.
     """
-    if rho_inverse <= 1.0:
-        return 1.0
+    r = float64(rho_inverse)
     if form == "paper":
-        return 1.0 + alpha * z_value(rho_inverse, z)
-    if form == "code":
-        return float(boost)
-    raise ValueError(f"unknown OGM* coefficient form {form!r}; choices: code, paper")
+        k = 1.0 + alpha * z_value(r, z)
+    elif form == "code":
+        k = torch.full_like(r, float(boost))
+    else:
+        raise ValueError(f"unknown OGM* coefficient form {form!r}; choices: code, paper")
+    return like(rho_inverse, torch.where(r > 1.0, k, torch.ones_like(k)))
 
 
 @METHODS.register("ogm")
@@ -77,7 +82,8 @@ class OGM(OGMGE):
         """True-class scores s^m, [B] each, that ρ is computed from."""
         return unimodal_scores(model, out, labels, self.cfg.get("bias_split"))
 
-    def _coefficients(self, scores: dict[str, torch.Tensor]) -> dict[str, float]:
+    def _coefficients(self, scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """k^m of each modality, 0-d float64 tensors on the scores' device."""
         rho = discrepancy(scores, self.cfg.get("measure", "ratio"))
         if self.log_rho:
             self.log(**{f"rho_{m}": r for m, r in rho.items()})
@@ -87,11 +93,11 @@ class OGM(OGMGE):
     def after_backward(self, model, out, labels) -> None:
         if not in_epoch_range(self.cfg, self.ctx.epoch):
             return
-        noise = self.cfg.get("noise", True)
         for m, k in self._coefficients(self._scores(model, out, labels)).items():
             self.log(**{f"k_{m}": k})
-            if k != 1.0 or noise:
-                self._modulate(model.modality_parameters(m), k)  # ogm_ge: g ← k·g (+ N(0, std(g)²))
+            # ogm_ge: g ← k·g (+ N(0, std(g)²)); k = 1 without noise leaves g exactly as it is, so
+            # the step need not read k back from the device to skip it
+            self._modulate(model.modality_parameters(m), k)
 
 
 @METHODS.register("ogm_code")
@@ -113,7 +119,7 @@ class OGMStar(OGM):
         super().__init__(cfg, ctx)
         self.cfg.setdefault("noise", False)  # read by ogm_ge's _modulate
 
-    def _coefficients(self, scores: dict[str, torch.Tensor]) -> dict[str, float]:
+    def _coefficients(self, scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         measure = self.cfg.get("measure", "ratio")
         if self.log_rho:
             self.log(**{f"rho_{m}": r for m, r in discrepancy(scores, measure).items()})

@@ -20,19 +20,18 @@ ablations Tab. 14 (bias split γ^m) and Tab. 15 (ratio vs difference, tanh(x −
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from mmbalance.methods.base import METHODS, Method, true_class_scores
-from mmbalance.methods.ogm_ge import discrepancy_ratios
+from mmbalance.methods.ogm_ge import discrepancy_ratios, float64, like
 from mmbalance.models import Output
 from mmbalance.models.fusions import ConcatFusion
 
 Z_FUNCTIONS = {
     # z(·) of Eq. 8 / Eq. 11: monotone, maps ρ > 1 into (0, 1) (Tab. 15 compares the two)
-    "tanh": lambda x: math.tanh(x - 1.0),
-    "sigmoid": lambda x: 1.0 / (1.0 + math.exp(-x)),
+    # (on float64 tensors: the same IEEE operations as Python's math module)
+    "tanh": lambda x: torch.tanh(x - 1.0),
+    "sigmoid": lambda x: 1.0 / (1.0 + torch.exp(-x)),
 }
 
 
@@ -55,29 +54,31 @@ def in_epoch_range(cfg: dict, epoch: int) -> bool:
     return int(cfg.get("start_epoch", 0)) <= epoch and (end is None or epoch <= int(end))
 
 
-def z_value(x: float, name: str = "tanh") -> float:
-    """z(x) of Eq. 8/11: ``tanh`` = tanh(x − 1) (the paper's choice), ``sigmoid`` = sigmoid(x)."""
+def z_value(x: float | torch.Tensor, name: str = "tanh") -> float | torch.Tensor:
+    """z(x) of Eq. 8/11: ``tanh`` = tanh(x − 1) (the paper's choice), ``sigmoid`` = sigmoid(x);
+    a tensor for a tensor (float64, on its device), a number for a number."""
     if name not in Z_FUNCTIONS:
         raise ValueError(f"unknown z function {name!r}; choices: {', '.join(sorted(Z_FUNCTIONS))}")
-    return Z_FUNCTIONS[name](x)
+    return like(x, Z_FUNCTIONS[name](float64(x)))
 
 
-def discrepancy(scores: dict[str, torch.Tensor], measure: str = "ratio", inverse: bool = False) -> dict[str, float]:
+def discrepancy(scores: dict[str, torch.Tensor], measure: str = "ratio", inverse: bool = False) -> dict[str, torch.Tensor]:
     """Discrepancy of each modality from its [B] true-class scores s^m.
 
     ``ratio`` (Eq. 7): ρ^m = 1/(M−1) Σ_{j≠m} S^m / S^j with S^m = Σ_i s_i^m.
     ``difference`` (Tab. 15): ρ^m = 1/(M−1) Σ_{j≠m} (S^m − S^j).
     ``inverse=True`` swaps the roles (how much the others exceed m: 1/(M−1) Σ_{j≠m} S^j / S^m,
     resp. the negated difference); for two modalities the inverse ratio of the weak modality is the
-    dominant one's ρ (used by OGM*, which boosts the weak modality).
+    dominant one's ρ (used by OGM*, which boosts the weak modality). Each value is a 0-d float64
+    tensor on the scores' device (see ``discrepancy_ratios``).
     """
     if measure == "ratio":
         if not inverse:
             return discrepancy_ratios(scores)
-        sums = {m: float(s.sum()) for m, s in scores.items()}
-        return {m: sum(sums[j] / max(sums[m], 1e-12) for j in sums if j != m) / (len(sums) - 1) for m in sums}
+        sums = {m: s.sum().double() for m, s in scores.items()}
+        return {m: sum(sums[j] / sums[m].clamp(min=1e-12) for j in sums if j != m) / (len(sums) - 1) for m in sums}
     if measure == "difference":
-        sums = {m: float(s.sum()) for m, s in scores.items()}
+        sums = {m: s.sum().double() for m, s in scores.items()}
         sign = -1.0 if inverse else 1.0
         return {m: sign * sum(sums[m] - sums[j] for j in sums if j != m) / (len(sums) - 1) for m in sums}
     raise ValueError(f"unknown discrepancy measure {measure!r}; choices: difference, ratio")
@@ -105,14 +106,23 @@ def unimodal_scores(model, out: Output, labels: torch.Tensor, bias_split: list[f
     return true_class_scores(Output(out.logits, out.features, shifted), labels)
 
 
-def drop_probability(rho: float, q_base: float = 0.5, lam: float = 0.5, z: str = "tanh") -> float:
-    """Eq. 8: q = q_base·(1 + λ·z(ρ)) if ρ > 1, else 0; kept within [0, 1] (the paper caps at 1)."""
-    if rho <= 1.0:
-        return 0.0
-    return min(1.0, max(0.0, q_base * (1.0 + lam * z_value(rho, z))))
+def any_positive(values: list[float | torch.Tensor]) -> bool:
+    """Whether some value is > 0: one host read for all the tensors among them (one device)."""
+    tensors = [v for v in values if isinstance(v, torch.Tensor)]
+    if any(v > 0 for v in values if not isinstance(v, torch.Tensor)):
+        return True
+    return bool(torch.stack(tensors).gt(0).any()) if tensors else False
 
 
-def drop_masks(q: dict[str, float], batch: int, device: torch.device, rescale: str = "none",
+def drop_probability(rho: float | torch.Tensor, q_base: float = 0.5, lam: float = 0.5, z: str = "tanh") -> float | torch.Tensor:
+    """Eq. 8: q = q_base·(1 + λ·z(ρ)) if ρ > 1, else 0; kept within [0, 1] (the paper caps at 1).
+    A tensor for a tensor (float64, on its device), a number for a number."""
+    r = float64(rho)
+    q = (q_base * (1.0 + lam * z_value(r, z))).clamp(min=0.0, max=1.0)
+    return like(rho, torch.where(r > 1.0, q, torch.zeros_like(q)))
+
+
+def drop_masks(q: dict[str, float | torch.Tensor], batch: int, device: torch.device, rescale: str = "none",
                dims: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
     """Per-sample keep masks, each [B] float: 0 = features dropped, else the survivor's scale.
 
@@ -124,21 +134,23 @@ def drop_masks(q: dict[str, float], batch: int, device: torch.device, rescale: s
 
     ``rescale``: ``none`` (paper), ``per_modality`` (survivors of m × 1/(1 − q^m), inverted
     dropout), ``code`` (every feature × 1/(1 − θ), θ = Σ_m D_m q^m / Σ_m D_m, as the released code).
+    Everything stays on ``device``: the q^m may be device tensors, and nothing is read back.
     """
     mods = list(q)
-    probs = torch.tensor([q[m] for m in mods], device=device)  # [M]
+    q64 = torch.stack([float64(q[m]).to(device) for m in mods])  # [M]
+    probs = q64.float()  # [M]
     keep = torch.rand(len(mods), batch, device=device) >= probs[:, None]  # [M, B], P(keep) = 1 − q
     lost = ~keep.any(dim=0)  # [B] samples with every modality dropped
-    safest = min(range(len(mods)), key=lambda i: q[mods[i]])  # first modality with the lowest q
-    keep[safest] |= lost
+    safest = torch.arange(len(mods), device=device) == q64.argmin()  # [M]: the first with the lowest q
+    keep |= safest[:, None] & lost[None, :]
     if rescale == "none":
         scale = torch.ones(len(mods), device=device)
     elif rescale == "per_modality":
         scale = torch.where(probs < 1.0, 1.0 / (1.0 - probs.clamp(max=1.0 - 1e-6)), torch.ones_like(probs))
     elif rescale == "code":
         d = torch.tensor([float((dims or {}).get(m, 1)) for m in mods], device=device)
-        theta = float((d * probs).sum() / d.sum())
-        scale = torch.full((len(mods),), 1.0 / max(1.0 - theta, 1e-6), device=device)
+        theta = ((d * probs).sum() / d.sum()).double()  # 0-d
+        scale = (1.0 / (1.0 - theta).clamp(min=1e-6)).float().expand(len(mods))
     else:
         raise ValueError(f"unknown rescale {rescale!r}; choices: code, none, per_modality")
     return {m: keep[i].to(torch.float32) * scale[i] for i, m in enumerate(mods)}
@@ -159,15 +171,15 @@ class OPM(Method):
         for key, default, choices in (("q_from", "previous", ("previous", "current")), ("rescale", "none", ("none", "code", "per_modality")),
                                       ("z", "tanh", tuple(Z_FUNCTIONS)), ("measure", "ratio", ("ratio", "difference"))):
             check_choice(self.method_name, self.cfg, key, default, choices)
-        self._q: dict[str, float] = {}  # q for the next step (q_from: previous)
-        self._rho: dict[str, float] = {}  # ρ of the current batch before dropping
+        self._q: dict[str, torch.Tensor] = {}  # q for the next step (q_from: previous), 0-d each
+        self._rho: dict[str, torch.Tensor] = {}  # ρ of the current batch before dropping, 0-d each
         self._pre_drop_scores: dict[str, torch.Tensor] = {}
 
-    def _probabilities(self, rho: dict[str, float]) -> dict[str, float]:
+    def _probabilities(self, rho: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         c = self.cfg
         return {m: drop_probability(r, float(c.get("q_base", 0.5)), float(c.get("lam", 0.5)), c.get("z", "tanh")) for m, r in rho.items()}
 
-    def _step_probabilities(self, rho: dict[str, float]) -> dict[str, float]:
+    def _step_probabilities(self, rho: dict[str, torch.Tensor]) -> dict[str, float | torch.Tensor]:
         """The q^m to apply at this step; remembers Eq. 8 of this batch's ρ for the next step."""
         q_next = self._probabilities(rho)
         if self.cfg.get("q_from", "previous") == "previous":
@@ -177,9 +189,12 @@ class OPM(Method):
         self._q = q_next
         return q
 
-    def _executes(self, q: dict[str, float]) -> bool:
-        """Whether dropping runs at this step: in the epoch range, some q > 0, and the p_exe draw."""
-        if not in_epoch_range(self.cfg, self.ctx.epoch) or not any(v > 0 for v in q.values()):
+    def _executes(self, q: dict[str, float | torch.Tensor]) -> bool:
+        """Whether dropping runs at this step: in the epoch range, some q > 0, and the p_exe draw.
+
+        "Some q > 0" is OPM's one host read per step (all the q^m in one comparison): it decides
+        whether the masks are drawn, and with them the random stream of the rest of the run."""
+        if not in_epoch_range(self.cfg, self.ctx.epoch) or not any_positive(list(q.values())):
             return False
         p_exe = float(self.cfg.get("p_exe", 1.0))
         return p_exe >= 1.0 or float(torch.rand(())) < p_exe
@@ -198,15 +213,15 @@ class OPM(Method):
         # the semantics of model(inputs, keep=…): features multiplied by the [B] mask
         return model.fuse({m: f * keep[m].to(f.dtype).unsqueeze(1) for m, f in feats.items()})
 
-    def _log_step(self, q: dict[str, float], keep: dict[str, torch.Tensor] | None) -> None:
+    def _log_step(self, q: dict[str, float | torch.Tensor], keep: dict[str, torch.Tensor] | None) -> None:
         """ρ^m, the q^m in effect (0 outside the epoch range) and the fraction of samples dropped."""
         modulated = in_epoch_range(self.cfg, self.ctx.epoch)
-        dropped = torch.stack([(keep[m] == 0).float().mean() for m in q]).tolist() if keep is not None else [0.0] * len(q)
-        for m, frac in zip(q, dropped):
+        for m in q:
+            frac = (keep[m] == 0).float().mean() if keep is not None else 0.0
             self.log(**{f"rho_{m}": self._rho[m], f"q_{m}": q[m] if modulated else 0.0, f"dropped_{m}": frac})
 
     def state_dict(self) -> dict:
-        return {"q": dict(self._q)}
+        return {"q": {m: float(v) for m, v in self._q.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         self._q = dict(state.get("q", {}))

@@ -50,5 +50,5 @@ class UnimodalLoss(Method):
         self.log(uni_weight=weight)
         logits = out.unimodal_logits if self.heads is None else {m: self.heads[m](f) for m, f in out.features.items()}
         for m, z in logits.items():
-            self.log(**{f"ce_{m}": float(F.cross_entropy(z.detach(), labels))})
+            self.log(**{f"ce_{m}": F.cross_entropy(z.detach(), labels)})
         return unimodal_loss(out.logits, logits, labels, weight)
