@@ -1,11 +1,11 @@
 """Registry-driven: which methods read a tensor back to the host inside a training step.
 
-On a GPU every such read (``.item()``, ``float(t)``, ``bool(t)``, ``.tolist()``…) waits for the
-device to finish all the work queued so far, so the CPU can no longer run ahead of the GPU. The
-loop keeps its own checks and sums on the device (``train.check_finite: epoch``); a method's
-hooks must too, unless the read decides something on the host. Counted here on the CPU by
-wrapping the tensor's read-back methods; ``HOST_DECISIONS`` lists the methods that still read, and
-why (docs/performance.md, "Host reads in the step").
+On a GPU every such read (``.item()``, ``float(t)``, ``bool(t)``, ``.tolist()``, ``.cpu()``…)
+waits for the device to finish all the work queued so far, so the CPU can no longer run ahead of
+the GPU. The loop keeps its own checks and sums on the device (``train.check_finite: epoch``); a
+method's hooks must too, unless the read decides something on the host. Counted here on the CPU
+by wrapping the tensor's read-back methods; ``HOST_DECISIONS`` lists the methods that still read,
+and why (docs/performance.md, "Host reads in the step").
 """
 
 import collections
@@ -22,11 +22,10 @@ from mmbalance.train.loop import Trainer
 from conftest import tiny_split
 from test_methods import TRAIN, make, splits_for
 
-READS = ("item", "tolist", "numpy", "__float__", "__int__", "__bool__", "__index__")
+READS = ("item", "tolist", "numpy", "cpu", "__float__", "__int__", "__bool__", "__index__")
 
 # method → (reads per step, why the step reads on the host); None = at least one, varies with the model
 HOST_DECISIONS = {
-    "agm": (None, "the coefficients enter a custom autograd function as numbers; the head's gradient clip is chosen on the host"),
     "greedy": (None, "which modality the next steps update is a host decision from gradient/weight norm ratios"),
     "mmpareto": (None, "the two-gradient Pareto weights are solved on the host per parameter"),
     "pmr": (None, "which modalities are slow (prototype scores) decides the loss terms on the host"),

@@ -100,8 +100,8 @@ def agm_coefficients(scores: torch.Tensor, running: torch.Tensor, alpha: float, 
     return torch.exp(alpha * (relative_ratio(running) - relative_ratio(scores)).clamp(max=cap))
 
 
-def scale_grad(x: torch.Tensor, k: float) -> torch.Tensor:
-    """Value x, gradient k·∂x (the code's backward hook)."""
+def scale_grad(x: torch.Tensor, k: float | torch.Tensor) -> torch.Tensor:
+    """Value x, gradient k·∂x (the code's backward hook); ``k`` a number or a 0-d tensor."""
     return x.detach() + k * (x - x.detach())
 
 
@@ -126,14 +126,15 @@ class AGM(Method):
         feats = model.encode(inputs)
         base = model.fuse(feats)
         contrib = contributions(model.fusion.fuse, feats)
-        scores = mono_scores(contrib, labels).cpu()
-        coeff = agm_coefficients(scores, self.running, self.alpha, self.cap)
+        scores = mono_scores(contrib, labels)  # [M], on the device: no host read in the step
+        self.running = self.running.to(scores.device)
+        coeff = agm_coefficients(scores, self.running, self.alpha, self.cap)  # [M]
         self.iteration += 1
         self.running = self.running + (scores - self.running) / self.iteration  # S̄ ← S̄(t−1)/t + s/t
         if not self.start <= self.ctx.epoch <= self.end:
             return base
-        logits = sum(scale_grad(c, float(k)) for c, k in zip(contrib.values(), coeff))
-        self.log(**{f"k_{m}": float(k) for m, k in zip(contrib, coeff)}, **{f"score_{m}": float(s) for m, s in zip(contrib, scores)})
+        logits = sum(scale_grad(c, k) for c, k in zip(contrib.values(), coeff))
+        self.log(**{f"k_{m}": k for m, k in zip(contrib, coeff)}, **{f"score_{m}": s for m, s in zip(contrib, scores)})
         return Output(logits=logits, features=feats, unimodal_logits=base.unimodal_logits, aux_logits=base.aux_logits)
 
     def after_backward(self, model, out, labels) -> None:
@@ -142,11 +143,17 @@ class AGM(Method):
         if self.clip <= 0:
             return
         head = [p.grad for p in model.fusion.parameters() if p.grad is not None and p.dim() > 1]
-        if head and max(float(g.abs().max()) for g in head) > self.clip:
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], self.clip)
+        if not head:
+            return
+        params = [p for p in model.parameters() if p.grad is not None]
+        exceeds = torch.stack([g.abs().max() for g in head]).max() > self.clip  # 0-d bool, on the device
+        total = torch.nn.utils.get_total_norm([p.grad for p in params])
+        # clip_grad_norm_ chosen on the device: with a total norm of 0 its factor
+        # min(1, clip / (0 + 1e-6)) is exactly 1, which leaves the gradients as they are
+        torch.nn.utils.clip_grads_with_norm_(params, self.clip, torch.where(exceeds, total, torch.zeros_like(total)))
 
     def state_dict(self) -> dict:
-        return {"running": self.running.clone(), "iteration": self.iteration}
+        return {"running": self.running.detach().cpu().clone(), "iteration": self.iteration}
 
     def load_state_dict(self, state: dict) -> None:
         self.running = state["running"].clone()
