@@ -92,6 +92,8 @@ def test_run_costs_of_saved_models(tmp_path):
     assert uni["modalities"] == ["audio"] and uni["params"] < ref["params"]
     assert 0 < uni["flops_per_sample"] < ref["flops_per_sample"]
     assert uni["step_ratio"] == pytest.approx(uni["step_ms"] / uni["reference_step_ms"])
+    low, high = uni["step_ratio_range"]  # lowest and highest single-round ratio
+    assert 0 < low <= high and "step_ratio_range" not in ref  # the reference is timed alone
     # the weights, gradients and momentum alone take 3 × 4 bytes per parameter
     assert ref["peak_bytes"] > 12 * ref["params"]
 
@@ -132,3 +134,10 @@ def test_run_train_settings_come_from_each_runs_params_file(tmp_path):
     assert cfg["arl__swin"]["optimizer"] == "adamw" and cfg["arl__swin"]["lr"] == 0.001
     with pytest.raises(SystemExit, match="no params of run 'missing'"):
         stage._run_train(tmp_path / "cremad.yaml", ["missing"], "cremad")
+
+
+def test_round_ratios_pair_each_round():
+    from mmbalance.evaluate.costs import round_ratios
+
+    # 2 rounds of 3 steps per side: round medians 2.0 / 1.0 and 3.0 / 2.0
+    assert round_ratios([2.0, 9.0, 1.0, 3.0, 3.0, 3.0], [1.0, 1.0, 5.0, 2.0, 1.0, 2.0], 3) == [2.0, 1.5]

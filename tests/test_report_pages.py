@@ -207,6 +207,9 @@ def test_derived_metrics(runs, config):
     timed = with_step_ratios(runs, {"cremad": CostsSummary("cremad", runs={"concat": RunCosts(10, 1.0, 1.0, 1)})})
     page = render_paper_page("iprm", load_paper_tables(TABLES_CSV), timed, config)
     assert cells(page, "4", "Naive MML")[3] == "1.00 ± 0.00× Concat; step 1.00× side by side (paper 55.08 s/epoch = 1.00× Naive MML)"
+    timed = with_step_ratios(runs, {"cremad": CostsSummary("cremad", runs={"concat": RunCosts(10, 1.0, 1.0, 1, (0.9, 1.2))})})
+    page = render_paper_page("iprm", load_paper_tables(TABLES_CSV), timed, config)
+    assert "; step 1.00× [0.90, 1.20] side by side (paper" in cells(page, "4", "Naive MML")[3]
 
 
 def test_paper_cell_forms():

@@ -13,7 +13,10 @@ Per run (its configuration is the one saved with its models, ``data/models/<ds>/
   memory, the method's forward, loss, backward, ``after_backward``, finiteness check, optimizer
   step), measured side by side with the reference run (Concat): both are built, warmed up, then
   timed in alternating rounds of a few steps each (odd rounds in reverse order), and each side's
-  median step is taken; the ratio is run / reference from the same pairing;
+  median step is taken; the ratio is run / reference from the same pairing.
+  ``step_ratio_range`` is the lowest and the highest ratio of a single round (the run's median
+  step in that round over the reference's): how much the machine's speed moved the ratio while
+  it was measured (a 2-core machine shared with other work moves it by tens of per cent);
 - ``peak_bytes``: peak tensor memory of one training step after warm-up. On a GPU
   ``torch.cuda.max_memory_allocated`` above what was allocated before the run was built; on the
   CPU the parameters, buffers and optimizer state the run holds (each storage once) plus the
@@ -230,7 +233,17 @@ def run_costs(path: Path, info: dict, batch: SplitData, train_cfg: dict, setting
     out["step_ms"] = 1000.0 * statistics.median(times["run"])
     out["reference_step_ms"] = 1000.0 * statistics.median(times.get("reference", times["run"]))
     out["step_ratio"] = out["step_ms"] / out["reference_step_ms"]
+    if reference is not None:
+        per_round = round_ratios(times["run"], times["reference"], settings.steps_per_round)
+        out["step_ratio_range"] = [min(per_round), max(per_round)]
     return out
+
+
+def round_ratios(run: list[float], reference: list[float], steps_per_round: int) -> list[float]:
+    """Per timed round: the run's median step over the reference's median step of that round
+    (``interleaved_step_times`` lists each side's rounds one after another)."""
+    k = steps_per_round
+    return [statistics.median(run[i:i + k]) / statistics.median(reference[i:i + k]) for i in range(0, len(run), k)]
 
 
 def dataset_costs(model_dirs: Iterable[Path], shard_dir: Path, info: dict, train_cfg: dict, settings: CostSettings,

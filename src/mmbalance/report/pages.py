@@ -32,6 +32,7 @@ from .tables import (
     best_indices,
     bold,
     format_raw,
+    format_ratio,
     markdown_table,
     mean_std_raw,
     our_values,
@@ -143,7 +144,7 @@ def _step_note(run: RunSummary, metric: str) -> str:
     the costs stage's training-step ratio, timed side by side with Concat."""
     if metric != "train_time_ratio" or run.step_ratio is None:
         return ""
-    return f"; step {run.step_ratio:.2f}× side by side"
+    return f"; step {format_ratio(run.step_ratio, run.step_ratio_range, '×')} side by side"
 
 
 def _layout(cells: Sequence[TableCell], transposed: bool) -> tuple[list[str], list[str], dict[tuple[str, str], TableCell]]:

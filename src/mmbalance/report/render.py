@@ -143,7 +143,8 @@ def costs_note(costs: CostsSummary | None) -> str | None:
         "by `torch.utils.flop_counter.FlopCounterMode` (a multiply-add counts 2), divided by the batch size. "
         f"**Step time (× Concat)**: median time of one training step of the training loop over median time of "
         f"`{ref}`'s, both timed side by side in alternating rounds after warm-up, the method in the state of its "
-        "last epoch (epoch-level refits and probes not included)." + memory
+        "last epoch (epoch-level refits and probes not included); in brackets the lowest and the highest ratio of "
+        "a single round, how far the machine's varying speed moved it." + memory
         + archived_note(costs.archived, "costs", f"results/archive/{costs.dataset}/costs.json")
     )
 

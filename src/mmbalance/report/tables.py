@@ -69,8 +69,9 @@ class RunSummary:
     source: str | None = None
     backbone: str | None = None  # an intermediate-fusion backbone (mmtm, mmformer); None = late
     # training-step time over the costs reference run's (Concat), timed side by side by the costs
-    # stage; None without a costs file for the dataset
+    # stage, and its lowest and highest single-round ratio; None without a costs file for the dataset
     step_ratio: float | None = None
+    step_ratio_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if not self.run:
@@ -680,6 +681,7 @@ class RunCosts:
     flops_per_sample: float | None
     step_ratio: float | None
     peak_bytes: int | None
+    step_ratio_range: tuple[float, float] | None = None  # lowest, highest single-round ratio
 
 
 @dataclass
@@ -708,7 +710,8 @@ def summarize_costs(data: Mapping, source: str = "costs.json") -> CostsSummary:
             raise ValueError(f"{source}: run {run}: expected an object of costs, got {type(entry).__name__}")
         params, peak = _num(entry.get("params")), _num(entry.get("peak_bytes"))
         runs[run] = RunCosts(params=int(params) if params is not None else None, flops_per_sample=_num(entry.get("flops_per_sample")),
-                             step_ratio=_num(entry.get("step_ratio")), peak_bytes=int(peak) if peak is not None else None)
+                             step_ratio=_num(entry.get("step_ratio")), peak_bytes=int(peak) if peak is not None else None,
+                             step_ratio_range=_range(entry.get("step_ratio_range")))
         memory = memory or entry.get("memory")
     settings = data.get("settings") or {}
     return CostsSummary(dataset=str(data["dataset"]), runs=runs, reference=data.get("reference"),
@@ -796,8 +799,26 @@ def with_step_ratios(runs: Sequence[RunSummary], costs: Mapping[str, CostsSummar
     out = []
     for r in runs:
         entry = costs[r.dataset].runs.get(r.run) if r.dataset in costs else None
-        out.append(r if entry is None or entry.step_ratio is None else replace(r, step_ratio=entry.step_ratio))
+        out.append(r if entry is None or entry.step_ratio is None
+                   else replace(r, step_ratio=entry.step_ratio, step_ratio_range=entry.step_ratio_range))
     return out
+
+
+def _range(value) -> tuple[float, float] | None:
+    """A costs.json ``[low, high]`` pair as numbers; None when absent (costs measured before the
+    range was recorded, e.g. archived ones)."""
+    if value is None:
+        return None
+    low, high = (_num(v) for v in value)
+    return None if low is None or high is None else (low, high)
+
+
+def format_ratio(ratio: float | None, spread: tuple[float, float] | None = None, unit: str = "") -> str:
+    """A step-time ratio with two decimals and ``unit`` and, when known, its [lowest, highest]
+    single-round ratio; "—" for None."""
+    if ratio is None:
+        return MISSING
+    return f"{ratio:.2f}{unit}" + (f" [{spread[0]:.2f}, {spread[1]:.2f}]" if spread else "")
 
 
 def load_costs(paths: Iterable[str | Path]) -> dict[str, CostsSummary]:
@@ -856,7 +877,7 @@ def cost_cells(costs: RunCosts | None) -> list[str]:
     """Params, forward FLOPs per sample, step time relative to the reference, peak memory."""
     if costs is None:
         return [MISSING] * len(COST_HEADERS)
-    ratio = f"{costs.step_ratio:.2f}" if costs.step_ratio is not None else MISSING
+    ratio = format_ratio(costs.step_ratio, costs.step_ratio_range)
     return [format_count(costs.params), format_count(costs.flops_per_sample), ratio, format_bytes(costs.peak_bytes)]
 
 
