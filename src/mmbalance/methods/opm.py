@@ -29,7 +29,7 @@ from mmbalance.models.fusions import ConcatFusion
 
 Z_FUNCTIONS = {
     # z(·) of Eq. 8 / Eq. 11: monotone, maps ρ > 1 into (0, 1) (Tab. 15 compares the two)
-    # (on float64 tensors: the same IEEE operations as Python's math module)
+    # (on 0-d float64 tensors; torch's tanh may differ from Python's math.tanh in the last bit)
     "tanh": lambda x: torch.tanh(x - 1.0),
     "sigmoid": lambda x: 1.0 / (1.0 + torch.exp(-x)),
 }
