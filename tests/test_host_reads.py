@@ -28,7 +28,6 @@ READS = ("item", "tolist", "numpy", "cpu", "__float__", "__int__", "__bool__", "
 HOST_DECISIONS = {
     "greedy": (None, "which modality the next steps update is a host decision from gradient/weight norm ratios"),
     "mmpareto": (None, "the two-gradient Pareto weights are solved on the host per parameter"),
-    "pmr": (None, "which modalities are slow (prototype scores) decides the loss terms on the host"),
     "moddrop": (None, "masks are drawn and redrawn with the CPU generator: a read of CPU tensors, not of the device"),
     "opm": (1, "whether some q > 0 decides whether masks are drawn, and with them the random stream"),
     "opm_ogm": (1, "as opm"),

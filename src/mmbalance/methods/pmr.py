@@ -65,10 +65,17 @@ def prototype_logits(features: torch.Tensor, protos: torch.Tensor) -> torch.Tens
     return -sq.clamp(min=1e-12).sqrt()
 
 
+def slow_mask(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """1.0 for each modality whose prototype score sum (0-d tensor) is below the largest, else 0.0
+    (2 modalities: the code's ρ rule); decided on the scores' device."""
+    best = torch.stack(list(scores.values())).max()
+    return {m: (s < best).to(s.dtype) for m, s in scores.items()}
+
+
 def slow_modalities(scores: dict[str, float]) -> list[str]:
-    """Modalities whose prototype score sum is below the largest (2 modalities: the code's ρ rule)."""
-    best = max(scores.values())
-    return [m for m, s in scores.items() if s < best]
+    """The modalities ``slow_mask`` marks, for score sums given as numbers."""
+    mask = slow_mask({m: torch.tensor(s, dtype=torch.float64) for m, s in scores.items()})
+    return [m for m, k in mask.items() if k]
 
 
 @METHODS.register("pmr")
@@ -124,14 +131,16 @@ class PMR(Method):
         if not (self.start <= self.ctx.epoch <= self.end) or not self.protos:
             return loss
         logits = {m: prototype_logits(f, self.protos[m].to(f.device)) for m, f in out.features.items()}
-        scores = {m: float(torch.softmax(l.detach(), 1).gather(1, labels[:, None]).sum()) for m, l in logits.items()}
-        slow = slow_modalities(scores)
-        for m in slow:
-            loss = loss + self.alpha * F.cross_entropy(logits[m], labels)
+        # score sums as 0-d float64 tensors: the slow modalities are chosen on the device, and a
+        # modality that is not slow adds its prototype CE × 0 (exactly nothing, value and gradient)
+        scores = {m: torch.softmax(l.detach(), 1).gather(1, labels[:, None]).sum().double() for m, l in logits.items()}
+        slow = slow_mask(scores)
+        for m in scores:
+            loss = loss + self.alpha * F.cross_entropy(logits[m], labels) * slow[m].to(loss.dtype)
         mods = list(scores)
         if len(mods) == 2:
-            self.log(rho=scores[mods[0]] / max(scores[mods[1]], 1e-12))
-        self.log(**{f"boost_{m}": float(m in slow) for m in mods})
+            self.log(rho=scores[mods[0]] / scores[mods[1]].clamp(min=1e-12))
+        self.log(**{f"boost_{m}": slow[m] for m in mods})
         return loss
 
     def state_dict(self) -> dict:
