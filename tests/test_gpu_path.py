@@ -117,4 +117,8 @@ def test_gpu_step_measures_on_a_cpu_with_small_shapes():
                                             "visual": {"kind": "frames", "shape": [None, 16, 16, 3]}}}
     r = gpu_step.measure(gpu_step.synthetic(128, info), "fp32", 2, "concat", device="cpu", model_cfg=MODEL, info=info)
     assert r.rate > 0 and r.compute_rate > 0 and r.warmup_s > 0 and 0.0 <= r.data_wait < 1.0
-    assert r.utilisation is None  # no GPU to sample
+    assert r.utilisation is None and r.syncs_per_step is None  # no GPU to sample or to flag syncs
+    from argparse import Namespace
+
+    table = gpu_step.report([r], Namespace(samples=128, epochs=2, epoch_samples=6698))
+    assert "| host syncs/step |" in table and "| n/a |" in table
