@@ -27,7 +27,6 @@ READS = ("item", "tolist", "numpy", "cpu", "__float__", "__int__", "__bool__", "
 # method → (reads per step, why the step reads on the host); None = at least one, varies with the model
 HOST_DECISIONS = {
     "greedy": (None, "which modality the next steps update is a host decision from gradient/weight norm ratios"),
-    "mmpareto": (None, "the two-gradient Pareto weights are solved on the host per parameter"),
     "moddrop": (None, "masks are drawn and redrawn with the CPU generator: a read of CPU tensors, not of the device"),
     "opm": (1, "whether some q > 0 decides whether masks are drawn, and with them the random stream"),
     "opm_ogm": (1, "as opm"),

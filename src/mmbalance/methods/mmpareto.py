@@ -27,32 +27,42 @@ from torch.nn import functional as F
 from mmbalance.methods.base import METHODS, Method
 
 
-def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() * b.double()).sum())
+# The weights, cosines and norms are 0-d tensors on the gradients' device, chosen there with
+# torch.where: reading them back each step would make every step wait for the device. The inner
+# products are float64, as the released code's Python floats.
 
 
-def min_norm_weights(g1: torch.Tensor, g2: torch.Tensor) -> tuple[float, float]:
-    """Two-task MGDA in closed form: a = argmin_{a∈[0,1]} ‖a·g1 + (1 − a)·g2‖²
-    = clip(⟨g2 − g1, g2⟩ / ‖g1 − g2‖², 0, 1); returns (a, 1 − a)."""
-    v11, v12, v22 = _dot(g1, g1), _dot(g1, g2), _dot(g2, g2)
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """⟨a, b⟩ in float64, 0-d."""
+    return (a.double() * b.double()).sum()
+
+
+def _min_norm(v11: torch.Tensor, v12: torch.Tensor, v22: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a, 1 − a) from the inner products ⟨g1,g1⟩, ⟨g1,g2⟩, ⟨g2,g2⟩ (see ``min_norm_weights``)."""
     denom = v11 + v22 - 2.0 * v12  # ‖g1 − g2‖²
-    if denom <= 0.0:
-        return 0.5, 0.5  # identical gradients: any convex weight gives the same vector
-    a = min(1.0, max(0.0, (v22 - v12) / denom))
+    a = ((v22 - v12) / denom).clamp(min=0.0, max=1.0)
+    a = torch.where(denom > 0.0, a, torch.full_like(a, 0.5))  # identical gradients: any convex weight
     return a, 1.0 - a
 
 
-def pareto_weights(g_mm: torch.Tensor, g_u: torch.Tensor) -> tuple[float, float, float]:
-    """(a_mm, a_u, cos): ½, ½ when cos(g_mm, g_u) > 0, else the min-norm weights (flat vectors)."""
-    n_mm, n_u = _dot(g_mm, g_mm) ** 0.5, _dot(g_u, g_u) ** 0.5
-    cos = _dot(g_mm, g_u) / (n_mm * n_u) if n_mm > 0 and n_u > 0 else 1.0
-    if cos > 0:
-        return 0.5, 0.5, cos
-    a_mm, a_u = min_norm_weights(g_mm, g_u)
-    return a_mm, a_u, cos
+def min_norm_weights(g1: torch.Tensor, g2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two-task MGDA in closed form: a = argmin_{a∈[0,1]} ‖a·g1 + (1 − a)·g2‖²
+    = clip(⟨g2 − g1, g2⟩ / ‖g1 − g2‖², 0, 1); returns (a, 1 − a), 0-d float64 tensors."""
+    return _min_norm(_dot(g1, g1), _dot(g1, g2), _dot(g2, g2))
 
 
-def integrate(g_mm: list[torch.Tensor], g_u: list[torch.Tensor], a_mm: float, a_u: float, gamma: float,
+def pareto_weights(g_mm: torch.Tensor, g_u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(a_mm, a_u, cos): ½, ½ when cos(g_mm, g_u) > 0, else the min-norm weights (flat vectors);
+    0-d float64 tensors."""
+    v11, v12, v22 = _dot(g_mm, g_mm), _dot(g_mm, g_u), _dot(g_u, g_u)
+    n_mm, n_u = v11.sqrt(), v22.sqrt()
+    cos = torch.where((n_mm > 0) & (n_u > 0), v12 / (n_mm * n_u), torch.ones_like(v12))
+    a_mm, a_u = _min_norm(v11, v12, v22)
+    half = torch.full_like(cos, 0.5)
+    return torch.where(cos > 0, half, a_mm), torch.where(cos > 0, half, a_u), cos
+
+
+def integrate(g_mm: list[torch.Tensor], g_u: list[torch.Tensor], a_mm: float | torch.Tensor, a_u: float | torch.Tensor, gamma: float,
               per_tensor: bool = True) -> list[torch.Tensor]:
     """New gradients: g = 2(a_mm·g_mm + a_u·g_u), scaled by max(‖g_mm + g_u‖/‖g‖, 1), times γ.
 
@@ -74,9 +84,9 @@ def _norm(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.sqrt(sum((t.double() ** 2).sum() for t in tensors))
 
 
-def _boost(new_norm: torch.Tensor, ref_norm: torch.Tensor) -> float:
-    """max(‖ref‖/‖new‖, 1): never shrink below the plain sum's magnitude (1 when ‖new‖ = 0)."""
-    return float(ref_norm / new_norm) if new_norm > 0 and ref_norm > new_norm else 1.0
+def _boost(new_norm: torch.Tensor, ref_norm: torch.Tensor) -> torch.Tensor:
+    """max(‖ref‖/‖new‖, 1): never shrink below the plain sum's magnitude (1 when ‖new‖ = 0); 0-d."""
+    return torch.where((new_norm > 0) & (ref_norm > new_norm), ref_norm / new_norm, torch.ones_like(new_norm))
 
 
 @METHODS.register("mmpareto")
@@ -124,7 +134,7 @@ class MMPareto(Method):
     def loss(self, out, labels) -> torch.Tensor:
         uni = {m: F.cross_entropy(z, labels) for m, z in self._uni_logits.items()}
         for m, v in uni.items():
-            self.log(**{f"ce_{m}": float(v.detach())})
+            self.log(**{f"ce_{m}": v})
         return F.cross_entropy(out.logits, labels) + sum(uni.values())
 
     def after_backward(self, model, out, labels) -> None:
@@ -134,10 +144,10 @@ class MMPareto(Method):
             g_u = self._uni_grads[m]
             g_mm = [t - u for t, u in zip(total, g_u)]
             a_mm, a_u, cos = pareto_weights(_flat(g_mm), _flat(g_u))
-            self.log(**{f"cos_{m}": cos, f"conflict_{m}": float(cos <= 0), f"w_mm_{m}": a_mm})
+            self.log(**{f"cos_{m}": cos, f"conflict_{m}": (cos <= 0).double(), f"w_mm_{m}": a_mm})
             new = integrate(g_mm, g_u, a_mm, a_u, self.gamma, per_tensor=self.rescale == "tensor")
             plain = _norm(total)  # the step's gradient before integration: g_mm + g_u
-            self.log(**{f"grad_boost_{m}": float(_norm(new) / plain) if plain > 0 else 1.0})
+            self.log(**{f"grad_boost_{m}": torch.where(plain > 0, _norm(new) / plain, torch.ones_like(plain))})
             for p, g in zip(params, new):
                 p.grad = g
         self._uni_grads, self._uni_logits = {}, {}
