@@ -141,3 +141,12 @@ def test_round_ratios_pair_each_round():
 
     # 2 rounds of 3 steps per side: round medians 2.0 / 1.0 and 3.0 / 2.0
     assert round_ratios([2.0, 9.0, 1.0, 3.0, 3.0, 3.0], [1.0, 1.0, 5.0, 2.0, 1.0, 2.0], 3) == [2.0, 1.5]
+
+
+def test_report_refuses_a_malformed_step_ratio_range():
+    from mmbalance.report.tables import summarize_costs
+
+    good = summarize_costs({"dataset": "ds", "runs": {"a": {"step_ratio": 1.1, "step_ratio_range": [0.9, 1.3]}}})
+    assert good.runs["a"].step_ratio_range == (0.9, 1.3)
+    with pytest.raises(ValueError, match=r"step_ratio_range must be \[lowest, highest\]"):
+        summarize_costs({"dataset": "ds", "runs": {"a": {"step_ratio": 1.1, "step_ratio_range": 0.9}}})

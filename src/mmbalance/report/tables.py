@@ -809,6 +809,8 @@ def _range(value) -> tuple[float, float] | None:
     range was recorded, e.g. archived ones)."""
     if value is None:
         return None
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ValueError(f"costs.json: step_ratio_range must be [lowest, highest], got {value!r}")
     low, high = (_num(v) for v in value)
     return None if low is None or high is None else (low, high)
 
