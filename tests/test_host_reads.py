@@ -28,6 +28,7 @@ READS = ("item", "tolist", "numpy", "cpu", "__float__", "__int__", "__bool__", "
 HOST_DECISIONS = {
     "greedy": (None, "which modality the next steps update is a host decision from gradient/weight norm ratios"),
     "moddrop": (None, "masks are drawn and redrawn with the CPU generator: a read of CPU tensors, not of the device"),
+    # on CUDA this reads the host copy of q made a step earlier (HostCopy): no wait for the device
     "opm": (1, "whether some q > 0 decides whether masks are drawn, and with them the random stream"),
     "opm_ogm": (1, "as opm"),
 }
@@ -146,3 +147,19 @@ def test_drop_masks_take_device_probabilities_and_keep_the_first_safest():
     tensors = drop_masks({"a": torch.tensor(1.0, dtype=torch.float64), "v": torch.tensor(1.0, dtype=torch.float64)}, 8, torch.device("cpu"))
     assert all(torch.equal(floats[m], tensors[m]) for m in floats)
     assert floats["a"].tolist() == [1.0] * 8 and floats["v"].tolist() == [0.0] * 8  # every sample keeps "a"
+
+
+def test_opm_decides_from_the_host_copy_of_the_previous_steps_q():
+    """q from the previous step (the paper's OPM): the draw-or-not decision reads the copy of q_t
+    that was started when q_t was computed, one step earlier."""
+    from mmbalance.methods.opm import HostCopy
+
+    assert torch.equal(HostCopy(torch.tensor([0.5, 0.0])).get(), torch.tensor([0.5, 0.0]))
+    method, model, mods = make("opm", {"q_base": 0.9, "lam": 1.0})
+    trainer = Trainer(model, method, splits_for(mods), TRAIN, seed=0, name="opm")
+    inputs, labels = next(trainer.batches("train", train=True))
+    method.forward(model, inputs, labels)
+    assert method._q_known is None  # the first step's q is 0, known without the device
+    method.forward(model, inputs, labels)
+    used = torch.stack([method.ctx.logs[f"q_{m}"][1] for m in mods])  # the q^m of step 2
+    assert torch.equal(method._q_known.get(), used)

@@ -35,6 +35,25 @@ Z_FUNCTIONS = {
 }
 
 
+class HostCopy:
+    """A small tensor copied to the host now and read later, without waiting then for the device's
+    other queued work: on CUDA a non-blocking copy (into pinned memory) and an event recorded
+    after it, which ``get`` waits for; elsewhere the tensor itself."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.value = tensor.detach().to("cpu", non_blocking=True)
+        self.event = None
+        if tensor.is_cuda:
+            self.event = torch.cuda.Event()
+            self.event.record()
+
+    def get(self) -> torch.Tensor:
+        """The copy on the host, once it has arrived."""
+        if self.event is not None:
+            self.event.synchronize()
+        return self.value
+
+
 def require_modalities(method: str, modalities: list[str]) -> None:
     """The discrepancy ratio compares a modality with the others: at least two are needed."""
     if len(modalities) < 2:
@@ -172,6 +191,8 @@ class OPM(Method):
                                       ("z", "tanh", tuple(Z_FUNCTIONS)), ("measure", "ratio", ("ratio", "difference"))):
             check_choice(self.method_name, self.cfg, key, default, choices)
         self._q: dict[str, torch.Tensor] = {}  # q for the next step (q_from: previous), 0-d each
+        self._q_host: HostCopy | None = None  # the same q^m, [M], copied to the host when computed
+        self._q_known: HostCopy | None = None  # this step's q^m on the host (q_from: previous)
         self._rho: dict[str, torch.Tensor] = {}  # ρ of the current batch before dropping, 0-d each
         self._pre_drop_scores: dict[str, torch.Tensor] = {}
 
@@ -182,19 +203,28 @@ class OPM(Method):
     def _step_probabilities(self, rho: dict[str, torch.Tensor]) -> dict[str, float | torch.Tensor]:
         """The q^m to apply at this step; remembers Eq. 8 of this batch's ρ for the next step."""
         q_next = self._probabilities(rho)
-        if self.cfg.get("q_from", "previous") == "previous":
+        previous = self.cfg.get("q_from", "previous") == "previous"
+        if previous:
             q = {m: self._q.get(m, 0.0) for m in q_next}  # paper: q_t from ρ_{t−1} (0 at the first step)
         else:
             q = q_next  # released code: q from this batch
-        self._q = q_next
+        # q_t reached the host during the previous step (a copy started when it was computed), so
+        # deciding whether to draw masks from it waits for nothing on the device
+        self._q_known = self._q_host if previous else None
+        self._q, self._q_host = q_next, HostCopy(torch.stack(list(q_next.values()))) if previous else None
         return q
 
     def _executes(self, q: dict[str, float | torch.Tensor]) -> bool:
         """Whether dropping runs at this step: in the epoch range, some q > 0, and the p_exe draw.
 
         "Some q > 0" is OPM's one host read per step (all the q^m in one comparison): it decides
-        whether the masks are drawn, and with them the random stream of the rest of the run."""
-        if not in_epoch_range(self.cfg, self.ctx.epoch) or not any_positive(list(q.values())):
+        whether the masks are drawn, and with them the random stream of the rest of the run. With
+        q from the previous step it reads that step's host copy; with q from this batch (the
+        released code) it waits for the device."""
+        if not in_epoch_range(self.cfg, self.ctx.epoch):
+            return False
+        positive = bool(self._q_known.get().gt(0).any()) if self._q_known is not None else any_positive(list(q.values()))
+        if not positive:
             return False
         p_exe = float(self.cfg.get("p_exe", 1.0))
         return p_exe >= 1.0 or float(torch.rand(())) < p_exe
@@ -225,6 +255,7 @@ class OPM(Method):
 
     def load_state_dict(self, state: dict) -> None:
         self._q = dict(state.get("q", {}))
+        self._q_host = self._q_known = None  # the restored q^m are numbers, read without the device
 
 
 @METHODS.register("opm_code")
