@@ -37,13 +37,15 @@ Z_FUNCTIONS = {
 
 class HostCopy:
     """A small tensor copied to the host now and read later, without waiting then for the device's
-    other queued work: on CUDA a non-blocking copy (into pinned memory) and an event recorded
-    after it, which ``get`` waits for; elsewhere the tensor itself."""
+    other queued work: on CUDA a non-blocking copy into pinned memory and an event recorded after
+    it, which ``get`` waits for; elsewhere the tensor itself."""
 
     def __init__(self, tensor: torch.Tensor) -> None:
-        self.value = tensor.detach().to("cpu", non_blocking=True)
-        self.event = None
+        self.value, self.event = tensor.detach(), None
         if tensor.is_cuda:
+            # pinned: a copy into pageable memory would make the host wait for the device here
+            self.value = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+            self.value.copy_(tensor.detach(), non_blocking=True)
             self.event = torch.cuda.Event()
             self.event.record()
 
