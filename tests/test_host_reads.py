@@ -10,6 +10,7 @@ and why (docs/performance.md, "Host reads in the step").
 
 import collections
 import math
+import traceback
 import pytest
 import torch
 
@@ -44,7 +45,6 @@ class HostReads:
 
             def read(tensor, *args, _original=original, **kwargs):
                 if self.active:
-                    import traceback
                     frame = traceback.extract_stack(limit=3)[0]
                     self.where[f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}"] += 1
                 return _original(tensor, *args, **kwargs)
@@ -158,8 +158,10 @@ def test_opm_decides_from_the_host_copy_of_the_previous_steps_q():
     method, model, mods = make("opm", {"q_base": 0.9, "lam": 1.0})
     trainer = Trainer(model, method, splits_for(mods), TRAIN, seed=0, name="opm")
     inputs, labels = next(trainer.batches("train", train=True))
+    assert method._q_host is None  # step 1: q is 0, known without the device
     method.forward(model, inputs, labels)
-    assert method._q_known is None  # the first step's q is 0, known without the device
+    copy, read = method._q_host, []  # the host copy of q_2, started in step 1
+    copy.get = lambda _get=copy.get: read.append(1) or _get()
     method.forward(model, inputs, labels)
     used = torch.stack([method.ctx.logs[f"q_{m}"][1] for m in mods])  # the q^m of step 2
-    assert torch.equal(method._q_known.get(), used)
+    assert read == [1] and torch.equal(copy.value, used)

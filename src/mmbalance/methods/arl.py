@@ -172,8 +172,8 @@ class ARL(Method):
                 values[f"arl_q_ratio_{m}"] = q[m] / q[r]
                 values[f"arl_d_ratio_{m}"] = d[m] / d[r].clamp_min(1e-12)
         device = next(iter(q.values())).device
-        flat = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=device) for v in values.values()])  # [K]
-        self.log(**dict(zip(values, flat.unbind())))  # kept on the device (read once per epoch)
+        # float32 0-d tensors, kept on the device (the loop reads diagnostics once per epoch)
+        self.log(**{k: torch.as_tensor(v, dtype=torch.float32, device=device) for k, v in values.items()})
 
 
 # Registered rows of the paper's ablation (Tab. 5: UR, AL, GR) and the released code's behaviour,

@@ -194,7 +194,6 @@ class OPM(Method):
             check_choice(self.method_name, self.cfg, key, default, choices)
         self._q: dict[str, torch.Tensor] = {}  # q for the next step (q_from: previous), 0-d each
         self._q_host: HostCopy | None = None  # the same q^m, [M], copied to the host when computed
-        self._q_known: HostCopy | None = None  # this step's q^m on the host (q_from: previous)
         self._rho: dict[str, torch.Tensor] = {}  # ρ of the current batch before dropping, 0-d each
         self._pre_drop_scores: dict[str, torch.Tensor] = {}
 
@@ -202,8 +201,9 @@ class OPM(Method):
         c = self.cfg
         return {m: drop_probability(r, float(c.get("q_base", 0.5)), float(c.get("lam", 0.5)), c.get("z", "tanh")) for m, r in rho.items()}
 
-    def _step_probabilities(self, rho: dict[str, torch.Tensor]) -> dict[str, float | torch.Tensor]:
-        """The q^m to apply at this step; remembers Eq. 8 of this batch's ρ for the next step."""
+    def _step_probabilities(self, rho: dict[str, torch.Tensor]) -> tuple[dict[str, float | torch.Tensor], HostCopy | None]:
+        """The q^m to apply at this step, and their host copy when one was started a step earlier
+        (q_from: previous; None otherwise); remembers Eq. 8 of this batch's ρ for the next step."""
         q_next = self._probabilities(rho)
         previous = self.cfg.get("q_from", "previous") == "previous"
         if previous:
@@ -212,11 +212,11 @@ class OPM(Method):
             q = q_next  # released code: q from this batch
         # q_t reached the host during the previous step (a copy started when it was computed), so
         # deciding whether to draw masks from it waits for nothing on the device
-        self._q_known = self._q_host if previous else None
+        known = self._q_host if previous else None
         self._q, self._q_host = q_next, HostCopy(torch.stack(list(q_next.values()))) if previous else None
-        return q
+        return q, known
 
-    def _executes(self, q: dict[str, float | torch.Tensor]) -> bool:
+    def _executes(self, q: dict[str, float | torch.Tensor], known: HostCopy | None = None) -> bool:
         """Whether dropping runs at this step: in the epoch range, some q > 0, and the p_exe draw.
 
         "Some q > 0" is OPM's one host read per step (all the q^m in one comparison): it decides
@@ -225,7 +225,7 @@ class OPM(Method):
         released code) it waits for the device."""
         if not in_epoch_range(self.cfg, self.ctx.epoch):
             return False
-        positive = bool(self._q_known.get().gt(0).any()) if self._q_known is not None else any_positive(list(q.values()))
+        positive = bool(known.get().gt(0).any()) if known is not None else any_positive(list(q.values()))
         if not positive:
             return False
         p_exe = float(self.cfg.get("p_exe", 1.0))
@@ -237,8 +237,8 @@ class OPM(Method):
         scores = unimodal_scores(model, out, labels, self.cfg.get("bias_split"))
         self._pre_drop_scores = scores  # {m: [B]}, detached; OPM+OGM modulates gradients from them
         self._rho = discrepancy(scores, self.cfg.get("measure", "ratio"))
-        q = self._step_probabilities(self._rho)
-        keep = drop_masks(q, len(labels), labels.device, self.cfg.get("rescale", "none"), model.feature_dims) if self._executes(q) else None
+        q, known = self._step_probabilities(self._rho)
+        keep = drop_masks(q, len(labels), labels.device, self.cfg.get("rescale", "none"), model.feature_dims) if self._executes(q, known) else None
         self._log_step(q, keep)
         if keep is None:
             return out
@@ -257,7 +257,7 @@ class OPM(Method):
 
     def load_state_dict(self, state: dict) -> None:
         self._q = dict(state.get("q", {}))
-        self._q_host = self._q_known = None  # the restored q^m are numbers, read without the device
+        self._q_host = None  # the restored q^m are numbers, read without the device
 
 
 @METHODS.register("opm_code")

@@ -72,11 +72,6 @@ def slow_mask(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {m: (s < best).to(s.dtype) for m, s in scores.items()}
 
 
-def slow_modalities(scores: dict[str, float]) -> list[str]:
-    """The modalities ``slow_mask`` marks, for score sums given as numbers."""
-    mask = slow_mask({m: torch.tensor(s, dtype=torch.float64) for m, s in scores.items()})
-    return [m for m, k in mask.items() if k]
-
 
 @METHODS.register("pmr")
 class PMR(Method):
