@@ -3,6 +3,8 @@ counts, the memory measure on known allocations, and one run's costs on a tiny C
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 import torch
 from torch import nn
@@ -91,9 +93,9 @@ def test_run_costs_of_saved_models(tmp_path):
     assert ref["step_ratio"] == 1.0 and ref["batch_size"] == 6
     assert uni["modalities"] == ["audio"] and uni["params"] < ref["params"]
     assert 0 < uni["flops_per_sample"] < ref["flops_per_sample"]
-    assert uni["step_ratio"] == pytest.approx(uni["step_ms"] / uni["reference_step_ms"])
-    low, high = uni["step_ratio_range"]  # lowest and highest single-round ratio
-    assert 0 < low <= high and "step_ratio_range" not in ref  # the reference is timed alone
+    # the median of the rounds' ratios; 2 rounds are too few for a 95 % interval
+    assert len(uni["step_ratios"]) == FAST.rounds and uni["step_ratio"] == statistics.median(uni["step_ratios"])
+    assert uni["step_ratio_ci"] is None and "step_ratios" not in ref  # the reference is timed alone
     # the weights, gradients and momentum alone take 3 × 4 bytes per parameter
     assert ref["peak_bytes"] > 12 * ref["params"]
 
@@ -143,10 +145,23 @@ def test_round_ratios_pair_each_round():
     assert round_ratios([2.0, 9.0, 1.0, 3.0, 3.0, 3.0], [1.0, 1.0, 5.0, 2.0, 1.0, 2.0], 3) == [2.0, 1.5]
 
 
-def test_report_refuses_a_malformed_step_ratio_range():
+def test_median_ratio_interval_is_two_order_statistics():
+    from mmbalance.evaluate.costs import median_ratio
+
+    # 16 ratios: P(Binomial(16, 1/2) <= 3) = 697/65536, so the 4th and 13th smallest cover the
+    # median with 1 - 2 * 0.0106 = 97.9 % (the 5th and 12th: only 92.3 %)
+    ratios = [1.0 + i / 100 for i in (7, 3, 15, 0, 11, 5, 9, 1, 13, 2, 14, 6, 10, 4, 12, 8)]
+    mid, ci = median_ratio(ratios)
+    assert mid == pytest.approx(1.075) and ci == pytest.approx([1.03, 1.12])
+    # 6 ratios: the extremes cover it with 1 - 2/64 = 96.9 %; 5 ratios: 1 - 2/32 < 95 %, no interval
+    assert median_ratio([1.2, 0.9, 1.0, 1.1, 1.05, 0.95]) == (pytest.approx(1.025), pytest.approx([0.9, 1.2]))
+    assert median_ratio([1.2, 0.9, 1.0, 1.1, 1.05]) == (1.05, None)
+
+
+def test_report_refuses_a_malformed_step_ratio_ci():
     from mmbalance.report.tables import summarize_costs
 
-    good = summarize_costs({"dataset": "ds", "runs": {"a": {"step_ratio": 1.1, "step_ratio_range": [0.9, 1.3]}}})
-    assert good.runs["a"].step_ratio_range == (0.9, 1.3)
-    with pytest.raises(ValueError, match=r"step_ratio_range must be \[lowest, highest\]"):
-        summarize_costs({"dataset": "ds", "runs": {"a": {"step_ratio": 1.1, "step_ratio_range": 0.9}}})
+    good = summarize_costs({"dataset": "ds", "runs": {"a": {"step_ratio": 1.1, "step_ratio_ci": [0.9, 1.3]}}})
+    assert good.runs["a"].step_ratio_ci == (0.9, 1.3)
+    with pytest.raises(ValueError, match=r"step_ratio_ci must be \[low, high\]"):
+        summarize_costs({"dataset": "ds", "runs": {"a": {"step_ratio": 1.1, "step_ratio_ci": 0.9}}})

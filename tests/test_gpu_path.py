@@ -104,6 +104,19 @@ def test_prefetcher_stops_its_thread_when_the_consumer_stops():
     assert not any(t.name == "mmbalance-prefetch" and t.is_alive() for t in threading.enumerate())
 
 
+def test_map_tensors_reaches_every_tensor_of_a_batch_and_keeps_the_rest():
+    from mmbalance.models import SequenceBatch
+
+    seq = SequenceBatch(torch.ones(2, 3, 4), torch.ones(2, 3, dtype=torch.bool))
+    batch = ({"audio": torch.zeros(2, 1, 5, 5), "text": seq}, torch.tensor([0, 1]), ["k0", "k1"])
+    seen = []
+    out = runtime.map_tensors(batch, lambda t: seen.append(t.shape) or t + 1)
+    assert len(seen) == 4  # frames, the sequence's x and mask, labels
+    inputs, labels, keys = out
+    assert isinstance(inputs["text"], SequenceBatch) and torch.equal(inputs["text"].x, seq.x + 1)
+    assert torch.equal(inputs["audio"], torch.ones(2, 1, 5, 5)) and labels.tolist() == [1, 2] and keys == ["k0", "k1"]
+
+
 def test_gpu_step_measures_on_a_cpu_with_small_shapes():
     """benchmarks/gpu_step.py's measurement (samples/s, compute-only rate, data-wait share,
     warm-up) on the CPU with tiny encoders; the GPU run is the same code at paper shapes."""

@@ -12,11 +12,14 @@ Per run (its configuration is the one saved with its models, ``data/models/<ds>/
   (``Trainer.train_epoch`` over a training split of exactly one batch: batch assembly from
   memory, the method's forward, loss, backward, ``after_backward``, finiteness check, optimizer
   step), measured side by side with the reference run (Concat): both are built, warmed up, then
-  timed in alternating rounds of a few steps each (odd rounds in reverse order), and each side's
-  median step is taken; the ratio is run / reference from the same pairing.
-  ``step_ratio_range`` is the lowest and the highest ratio of a single round (the run's median
-  step in that round over the reference's): how much the machine's speed moved the ratio while
-  it was measured (a 2-core machine shared with other work moves it by tens of per cent);
+  timed in alternating rounds (odd rounds in reverse order, so each round's two sides run next to
+  each other). ``step_ms`` / ``reference_step_ms`` are each side's median step. ``step_ratios``
+  are the per-round ratios (the run's median step in the round over the reference's);
+  ``step_ratio`` is their median and ``step_ratio_ci`` its 95 % distribution-free confidence
+  interval (order statistics, ``scipy.stats.quantile_test``; None with fewer than 6 rounds).
+  Pairing within a round cancels the machine's speed changes, which on a shared 2-core machine
+  move a step by tens of per cent within seconds; comparing medians taken over the whole
+  measurement does not (docs/reports.md);
 - ``peak_bytes``: peak tensor memory of one training step after warm-up. On a GPU
   ``torch.cuda.max_memory_allocated`` above what was allocated before the run was built; on the
   CPU the parameters, buffers and optimizer state the run holds (each storage once) plus the
@@ -32,6 +35,7 @@ work (refits, probes at epoch ends) is not part of a step; the training wall tim
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -59,8 +63,8 @@ class CostSettings:
 
     reference: str = "concat"
     warmup_steps: int = 2
-    rounds: int = 4
-    steps_per_round: int = 3
+    rounds: int = 16
+    steps_per_round: int = 1
     batch_size: int | None = None  # None: train.batch_size
 
     @classmethod
@@ -232,10 +236,11 @@ def run_costs(path: Path, info: dict, batch: SplitData, train_cfg: dict, setting
     times = interleaved_step_times(pair, settings)
     out["step_ms"] = 1000.0 * statistics.median(times["run"])
     out["reference_step_ms"] = 1000.0 * statistics.median(times.get("reference", times["run"]))
-    out["step_ratio"] = out["step_ms"] / out["reference_step_ms"]
-    if reference is not None:
-        per_round = round_ratios(times["run"], times["reference"], settings.steps_per_round)
-        out["step_ratio_range"] = [min(per_round), max(per_round)]
+    if reference is None:
+        out["step_ratio"] = 1.0
+        return out
+    out["step_ratios"] = round_ratios(times["run"], times["reference"], settings.steps_per_round)
+    out["step_ratio"], out["step_ratio_ci"] = median_ratio(out["step_ratios"])
     return out
 
 
@@ -244,6 +249,19 @@ def round_ratios(run: list[float], reference: list[float], steps_per_round: int)
     (``interleaved_step_times`` lists each side's rounds one after another)."""
     k = steps_per_round
     return [statistics.median(run[i:i + k]) / statistics.median(reference[i:i + k]) for i in range(0, len(run), k)]
+
+
+def median_ratio(ratios: list[float], confidence: float = 0.95) -> tuple[float, list[float] | None]:
+    """(median of the per-round ``ratios``, its ``confidence`` interval [low, high]): two of the
+    sorted ratios chosen by the binomial distribution of how many fall below the median (16
+    ratios: the 4th and the 13th, 97.9 % coverage), so no assumption about the noise's shape.
+    None when too few ratios reach ``confidence`` (fewer than 6 for 95 %)."""
+    from scipy.stats import quantile_test  # costs stage only; scipy.stats takes ~0.5 s to import
+
+    mid = statistics.median(ratios)
+    ci = quantile_test(ratios, q=mid, p=0.5).confidence_interval(confidence)
+    bounded = all(math.isfinite(v) for v in (ci.low, ci.high))
+    return mid, [float(ci.low), float(ci.high)] if bounded else None
 
 
 def dataset_costs(model_dirs: Iterable[Path], shard_dir: Path, info: dict, train_cfg: dict, settings: CostSettings,

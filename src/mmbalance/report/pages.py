@@ -144,7 +144,7 @@ def _step_note(run: RunSummary, metric: str) -> str:
     the costs stage's training-step ratio, timed side by side with Concat."""
     if metric != "train_time_ratio" or run.step_ratio is None:
         return ""
-    return f"; step {format_ratio(run.step_ratio, run.step_ratio_range, '×')} side by side"
+    return f"; step {format_ratio(run.step_ratio, run.step_ratio_ci, '×')} side by side"
 
 
 def _layout(cells: Sequence[TableCell], transposed: bool) -> tuple[list[str], list[str], dict[tuple[str, str], TableCell]]:

@@ -141,10 +141,11 @@ def costs_note(costs: CostsSummary | None) -> str | None:
         f"Costs (`stages/costs.py`, each run's first seed's model, one batch of {batch}{where}). **Params**: trainable "
         "parameters, the method's own modules included. **FLOPs/sample**: the test-time forward of the batch counted "
         "by `torch.utils.flop_counter.FlopCounterMode` (a multiply-add counts 2), divided by the batch size. "
-        f"**Step time (× Concat)**: median time of one training step of the training loop over median time of "
-        f"`{ref}`'s, both timed side by side in alternating rounds after warm-up, the method in the state of its "
-        "last epoch (epoch-level refits and probes not included); in brackets the lowest and the highest ratio of "
-        "a single round, how far the machine's varying speed moved it." + memory
+        f"**Step time (× Concat)**: one training step of the training loop against one of `{ref}`'s, timed side "
+        "by side in alternating rounds after warm-up, the method in the state of its last epoch (epoch-level "
+        "refits and probes not included): the median of the rounds' ratios and, in brackets, its 95 % "
+        "distribution-free interval (entries without one were measured in fewer than 6 rounds, or before "
+        "intervals were recorded)." + memory
         + archived_note(costs.archived, "costs", f"results/archive/{costs.dataset}/costs.json")
     )
 

@@ -69,9 +69,9 @@ class RunSummary:
     source: str | None = None
     backbone: str | None = None  # an intermediate-fusion backbone (mmtm, mmformer); None = late
     # training-step time over the costs reference run's (Concat), timed side by side by the costs
-    # stage, and its lowest and highest single-round ratio; None without a costs file for the dataset
+    # stage, and its 95 % interval; None without a costs file for the dataset
     step_ratio: float | None = None
-    step_ratio_range: tuple[float, float] | None = None
+    step_ratio_ci: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if not self.run:
@@ -681,7 +681,7 @@ class RunCosts:
     flops_per_sample: float | None
     step_ratio: float | None
     peak_bytes: int | None
-    step_ratio_range: tuple[float, float] | None = None  # lowest, highest single-round ratio
+    step_ratio_ci: tuple[float, float] | None = None  # 95 % interval of the median per-round ratio
 
 
 @dataclass
@@ -711,7 +711,7 @@ def summarize_costs(data: Mapping, source: str = "costs.json") -> CostsSummary:
         params, peak = _num(entry.get("params")), _num(entry.get("peak_bytes"))
         runs[run] = RunCosts(params=int(params) if params is not None else None, flops_per_sample=_num(entry.get("flops_per_sample")),
                              step_ratio=_num(entry.get("step_ratio")), peak_bytes=int(peak) if peak is not None else None,
-                             step_ratio_range=_range(entry.get("step_ratio_range")))
+                             step_ratio_ci=_interval(entry.get("step_ratio_ci")))
         memory = memory or entry.get("memory")
     settings = data.get("settings") or {}
     return CostsSummary(dataset=str(data["dataset"]), runs=runs, reference=data.get("reference"),
@@ -800,24 +800,24 @@ def with_step_ratios(runs: Sequence[RunSummary], costs: Mapping[str, CostsSummar
     for r in runs:
         entry = costs[r.dataset].runs.get(r.run) if r.dataset in costs else None
         out.append(r if entry is None or entry.step_ratio is None
-                   else replace(r, step_ratio=entry.step_ratio, step_ratio_range=entry.step_ratio_range))
+                   else replace(r, step_ratio=entry.step_ratio, step_ratio_ci=entry.step_ratio_ci))
     return out
 
 
-def _range(value) -> tuple[float, float] | None:
-    """A costs.json ``[low, high]`` pair as numbers; None when absent (costs measured before the
-    range was recorded, e.g. archived ones)."""
+def _interval(value) -> tuple[float, float] | None:
+    """A costs.json ``[low, high]`` interval as numbers; None when absent (too few rounds for one,
+    or costs measured before intervals were recorded, e.g. archived ones)."""
     if value is None:
         return None
     if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise ValueError(f"costs.json: step_ratio_range must be [lowest, highest], got {value!r}")
+        raise ValueError(f"costs.json: step_ratio_ci must be [low, high], got {value!r}")
     low, high = (_num(v) for v in value)
     return None if low is None or high is None else (low, high)
 
 
 def format_ratio(ratio: float | None, spread: tuple[float, float] | None = None, unit: str = "") -> str:
-    """A step-time ratio with two decimals and ``unit`` and, when known, its [lowest, highest]
-    single-round ratio; "—" for None."""
+    """A step-time ratio with two decimals and ``unit`` and, when known, its [low, high]
+    interval; "—" for None."""
     if ratio is None:
         return MISSING
     return f"{ratio:.2f}{unit}" + (f" [{spread[0]:.2f}, {spread[1]:.2f}]" if spread else "")
@@ -879,7 +879,7 @@ def cost_cells(costs: RunCosts | None) -> list[str]:
     """Params, forward FLOPs per sample, step time relative to the reference, peak memory."""
     if costs is None:
         return [MISSING] * len(COST_HEADERS)
-    ratio = format_ratio(costs.step_ratio, costs.step_ratio_range)
+    ratio = format_ratio(costs.step_ratio, costs.step_ratio_ci)
     return [format_count(costs.params), format_count(costs.flops_per_sample), ratio, format_bytes(costs.peak_bytes)]
 
 

@@ -48,7 +48,7 @@ class Runtime:
         """Move a batch to the device (nothing to do on the CPU)."""
         if not self.cuda:
             return inputs, labels
-        return {m: self._move(x) for m, x in inputs.items()}, labels.to(self.device, non_blocking=True)
+        return map_tensors((inputs, labels), lambda t: t.to(self.device, non_blocking=True))
 
     def channels_last(self, inputs: dict) -> dict:
         """On CUDA, 4-D images/spectrograms [B, C, H, W] go channels-last (the CNNs' format)."""
@@ -56,11 +56,6 @@ class Runtime:
             return inputs
         return {m: x.contiguous(memory_format=torch.channels_last) if isinstance(x, torch.Tensor) and x.dim() == 4 else x
                 for m, x in inputs.items()}
-
-    def _move(self, x):
-        if isinstance(x, SequenceBatch):
-            return SequenceBatch(x.x.to(self.device, non_blocking=True), x.mask.to(self.device, non_blocking=True))
-        return x.to(self.device, non_blocking=True)
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model on the device; channels-last weights for the 2-D CNN encoders on CUDA."""
@@ -113,7 +108,7 @@ class _Prefetcher:
     def _produce(self) -> None:
         try:
             for item in self.items:
-                if not self._put(_pinned(item) if self.pin else item):
+                if not self._put(map_tensors(item, torch.Tensor.pin_memory) if self.pin else item):
                     return
             self._put(self._END)
         except BaseException as e:  # handed to the consumer, which raises it
@@ -130,16 +125,18 @@ class _Prefetcher:
         return False
 
 
-def _pinned(item):
-    """Page-locked copies of the tensors in a batch tuple/dict (other values unchanged)."""
+def map_tensors(item, fn):
+    """``item`` (a batch: tensors, ``SequenceBatch``es, and dicts / tuples of them) with ``fn``
+    applied to each tensor; other values (sample keys) unchanged. One walker for pinning and for
+    the move to the device, so both see the same batch structure."""
     if isinstance(item, torch.Tensor):
-        return item.pin_memory()
+        return fn(item)
     if isinstance(item, SequenceBatch):
-        return SequenceBatch(item.x.pin_memory(), item.mask.pin_memory())
+        return SequenceBatch(fn(item.x), fn(item.mask))
     if isinstance(item, dict):
-        return {k: _pinned(v) for k, v in item.items()}
+        return {k: map_tensors(v, fn) for k, v in item.items()}
     if isinstance(item, tuple):
-        return tuple(_pinned(v) for v in item)
+        return tuple(map_tensors(v, fn) for v in item)
     return item
 
 
