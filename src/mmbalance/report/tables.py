@@ -815,12 +815,12 @@ def _interval(value) -> tuple[float, float] | None:
     return None if low is None or high is None else (low, high)
 
 
-def format_ratio(ratio: float | None, spread: tuple[float, float] | None = None, unit: str = "") -> str:
+def format_ratio(ratio: float | None, interval: tuple[float, float] | None = None, unit: str = "") -> str:
     """A step-time ratio with two decimals and ``unit`` and, when known, its [low, high]
     interval; "—" for None."""
     if ratio is None:
         return MISSING
-    return f"{ratio:.2f}{unit}" + (f" [{spread[0]:.2f}, {spread[1]:.2f}]" if spread else "")
+    return f"{ratio:.2f}{unit}" + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
 
 
 def load_costs(paths: Iterable[str | Path]) -> dict[str, CostsSummary]:
