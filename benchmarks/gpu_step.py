@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import shutil
 import statistics
 import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -42,6 +42,7 @@ from pathlib import Path
 
 import torch
 
+from mmbalance.system import device_name
 from mmbalance.train.data import SplitData
 from mmbalance.train.loop import Trainer
 from mmbalance.train.run import build_run
@@ -211,11 +212,6 @@ def measure(split: SplitData, precision: str, epochs: int, method: str, device: 
     return Measurement(method, precision, compiled, n / seconds, n / compute, warmup, sampler.mean, syncs_per_step(trainer))
 
 
-def device_name() -> str:
-    """The GPU's name (the CPU's off CUDA, for the CPU test of this script)."""
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else (platform.processor() or "CPU")
-
-
 def report(rows: list[Measurement], args) -> str:
     """Markdown: the machine, then per setting samples/s, the data-wait share, GPU utilisation,
     the warm-up epoch and the implied CREMA-D epoch time."""
@@ -257,7 +253,7 @@ def main() -> None:
             for precision in ("fp32", "bf16"):
                 r = measure(split, precision, args.epochs, method, compiled=compiled)
                 rows.append(r)
-                print(f"{torch.cuda.get_device_name()} {method} {precision} {'compiled' if compiled else 'eager'}: "
+                print(f"{device_name()} {method} {precision} {'compiled' if compiled else 'eager'}: "
                       f"{r.rate:.0f} samples/s (compute-only {r.compute_rate:.0f}, data wait {100 * r.data_wait:.0f} %, "
                       f"GPU {r.utilisation if r.utilisation is not None else 'n/a'} %, host syncs/step {r.syncs_per_step}), "
                       f"warm-up {r.warmup_s:.1f} s", flush=True)

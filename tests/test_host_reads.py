@@ -11,6 +11,7 @@ and why (docs/performance.md, "Host reads in the step").
 import collections
 import math
 import traceback
+
 import pytest
 import torch
 

@@ -72,7 +72,6 @@ def slow_mask(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {m: (s < best).to(s.dtype) for m, s in scores.items()}
 
 
-
 @METHODS.register("pmr")
 class PMR(Method):
     """Fused CE + α·prototypical CE for the slow modality (see the module docstring)."""
